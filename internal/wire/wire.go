@@ -1,0 +1,130 @@
+// Package wire holds the JSON messages of the Sprites v1 proxy protocol (see
+// PROTOCOL.md at the repository root): the client's first message, the
+// server's reply, and the control messages of the extensions.
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/spriteproxy/spriteproxy/dialer"
+)
+
+// FeatureHalfClose is the extension that carries TCP half-close as
+// {"type":"eof"}.
+const FeatureHalfClose = "half_close"
+
+// MaxHandshakeMessage caps the first message and the reply; a peer that
+// sends more is refused.
+const MaxHandshakeMessage = 4 << 10
+
+// Reply statuses.
+const (
+	StatusConnected = "connected"
+	StatusError     = "error"
+)
+
+// ControlEOF is the control message type that means "the sender will write
+// no more".
+const ControlEOF = "eof"
+
+// Request is the client's first message.
+type Request struct {
+	Host     string   `json:"host"`
+	Port     int      `json:"port"`
+	Features []string `json:"features,omitempty"`
+}
+
+// Reply is the server's answer to a Request.
+type Reply struct {
+	Status   string   `json:"status"`
+	Target   string   `json:"target,omitempty"`
+	Error    string   `json:"error,omitempty"`
+	Message  string   `json:"message,omitempty"`
+	Features []string `json:"features,omitempty"`
+}
+
+// Control is a text message after the handshake.
+type Control struct {
+	Type string `json:"type"`
+}
+
+// ErrorBody is the JSON body of an HTTP refusal.
+type ErrorBody struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+// ParseRequest decodes and checks a client's first message. Unknown fields
+// are ignored; a port that is not an integer in 1-65535, or a host that is
+// empty, too long or not a host, gives an error matching dialer.ErrBadRequest
+// (and dialer.ErrBadAddress for the address checks).
+func ParseRequest(b []byte) (Request, error) {
+	var req Request
+	if len(b) > MaxHandshakeMessage {
+		return req, fmt.Errorf("%w: first message is %d bytes, over %d", dialer.ErrBadRequest, len(b), MaxHandshakeMessage)
+	}
+	if err := json.Unmarshal(b, &req); err != nil {
+		return req, fmt.Errorf("%w: first message is not the expected JSON: %v", dialer.ErrBadRequest, err)
+	}
+	if err := dialer.CheckPort(req.Port, false); err != nil {
+		return req, fmt.Errorf("%w: %w", dialer.ErrBadRequest, err)
+	}
+	if err := dialer.CheckHost(req.Host); err != nil {
+		return req, fmt.Errorf("%w: %w", dialer.ErrBadRequest, err)
+	}
+	return req, nil
+}
+
+// ParseReply decodes a server's reply. Trailing white space (the newline a
+// JSON encoder writes) is allowed; anything that is not a reply object is an
+// error matching dialer.ErrTunnelClosed.
+func ParseReply(b []byte) (Reply, error) {
+	var rep Reply
+	if len(b) > MaxHandshakeMessage {
+		return rep, fmt.Errorf("%w: reply is %d bytes, over %d", dialer.ErrTunnelClosed, len(b), MaxHandshakeMessage)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return rep, fmt.Errorf("%w: reply is not the expected JSON: %v", dialer.ErrTunnelClosed, err)
+	}
+	switch rep.Status {
+	case StatusConnected, StatusError:
+	default:
+		return rep, fmt.Errorf("%w: reply has unknown status %q", dialer.ErrTunnelClosed, rep.Status)
+	}
+	return rep, nil
+}
+
+// ParseControl decodes a control message; an error means the message was
+// not a control message at all (and is ignored by the caller).
+func ParseControl(b []byte) (Control, error) {
+	var c Control
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, err
+	}
+	if c.Type == "" {
+		return c, errors.New("control message has no type")
+	}
+	return c, nil
+}
+
+// EOFMessage is the encoded {"type":"eof"} control message.
+var EOFMessage = []byte(`{"type":"eof"}`)
+
+// Has reports whether features holds f.
+func Has(features []string, f string) bool { return slices.Contains(features, f) }
+
+// Marshal encodes v as one line of JSON, as the Sprites SDK writes it (with
+// the trailing newline of a JSON encoder).
+func Marshal(v any) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		panic("wire: " + err.Error()) // only our own message types are encoded
+	}
+	return buf.Bytes()
+}

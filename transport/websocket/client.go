@@ -1,0 +1,337 @@
+package websocket
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/spriteproxy/spriteproxy/dialer"
+	"github.com/spriteproxy/spriteproxy/internal/wire"
+)
+
+// UserAgent is sent with every upgrade request.
+const UserAgent = "spriteproxy/1"
+
+// Dialer is the client side of the tunnel: a dialer.Dialer that opens one
+// WebSocket per stream to {BaseURL}/v1/sprites/{name}/proxy and speaks the
+// Sprites v1 protocol on it. Its zero value is not usable (BaseURL is
+// required); it is safe for concurrent use once dialing has begun, when it
+// must no longer be changed.
+type Dialer struct {
+	// BaseURL is the API's base, http:// or https:// (ws:// and wss:// are
+	// taken as they are). A path in it is kept as a prefix.
+	BaseURL string
+	// Token is sent as "Authorization: Bearer <Token>"; empty sends none.
+	Token string
+	// TLSConfig configures wss:// connections (custom RootCAs, client
+	// certificates, a minimum version). nil means the system's roots. Its
+	// ServerName, if empty, is the BaseURL's host.
+	TLSConfig *tls.Config
+	// NetDial, if set, gives the connection under the WebSocket (TLS is
+	// layered on it for wss://): it may come from anywhere, e.g. an
+	// in-process network. nil means a net.Dialer.
+	NetDial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// DisableHalfClose stops the client from asking for the half_close
+	// extension, so that it speaks exactly like the Sprites SDK.
+	DisableHalfClose bool
+	// Tuning sets the keep-alive, dead-peer and close timeouts and the
+	// message limit; the zero value means the defaults.
+	Tuning Tuning
+	// Logger receives debug lines for tunnels opened and refused; nil
+	// logs nothing.
+	Logger *slog.Logger
+
+	once    sync.Once
+	initErr error
+	base    *url.URL
+	header  ws.HandshakeHeader
+	cfg     *config
+	tlsConf *tls.Config
+}
+
+var _ dialer.Dialer = (*Dialer)(nil)
+
+// NewDialer returns a Dialer for the API at baseURL with token.
+func NewDialer(baseURL, token string) *Dialer {
+	return &Dialer{BaseURL: baseURL, Token: token}
+}
+
+func (d *Dialer) init() error {
+	d.once.Do(func() { d.initErr = d.setup() })
+	return d.initErr
+}
+
+func (d *Dialer) setup() error {
+	u, err := url.Parse(d.BaseURL)
+	if err != nil {
+		return fmt.Errorf("websocket: bad BaseURL %q: %w", d.BaseURL, err)
+	}
+	switch u.Scheme {
+	case "http", "ws":
+		u.Scheme = "ws"
+	case "https", "wss":
+		u.Scheme = "wss"
+	default:
+		return fmt.Errorf("websocket: BaseURL %q: scheme must be http, https, ws or wss", d.BaseURL)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("websocket: BaseURL %q has no host", d.BaseURL)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawPath, u.RawQuery, u.Fragment = "", "", ""
+	d.base = u
+	h := http.Header{"User-Agent": {UserAgent}}
+	if d.Token != "" {
+		h.Set("Authorization", "Bearer "+d.Token)
+	}
+	d.header = ws.HandshakeHeaderHTTP(h)
+	if d.cfg, err = d.Tuning.config(); err != nil {
+		return err
+	}
+	if u.Scheme == "wss" {
+		d.tlsConf = d.TLSConfig.Clone()
+		if d.tlsConf == nil {
+			d.tlsConf = &tls.Config{}
+		}
+		if d.tlsConf.ServerName == "" {
+			d.tlsConf.ServerName = u.Hostname()
+		}
+		if d.tlsConf.MinVersion == 0 {
+			d.tlsConf.MinVersion = tls.VersionTLS12
+		}
+	}
+	return nil
+}
+
+// DialSprite opens a tunnel to address inside sprite. ctx bounds the TCP
+// dial, the TLS and WebSocket handshakes and the server's dial of the
+// target; the returned *Conn outlives it. See dialer.Dialer for the errors.
+func (d *Dialer) DialSprite(ctx context.Context, sprite, network, address string) (net.Conn, error) {
+	c, err := d.dial(ctx, sprite, network, address)
+	if err != nil {
+		if d.Logger != nil {
+			d.Logger.Debug("tunnel refused", "sprite", sprite, "addr", address, "err", err)
+		}
+		return nil, dialer.OpError(network, sprite, address, err)
+	}
+	if d.Logger != nil {
+		d.Logger.Debug("tunnel open", "sprite", sprite, "addr", address, "target", c.remote, "half_close", c.halfClose)
+	}
+	return c, nil
+}
+
+func (d *Dialer) dial(ctx context.Context, sprite, network, address string) (*Conn, error) {
+	host, port, err := dialer.SplitAddress(network, address)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSpriteName(sprite); err != nil {
+		return nil, err
+	}
+	if err := d.init(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	u := *d.base
+	u.Path = d.base.Path + "/v1/sprites/" + sprite + "/proxy"
+
+	nc, err := d.netConn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// ctx bounds the handshakes: a deadline for its deadline, and a past
+	// deadline the moment it is cancelled (no goroutine unless it is).
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(aLongTimeAgo) })
+	c, err := d.handshake(nc, &u, host, port)
+	if !stop() || ctx.Err() != nil {
+		// ctx ended during the handshake: its error is the better one.
+		if c != nil {
+			c.abort()
+		} else {
+			nc.Close()
+		}
+		return nil, ctx.Err()
+	}
+	if err != nil {
+		return nil, err
+	}
+	nc.SetDeadline(time.Time{})
+	c.startKeepalive()
+	return c, nil
+}
+
+// netConn dials the server and, for wss://, completes the TLS handshake.
+func (d *Dialer) netConn(ctx context.Context) (net.Conn, error) {
+	addr := d.base.Host
+	if d.base.Port() == "" {
+		if d.base.Scheme == "wss" {
+			addr = net.JoinHostPort(d.base.Hostname(), "443")
+		} else {
+			addr = net.JoinHostPort(d.base.Hostname(), "80")
+		}
+	}
+	var nc net.Conn
+	var err error
+	if d.NetDial != nil {
+		nc, err = d.NetDial(ctx, "tcp", addr)
+	} else {
+		var nd net.Dialer
+		nc, err = nd.DialContext(ctx, "tcp", addr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if d.tlsConf == nil {
+		return nc, nil
+	}
+	tc := tls.Client(nc, d.tlsConf)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+// handshake upgrades nc to a WebSocket at u and asks for host:port. On an
+// error nc is closed and c is nil, unless the tunnel was set up (then the
+// caller must close c).
+func (d *Dialer) handshake(nc net.Conn, u *url.URL, host string, port int) (c *Conn, err error) {
+	var refusal *dialer.HTTPError
+	up := ws.Dialer{
+		Header: d.header,
+		OnStatusError: func(status int, _ []byte, resp io.Reader) {
+			refusal = readRefusal(nc, status, resp)
+		},
+	}
+	br, _, err := up.Upgrade(nc, u)
+	if err != nil {
+		nc.Close()
+		if refusal != nil {
+			return nil, refusal
+		}
+		var se ws.StatusError
+		if errors.As(err, &se) {
+			return nil, &dialer.HTTPError{StatusCode: int(se)}
+		}
+		if isTimeout(err) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: websocket upgrade failed: %w", dialer.ErrTunnelClosed, err)
+	}
+	var pre []byte
+	if br != nil {
+		pre, _ = br.Peek(br.Buffered())
+	}
+	c = newConn(nc, true, d.cfg, pre)
+	if br != nil {
+		ws.PutReader(br)
+	}
+	req := wire.Request{Host: host, Port: port}
+	if !d.DisableHalfClose {
+		req.Features = []string{wire.FeatureHalfClose}
+	}
+	if err := c.writeMessage(wire.Marshal(req)); err != nil {
+		c.abort()
+		return nil, err
+	}
+	msg, err := c.readMessage()
+	if err != nil {
+		c.abort()
+		if errors.Is(err, io.EOF) {
+			err = fmt.Errorf("%w: server closed the tunnel before replying", dialer.ErrTunnelClosed)
+		}
+		return nil, err
+	}
+	rep, err := wire.ParseReply(msg)
+	if err != nil {
+		c.abort()
+		return nil, err
+	}
+	if rep.Status == wire.StatusError {
+		c.Close()
+		return nil, &dialer.TargetError{Code: rep.Error, Message: rep.Message}
+	}
+	c.halfClose = !d.DisableHalfClose && wire.Has(rep.Features, wire.FeatureHalfClose)
+	c.remote = targetAddr(rep.Target, host, port)
+	return c, nil
+}
+
+// readRefusal reads the JSON body of a refused upgrade.
+func readRefusal(nc net.Conn, status int, resp io.Reader) *dialer.HTTPError {
+	e := &dialer.HTTPError{StatusCode: status}
+	// The body is small or absent; never wait long for it.
+	nc.SetReadDeadline(time.Now().Add(time.Second))
+	r, err := http.ReadResponse(bufio.NewReader(resp), nil)
+	if err != nil {
+		return e
+	}
+	defer r.Body.Close()
+	var body wire.ErrorBody
+	if json.NewDecoder(io.LimitReader(r.Body, 4<<10)).Decode(&body) == nil {
+		e.Code, e.Message = body.Error, body.Message
+	}
+	return e
+}
+
+// targetAddr is the tunnel's RemoteAddr: the server's "target" when it is an
+// IP address and port, the requested address otherwise.
+func targetAddr(target, host string, port int) net.Addr {
+	if ap, err := netip.ParseAddrPort(target); err == nil {
+		return net.TCPAddrFromAddrPort(ap)
+	}
+	if target == "" {
+		target = dialer.HostPort(host, port)
+	}
+	return &dialer.Addr{Address: target}
+}
+
+// checkSpriteName refuses names that cannot be one path segment.
+func checkSpriteName(name string) error {
+	if name == "" || len(name) > 255 || name == "." || name == ".." {
+		return fmt.Errorf("%w: sprite name %q", dialer.ErrBadAddress, name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("%w: sprite name %q has a byte %q outside [A-Za-z0-9._-]", dialer.ErrBadAddress, name, c)
+		}
+	}
+	return nil
+}
+
+// writeMessage sends a text message during the handshake.
+func (c *Conn) writeMessage(p []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_, err := c.writeFrameLocked(opText, p)
+	return err
+}
+
+// abort closes the tunnel without the closing handshake.
+func (c *Conn) abort() {
+	c.closeOnce.Do(func() {
+		c.closing.Store(true)
+		c.closed.Store(true)
+		c.markPeerClosed()
+		c.closeErr = c.nc.Close()
+		c.stopKeepalive()
+	})
+}

@@ -1,0 +1,185 @@
+package websocket
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/spriteproxy/spriteproxy/dialer"
+	"github.com/spriteproxy/spriteproxy/internal/pool"
+	"github.com/spriteproxy/spriteproxy/internal/wire"
+)
+
+// aLongTimeAgo is a deadline in the past: it makes blocked I/O return now.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// CloseWrite ends the write side of the stream; reads go on. With the
+// half_close extension the peer reads io.EOF and may still write back;
+// with a plain peer this sends the close frame, which the peer reads as the
+// end of the stream. Writes after it fail with syscall.EPIPE.
+func (c *Conn) CloseWrite() error {
+	c.wmu.Lock()
+	err := c.closeWriteLocked()
+	c.wmu.Unlock()
+	c.flushControl()
+	if err != nil {
+		return c.writeError(err)
+	}
+	return nil
+}
+
+func (c *Conn) closeWriteLocked() error {
+	if c.wr.closed {
+		return nil
+	}
+	if err := c.writableLocked(); err != nil {
+		if err == syscall.EPIPE {
+			return nil
+		}
+		return err
+	}
+	if !c.halfClose {
+		return c.sendCloseLocked(closeNormal)
+	}
+	_, err := c.writeFrameLocked(opText, wire.EOFMessage)
+	c.wr.closed = true
+	return err
+}
+
+// Close ends the tunnel: it sends the close frame (unless sent already),
+// waits up to the close timeout for the peer's (reading and discarding what
+// the peer still sends), then closes the connection underneath and stops
+// the keep-alive timer. It is idempotent and safe to call concurrently; a
+// blocked Read or Write returns.
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() { c.closeErr = c.close() })
+	return c.closeErr
+}
+
+func (c *Conn) close() error {
+	c.closing.Store(true)
+	deadline := time.Now().Add(c.cfg.closeTimeout)
+	clean := false
+	if c.wmu.TryLock() {
+		if c.wr.err == nil && !c.closed.Load() {
+			c.nc.SetWriteDeadline(deadline)
+			c.writeControlLocked()
+			if c.flushPendLocked() == nil && c.sendCloseLocked(closeNormal) == nil {
+				clean = true
+			}
+		}
+		c.wr.closed = true
+		c.wmu.Unlock()
+	} else {
+		// A Write is blocked: the peer is not reading, so no close frame can
+		// get through. Unblock the writer and close at once.
+		c.nc.SetWriteDeadline(aLongTimeAgo)
+	}
+	if clean && !c.closeRecv.Load() {
+		c.nc.SetReadDeadline(deadline)
+		if c.rmu.TryLock() {
+			c.drainLocked()
+			c.rmu.Unlock()
+		} else {
+			// A Read is in progress: it will see the peer's close frame.
+			t := time.NewTimer(time.Until(deadline))
+			select {
+			case <-c.peerClosed:
+			case <-t.C:
+			}
+			t.Stop()
+		}
+	}
+	c.closed.Store(true)
+	c.markPeerClosed()
+	err := c.nc.Close()
+	c.stopKeepalive()
+	return err
+}
+
+// drainLocked reads and discards until the peer's close frame, an error or
+// the read deadline.
+func (c *Conn) drainLocked() {
+	r := &c.rd
+	r.eof = false // the eof message ended the stream for the reader, not for us
+	for {
+		err := c.awaitDataLocked()
+		if err != nil {
+			if r.eof {
+				r.eof = false
+				continue
+			}
+			return
+		}
+		bp := pool.Get()
+		_, err = c.readPayloadLocked((*bp)[:min(r.left, int64(pool.Size))])
+		pool.Put(bp)
+		if err != nil {
+			return
+		}
+	}
+}
+
+// deadPeerError is the error of a tunnel closed by the dead-peer timeout.
+type deadPeerError struct{ after time.Duration }
+
+func (e *deadPeerError) Error() string {
+	return fmt.Sprintf("websocket: no frame from the peer in %v: tunnel closed as dead", e.after)
+}
+func (e *deadPeerError) Timeout() bool        { return true }
+func (e *deadPeerError) Temporary() bool      { return false }
+func (e *deadPeerError) Is(target error) bool { return target == dialer.ErrTunnelClosed }
+
+var _ net.Error = (*deadPeerError)(nil)
+
+// startKeepalive arms the keep-alive timer. No goroutine runs while the
+// tunnel is idle: the timer's function runs briefly every interval.
+func (c *Conn) startKeepalive() {
+	if c.cfg.keepAlive <= 0 {
+		return
+	}
+	c.kmu.Lock()
+	defer c.kmu.Unlock()
+	if c.closed.Load() {
+		return
+	}
+	c.kTimer = time.AfterFunc(c.cfg.keepAlive, c.keepalive)
+}
+
+// keepalive sends a ping if nothing was sent for an interval, and closes a
+// tunnel whose reader has heard nothing for the dead-peer timeout.
+func (c *Conn) keepalive() {
+	c.kmu.Lock()
+	defer c.kmu.Unlock()
+	if c.closed.Load() || c.kTimer == nil {
+		return
+	}
+	now := time.Now().UnixNano()
+	if dead := c.cfg.deadPeer; dead > 0 && c.reading.Load() > 0 && now-c.lastRead.Load() > int64(dead) {
+		err := error(&net.OpError{Op: "read", Net: "websocket", Source: c.local, Addr: c.remote, Err: &deadPeerError{dead}})
+		c.deadErr.Store(&err)
+		c.closed.Store(true)
+		c.markPeerClosed()
+		c.nc.Close()
+		return
+	}
+	if now-c.lastWrite.Load() >= int64(c.cfg.keepAlive)*9/10 {
+		c.queuePing()
+	}
+	c.kTimer.Reset(c.cfg.keepAlive)
+}
+
+// stopKeepalive stops the timer and waits for a running tick to finish.
+func (c *Conn) stopKeepalive() {
+	c.kmu.Lock()
+	if c.kTimer != nil {
+		c.kTimer.Stop()
+		c.kTimer = nil
+	}
+	c.kmu.Unlock()
+}
+
+// discard reads and drops the rest of the stream; for tests and drains.
+var _ io.Reader = (*Conn)(nil)

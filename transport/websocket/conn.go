@@ -1,0 +1,142 @@
+package websocket
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Conn is one tunnelled stream: a net.Conn over a WebSocket that carries
+// the byte stream in binary messages, as the Sprites v1 protocol does.
+//
+// Behaviour, in detail:
+//   - Write sends its bytes as one binary message (several for writes over
+//     64 KiB on the client, 1 MiB on the server). Read returns the bytes of
+//     binary messages of any size, split or joined across Reads; message
+//     boundaries carry no meaning.
+//   - CloseWrite ends the write side: with the half_close extension it sends
+//     {"type":"eof"} and the peer's reads end with io.EOF while it can
+//     still write back; without it, it sends the close frame, which a plain
+//     peer reads as the end of the stream.
+//   - Read returns io.EOF when the peer ends its write side (eof message)
+//     or closes with code 1000 or 1001; another close code is a
+//     *CloseError, a protocol violation a *ProtocolError (both match
+//     dialer.ErrTunnelClosed).
+//   - Close sends a close frame (1000), waits up to the close timeout for the
+//     peer's, and closes the connection underneath; it is idempotent.
+//   - Deadlines apply to the connection underneath; a timed-out Read or
+//     Write can be retried (a frame cut by a write timeout is finished by
+//     the next Write).
+//   - Pings go out when no frame was sent for the keep-alive interval, and
+//     a Read that has waited past the dead-peer timeout without any frame
+//     arriving (pongs included) fails with a timeout error, the tunnel being
+//     closed.
+//
+// Buffers are borrowed from a pool only while data moves: an idle Conn holds
+// a few hundred bytes of its own.
+type Conn struct {
+	nc     net.Conn
+	tcp    *net.TCPConn // nc when it is a plain TCP socket (writev, splice)
+	client bool         // frames sent are masked; frames received are not
+	cfg    *config
+	local  net.Addr
+	remote net.Addr
+
+	halfClose bool // the half_close extension was negotiated
+
+	// Read side, guarded by rmu.
+	rmu sync.Mutex
+	rd  reader
+
+	// Write side, guarded by wmu.
+	wmu    sync.Mutex
+	wr     writer
+	wvec   [2][]byte // scratch for writev, kept here so it does not escape
+	wbufs  net.Buffers
+	ctrlMu sync.Mutex // guards ctrl
+	ctrl   pendingControl
+	// ctrlPending says ctrl holds something to send; writers check it after
+	// each frame without taking ctrlMu.
+	ctrlPending atomic.Bool
+
+	// State shared by both sides.
+	lastRead   atomic.Int64 // unix nanoseconds of the last frame received, or of the start of a Read
+	lastWrite  atomic.Int64 // unix nanoseconds of the last frame sent
+	reading    atomic.Int32 // Reads in progress
+	closeSent  atomic.Bool
+	closeRecv  atomic.Bool
+	peerClosed chan struct{} // closed when the peer's close frame (or the connection's end) is read
+	peerOnce   sync.Once
+	closing    atomic.Bool // Close has begun
+	closed     atomic.Bool // the connection underneath is closed
+	closeOnce  sync.Once
+	closeErr   error
+	deadErr    atomic.Pointer[error] // set when the dead-peer timeout closed the tunnel
+
+	kmu       sync.Mutex // guards the keep-alive timer against Close
+	kTimer    *time.Timer
+	kInterval time.Duration
+}
+
+var _ net.Conn = (*Conn)(nil)
+
+// newConn wraps nc, after the HTTP upgrade, as a tunnel stream. pre holds
+// bytes already read from nc past the upgrade response.
+func newConn(nc net.Conn, client bool, cfg *config, pre []byte) *Conn {
+	c := &Conn{
+		nc:         nc,
+		client:     client,
+		cfg:        cfg,
+		local:      nc.LocalAddr(),
+		remote:     nc.RemoteAddr(),
+		peerClosed: make(chan struct{}),
+	}
+	if c.local == nil {
+		c.local = &net.TCPAddr{}
+	}
+	c.tcp, _ = nc.(*net.TCPConn)
+	if len(pre) > 0 {
+		c.rd.pre = append([]byte(nil), pre...)
+	}
+	now := time.Now().UnixNano()
+	c.lastRead.Store(now)
+	c.lastWrite.Store(now)
+	return c
+}
+
+// LocalAddr returns the local address of the connection under the tunnel.
+func (c *Conn) LocalAddr() net.Addr { return c.local }
+
+// RemoteAddr returns, on the client, the target's address as the server
+// reported it (a *net.TCPAddr when it is an IP address); on the server, the
+// client's address.
+func (c *Conn) RemoteAddr() net.Addr { return c.remote }
+
+// SetDeadline sets the read and write deadlines of the connection under the
+// tunnel.
+func (c *Conn) SetDeadline(t time.Time) error { return c.nc.SetDeadline(t) }
+
+// SetReadDeadline sets the read deadline of the connection under the
+// tunnel.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the write deadline of the connection under the
+// tunnel; it bounds keep-alive pings too.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
+
+// HalfClose reports whether the peer negotiated the half_close extension.
+func (c *Conn) HalfClose() bool { return c.halfClose }
+
+// NetConn returns the connection under the tunnel, for inspection (its TLS
+// state, say); reading or writing it breaks the tunnel.
+func (c *Conn) NetConn() net.Conn { return c.nc }
+
+// markPeerClosed records that nothing more will be read from the peer.
+func (c *Conn) markPeerClosed() {
+	c.peerOnce.Do(func() { close(c.peerClosed) })
+}
+
+func (c *Conn) opError(op string, err error) error {
+	return &net.OpError{Op: op, Net: "websocket", Source: c.local, Addr: c.remote, Err: err}
+}

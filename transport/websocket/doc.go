@@ -1,0 +1,31 @@
+// Package websocket is spriteproxy's default transport: the Sprites v1
+// proxy protocol over WebSocket (RFC 6455, framed with github.com/gobwas/ws),
+// both ends of it.
+//
+// The client side is Dialer, a dialer.Dialer: each DialSprite opens one
+// WebSocket to {BaseURL}/v1/sprites/{name}/proxy, sends the target as
+// {"host":...,"port":...}, waits for {"status":"connected"} and returns
+// the stream as a *Conn (a net.Conn). The server side is Server, an
+// http.Handler that authenticates, resolves the sprite, checks the target
+// against a Policy, dials it and copies both ways.
+//
+//	srv := &websocket.Server{Auth: websocket.StaticToken(token)}
+//	go http.ListenAndServe("127.0.0.1:8080", srv)
+//
+//	d := websocket.NewDialer("http://127.0.0.1:8080", token)
+//	conn, err := d.DialSprite(ctx, "my-sprite", "tcp", "localhost:5432")
+//
+// Both ends speak the protocol exactly as the Sprites SDK does, and add the
+// half_close extension when the peer asks for it; PROTOCOL.md at the
+// repository root is the wire specification.
+//
+// # Performance
+//
+// Data frames are as large as the writes (up to 64 KiB when copied, 1 MiB
+// when sent by writev), masking is done in place in a pooled buffer, and
+// reads go straight into the caller's buffer. A *Conn borrows pooled
+// buffers only while data moves: an idle tunnel holds a few hundred bytes.
+// Conn.CopyFrom and Conn.CopyTo (also as io.ReaderFrom and io.WriterTo)
+// move a stream with no copy between read and send, and by splice between
+// two TCP sockets where the frames need no unmasking.
+package websocket

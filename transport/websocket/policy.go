@@ -1,0 +1,139 @@
+package websocket
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/spriteproxy/spriteproxy/dialer"
+)
+
+// Policy decides which targets a tunnel may reach inside a sprite. The
+// sprite's own loopback (localhost, 127.0.0.0/8, ::1) is always allowed;
+// Allow widens it. A host name other than localhost is allowed only by a
+// rule naming it: names are not resolved to be checked, so that no
+// resolver can smuggle an address past the policy.
+type Policy struct {
+	Allow []Rule
+}
+
+// Rule allows a network prefix or a host name, on a range of ports.
+type Rule struct {
+	Prefix  netip.Prefix // set for an address rule
+	Host    string       // set for a name rule (lower case)
+	MinPort int          // 0 with MaxPort 0 means every port
+	MaxPort int
+}
+
+// ParseRule parses an allow rule: CIDR ("10.0.0.0/8", "fd00::/8"), an
+// address ("10.1.2.3", "[fd00::1]"), or a host name ("db.internal"), each
+// optionally followed by ":PORT" or ":LOW-HIGH".
+func ParseRule(s string) (Rule, error) {
+	var r Rule
+	host, ports := s, ""
+	if strings.HasPrefix(s, "[") {
+		end := strings.Index(s, "]")
+		if end < 0 {
+			return r, fmt.Errorf("allow rule %q: missing ]", s)
+		}
+		host, ports = s[1:end], strings.TrimPrefix(s[end+1:], ":")
+		if s[end+1:] != "" && !strings.HasPrefix(s[end+1:], ":") {
+			return r, fmt.Errorf("allow rule %q: expected :PORT after ]", s)
+		}
+	} else if strings.Count(s, ":") == 1 {
+		host, ports, _ = strings.Cut(s, ":")
+	}
+	if ports != "" {
+		lo, hi, isRange := strings.Cut(ports, "-")
+		var err error
+		if r.MinPort, err = parseRulePort(lo); err != nil {
+			return r, fmt.Errorf("allow rule %q: %w", s, err)
+		}
+		r.MaxPort = r.MinPort
+		if isRange {
+			if r.MaxPort, err = parseRulePort(hi); err != nil {
+				return r, fmt.Errorf("allow rule %q: %w", s, err)
+			}
+			if r.MaxPort < r.MinPort {
+				return r, fmt.Errorf("allow rule %q: port range runs backwards", s)
+			}
+		}
+	}
+	if p, err := netip.ParsePrefix(host); err == nil {
+		r.Prefix = p.Masked()
+		return r, nil
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		r.Prefix = netip.PrefixFrom(a, a.BitLen())
+		return r, nil
+	}
+	if err := dialer.CheckHost(host); err != nil || strings.Contains(host, ":") {
+		return r, fmt.Errorf("allow rule %q: not a CIDR, address or host name", s)
+	}
+	r.Host = strings.ToLower(host)
+	return r, nil
+}
+
+func parseRulePort(s string) (int, error) {
+	p, err := strconv.Atoi(s)
+	if err != nil || p < 1 || p > 65535 {
+		return 0, fmt.Errorf("port %q is not in 1-65535", s)
+	}
+	return p, nil
+}
+
+// String formats r as ParseRule reads it.
+func (r Rule) String() string {
+	s := r.Host
+	if r.Prefix.IsValid() {
+		s = r.Prefix.String()
+		if r.Prefix.IsSingleIP() {
+			s = r.Prefix.Addr().String()
+			if r.Prefix.Addr().Is6() && r.MinPort != 0 {
+				s = "[" + s + "]"
+			}
+		}
+	}
+	switch {
+	case r.MinPort == 0:
+	case r.MinPort == r.MaxPort:
+		s += ":" + strconv.Itoa(r.MinPort)
+	default:
+		s += ":" + strconv.Itoa(r.MinPort) + "-" + strconv.Itoa(r.MaxPort)
+	}
+	return s
+}
+
+func (r Rule) match(host string, addr netip.Addr, isAddr bool, port int) bool {
+	if r.MinPort != 0 && (port < r.MinPort || port > r.MaxPort) {
+		return false
+	}
+	if isAddr {
+		return r.Prefix.IsValid() && r.Prefix.Contains(addr)
+	}
+	return r.Host != "" && strings.EqualFold(r.Host, host)
+}
+
+// Check returns nil if the policy allows host:port, and an error matching
+// dialer.ErrTargetForbidden otherwise. A nil Policy allows only loopback.
+func (p *Policy) Check(host string, port int) error {
+	addr, err := netip.ParseAddr(host)
+	isAddr := err == nil
+	if isAddr {
+		addr = addr.Unmap().WithZone("")
+		if addr.IsLoopback() {
+			return nil
+		}
+	} else if strings.EqualFold(host, "localhost") {
+		return nil
+	}
+	if p != nil {
+		for _, r := range p.Allow {
+			if r.match(host, addr, isAddr, port) {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("%w: %s is outside the sprite's loopback and no allow rule matches", dialer.ErrTargetForbidden, dialer.HostPort(host, port))
+}

@@ -1,0 +1,438 @@
+package websocket
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/spriteproxy/spriteproxy/dialer"
+	"github.com/spriteproxy/spriteproxy/internal/wire"
+)
+
+// readBufSize is the Conn's own read buffer: frame headers, control frames
+// and the first bytes of a payload land here; larger payloads are read
+// straight into the caller's buffer.
+const readBufSize = 256
+
+// maxControlText caps a text (control) message after the handshake; a larger
+// one is read and ignored.
+const maxControlText = 4 << 10
+
+// Reader modes.
+const (
+	modeHeader  = iota // at a frame boundary
+	modeData           // inside a binary frame: payload goes to the caller
+	modeCollect        // inside a control or text frame: payload is collected
+)
+
+// reader is the read side's state. Every step of it can be interrupted by a
+// read deadline and resumed by the next call.
+type reader struct {
+	buf      [readBufSize]byte
+	pos, end int    // unread bytes are buf[pos:end]
+	pre      []byte // bytes read past the HTTP upgrade, consumed before buf is refilled
+
+	mode   int
+	h      header // the frame being read
+	left   int64  // its payload bytes still to read
+	mpos   int    // position in the mask of the next payload byte
+	msgOp  byte   // opcode of a fragmented message in progress, 0 if none
+	msgLen int64  // bytes of the current message so far
+
+	ctrl  [maxControlPayload]byte
+	ctrlN int
+	text  []byte // the text message being collected
+	drop  bool   // the text message is over its limit and is being skipped
+
+	handshake bool   // a handshake message is awaited: binary frames are an error
+	msg       []byte // the handshake message, once complete
+	eof       bool   // the peer sent {"type":"eof"}
+	err       error  // sticky: io.EOF after the close frame, or a failure
+}
+
+// errBinaryBeforeHandshake: a binary message came where the handshake's text
+// message was due.
+var errBinaryBeforeHandshake = fmt.Errorf("%w: binary message before the handshake", dialer.ErrBadRequest)
+
+// Read reads bytes of the stream. See Conn for the details.
+func (c *Conn) Read(p []byte) (int, error) {
+	c.reading.Add(1)
+	defer c.reading.Add(-1)
+	c.lastRead.Store(time.Now().UnixNano())
+	c.rmu.Lock()
+	n, err := c.readLocked(p)
+	c.rmu.Unlock()
+	if err != nil {
+		err = c.readError(err)
+	}
+	return n, err
+}
+
+// readLocked is Read with rmu held.
+func (c *Conn) readLocked(p []byte) (int, error) {
+	r := &c.rd
+	if err := c.awaitDataLocked(); err != nil {
+		return 0, err
+	}
+	if r.handshake && r.msg != nil {
+		return 0, nil
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if int64(len(p)) > r.left {
+		p = p[:r.left]
+	}
+	return c.readPayloadLocked(p)
+}
+
+// awaitDataLocked reads headers and control frames until the reader is
+// inside a binary frame with payload left, a handshake message is complete,
+// or the stream has ended (io.EOF) or failed.
+func (c *Conn) awaitDataLocked() error {
+	r := &c.rd
+	for {
+		if r.err != nil {
+			return r.err
+		}
+		if r.eof {
+			return io.EOF
+		}
+		switch r.mode {
+		case modeData:
+			return nil
+		case modeHeader:
+			if r.handshake && r.msg != nil {
+				return nil
+			}
+			if err := c.readHeaderLocked(); err != nil {
+				return err
+			}
+		case modeCollect:
+			if err := c.collectLocked(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// fill reads more bytes into buf.
+func (c *Conn) fill() error {
+	r := &c.rd
+	if r.pos == r.end {
+		r.pos, r.end = 0, 0
+	} else if r.pos > 0 && len(r.buf)-r.end < maxHeader {
+		r.end = copy(r.buf[:], r.buf[r.pos:r.end])
+		r.pos = 0
+	}
+	if len(r.pre) > 0 {
+		n := copy(r.buf[r.end:], r.pre)
+		r.end += n
+		r.pre = r.pre[n:]
+		if len(r.pre) == 0 {
+			r.pre = nil
+		}
+		return nil
+	}
+	n, err := c.nc.Read(r.buf[r.end:])
+	r.end += n
+	if n > 0 {
+		return nil
+	}
+	return c.ioError(err)
+}
+
+// ioError classifies an error of the connection underneath: a timeout can
+// be retried; anything else ends the read side for good.
+func (c *Conn) ioError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if isTimeout(err) && !c.closed.Load() {
+		return err
+	}
+	if err == io.EOF {
+		err = errUnexpectedEOF
+	}
+	c.rd.err = err
+	c.markPeerClosed()
+	return err
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// fail ends the read side with a protocol error and tells the peer why.
+func (c *Conn) fail(err error) error {
+	c.rd.err = err
+	var pe *ProtocolError
+	if errors.As(err, &pe) {
+		c.queueClose(pe.Code, pe.Reason)
+	}
+	c.markPeerClosed()
+	return err
+}
+
+// readHeaderLocked reads and checks the next frame header.
+func (c *Conn) readHeaderLocked() error {
+	r := &c.rd
+	var h header
+	for {
+		var size int
+		var err error
+		h, size, err = parseHeader(r.buf[r.pos:r.end])
+		if err != nil {
+			return c.fail(err)
+		}
+		if size > 0 {
+			r.pos += size
+			break
+		}
+		if err := c.fill(); err != nil {
+			return err
+		}
+	}
+	if err := c.checkHeader(h); err != nil {
+		return c.fail(err)
+	}
+	c.lastRead.Store(time.Now().UnixNano())
+	r.h, r.left, r.mpos = h, h.length, 0
+
+	switch op := h.op; {
+	case op >= opClose:
+		r.mode, r.ctrlN = modeCollect, 0
+	case op == opText || op == opContinuation && r.msgOp == opText:
+		if op == opText {
+			r.text, r.drop, r.msgLen = r.text[:0], false, 0
+			if !h.fin {
+				r.msgOp = opText
+			}
+		}
+		r.mode = modeCollect
+	default: // binary, or a continuation of one
+		if r.handshake {
+			return c.fail(errBinaryBeforeHandshake)
+		}
+		if op == opBinary {
+			r.msgLen = 0
+			if !h.fin {
+				r.msgOp = opBinary
+			}
+		}
+		r.mode = modeData
+	}
+	if h.op < opClose {
+		r.msgLen += h.length
+		if r.msgLen > c.cfg.maxMessage {
+			return c.fail(protocolErrorf(closeTooBig, "message of over %d bytes, the limit", c.cfg.maxMessage))
+		}
+		if h.fin {
+			r.msgOp = 0
+		}
+	}
+	if r.left == 0 {
+		if r.mode == modeCollect {
+			return c.collectLocked()
+		}
+		r.mode = modeHeader
+	}
+	return nil
+}
+
+// checkHeader applies RFC 6455's rules to a header.
+func (c *Conn) checkHeader(h header) error {
+	r := &c.rd
+	switch {
+	case h.rsv != 0:
+		return protocolErrorf(closeProtocolError, "reserved bits set with no extension negotiated")
+	case h.masked == c.client:
+		if c.client {
+			return protocolErrorf(closeProtocolError, "the server masked a frame")
+		}
+		return protocolErrorf(closeProtocolError, "the client sent an unmasked frame")
+	}
+	switch h.op {
+	case opClose, opPing, opPong:
+		if !h.fin || h.length > maxControlPayload {
+			return protocolErrorf(closeProtocolError, "control frame fragmented or over 125 bytes")
+		}
+	case opText, opBinary:
+		if r.msgOp != 0 {
+			return protocolErrorf(closeProtocolError, "new message before the fragmented one ended")
+		}
+	case opContinuation:
+		if r.msgOp == 0 {
+			return protocolErrorf(closeProtocolError, "continuation frame with no message to continue")
+		}
+	default:
+		return protocolErrorf(closeProtocolError, "unknown opcode %#x", h.op)
+	}
+	return nil
+}
+
+// readPayloadLocked reads payload bytes of the current binary frame into p,
+// which is no longer than what is left of it.
+func (c *Conn) readPayloadLocked(p []byte) (int, error) {
+	r := &c.rd
+	var n int
+	var err error
+	switch {
+	case r.pos < r.end:
+		n = copy(p, r.buf[r.pos:r.end])
+		r.pos += n
+	case len(r.pre) > 0:
+		n = copy(p, r.pre)
+		r.pre = r.pre[n:]
+	default:
+		n, err = c.nc.Read(p)
+	}
+	if n > 0 {
+		c.payloadRead(p[:n])
+		return n, nil
+	}
+	return 0, c.ioError(err)
+}
+
+// payloadRead unmasks p, just read from the current frame, and advances.
+func (c *Conn) payloadRead(p []byte) {
+	r := &c.rd
+	if r.h.masked {
+		ws.Cipher(p, r.h.mask, r.mpos)
+		r.mpos += len(p)
+	}
+	r.left -= int64(len(p))
+	if r.left == 0 {
+		r.mode = modeHeader
+	}
+}
+
+// collectLocked reads the rest of a control or text frame and acts on it.
+func (c *Conn) collectLocked() error {
+	r := &c.rd
+	for r.left > 0 {
+		if r.pos == r.end {
+			if err := c.fill(); err != nil {
+				return err
+			}
+		}
+		chunk := r.buf[r.pos:min(r.end, r.pos+int(min(r.left, int64(len(r.buf)))))]
+		if r.h.masked {
+			ws.Cipher(chunk, r.h.mask, r.mpos)
+			r.mpos += len(chunk)
+		}
+		r.pos += len(chunk)
+		r.left -= int64(len(chunk))
+		if r.h.op >= opClose {
+			r.ctrlN += copy(r.ctrl[r.ctrlN:], chunk)
+			continue
+		}
+		limit := maxControlText
+		if r.handshake {
+			limit = wire.MaxHandshakeMessage
+		}
+		if !r.drop && len(r.text)+len(chunk) > limit {
+			if r.handshake {
+				return c.fail(protocolErrorf(closeTooBig, "handshake message over %d bytes", limit))
+			}
+			r.drop, r.text = true, r.text[:0]
+		}
+		if !r.drop {
+			r.text = append(r.text, chunk...)
+		}
+	}
+	r.mode = modeHeader
+	switch r.h.op {
+	case opPing:
+		c.queuePong(r.ctrl[:r.ctrlN])
+	case opPong:
+	case opClose:
+		return c.closeReceived(r.ctrl[:r.ctrlN])
+	default: // text
+		if r.h.fin || r.msgOp == 0 {
+			c.textReceived()
+		}
+	}
+	return nil
+}
+
+// textReceived acts on a complete text message.
+func (c *Conn) textReceived() {
+	r := &c.rd
+	if r.drop {
+		return
+	}
+	if r.handshake {
+		r.msg = append([]byte(nil), r.text...)
+		return
+	}
+	if !c.halfClose {
+		return // a plain peer's text messages carry nothing for us
+	}
+	if ctl, err := wire.ParseControl(r.text); err == nil && ctl.Type == wire.ControlEOF {
+		r.eof = true
+	}
+	// Unknown control types are ignored, as the protocol says.
+}
+
+// closeReceived acts on the peer's close frame.
+func (c *Conn) closeReceived(payload []byte) error {
+	r := &c.rd
+	code, reason, err := parseClose(payload)
+	if err != nil {
+		return c.fail(protocolErrorf(closeProtocolError, "%v", err))
+	}
+	c.closeRecv.Store(true)
+	switch code {
+	case closeNormal, closeGoingAway, closeNoStatus:
+		r.err = io.EOF
+	default:
+		r.err = &CloseError{Code: code, Reason: reason}
+	}
+	// With half_close, a close frame means the peer is gone both ways, so we
+	// answer it at once. A plain peer's close frame is its end of stream; we
+	// answer when our side ends too (CloseWrite or Close), so that nothing we
+	// still send back is cut off.
+	if c.halfClose || c.closing.Load() {
+		c.queueClose(closeNormal, "")
+	}
+	c.markPeerClosed()
+	return r.err
+}
+
+// readMessage reads a whole text message during the handshake.
+func (c *Conn) readMessage() ([]byte, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	r := &c.rd
+	r.handshake, r.msg = true, nil
+	defer func() { r.handshake, r.msg = false, nil }()
+	for r.msg == nil {
+		if _, err := c.readLocked(nil); err != nil {
+			return nil, err
+		}
+	}
+	return r.msg, nil
+}
+
+// readError turns a read-side error into what Read returns.
+func (c *Conn) readError(err error) error {
+	if err == io.EOF {
+		return io.EOF
+	}
+	if d := c.deadErr.Load(); d != nil {
+		return *d
+	}
+	if c.closed.Load() || c.closing.Load() && isTimeout(err) {
+		return c.opError("read", net.ErrClosed)
+	}
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return err
+	}
+	return c.opError("read", err)
+}

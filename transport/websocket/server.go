@@ -1,0 +1,340 @@
+package websocket
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/spriteproxy/spriteproxy/dialer"
+	"github.com/spriteproxy/spriteproxy/internal/pump"
+	"github.com/spriteproxy/spriteproxy/internal/wire"
+)
+
+// Server defaults.
+const (
+	DefaultDialTimeout      = 10 * time.Second
+	DefaultHandshakeTimeout = 5 * time.Second
+)
+
+// Server is the sprite side of the tunnel: an http.Handler that serves
+// GET /v1/sprites/{name}/proxy (and answers /control with 404, so that the
+// Sprites SDK falls back to /proxy). For each tunnel it authenticates the
+// bearer token, resolves the sprite, upgrades to WebSocket, reads the
+// client's first message, checks the target against Policy, dials it, and
+// only then replies "connected" and copies both ways until both sides end.
+//
+// The zero value serves every sprite name on the host network, with no
+// authentication and the loopback-only policy. Fields must not change once
+// it serves.
+type Server struct {
+	// Auth checks the bearer token; nil accepts every request.
+	Auth Authenticator
+	// Sprites says where each sprite's targets are dialed; nil is
+	// &HostNetwork{} (every name, this machine's network).
+	Sprites Resolver
+	// Policy says which targets may be reached; nil allows only the
+	// sprite's loopback.
+	Policy *Policy
+	// DialTimeout bounds the dial of a target; default DefaultDialTimeout.
+	DialTimeout time.Duration
+	// HandshakeTimeout bounds the wait for the client's first message;
+	// default DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// DisableHalfClose makes the server ignore the half_close extension.
+	DisableHalfClose bool
+	// Tuning sets keep-alive, dead-peer and close timeouts and the message
+	// limit; the zero value means the defaults.
+	Tuning Tuning
+	// Logger receives a debug line per tunnel and refusal; nil logs nothing.
+	Logger *slog.Logger
+
+	once    sync.Once
+	cfg     *config
+	initErr error
+	ctx     context.Context // cancelled to force every tunnel closed
+	cancel  context.CancelFunc
+
+	mu       sync.Mutex
+	shutting bool
+	live     int
+	idle     chan struct{} // closed when live drops to 0 during Shutdown
+}
+
+var _ http.Handler = (*Server)(nil)
+
+func (s *Server) init() error {
+	s.once.Do(func() {
+		s.cfg, s.initErr = s.Tuning.config()
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+	})
+	return s.initErr
+}
+
+// ServeHTTP serves one tunnel; it returns when the tunnel has ended.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := s.init(); err != nil {
+		httpError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	name, endpoint, ok := parsePath(r.URL.Path)
+	if !ok || endpoint != "proxy" {
+		// /control included: not part of v1 here.
+		httpError(w, http.StatusNotFound, "not_found", "no such endpoint")
+		return
+	}
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		httpError(w, http.StatusMethodNotAllowed, "method_not_allowed", "the proxy endpoint takes GET with a WebSocket upgrade")
+		return
+	}
+	if s.Auth != nil {
+		if err := s.Auth.Authenticate(r.Context(), bearer(r), name); err != nil {
+			s.refused(r, name, err)
+			if errors.Is(err, dialer.ErrForbidden) {
+				httpError(w, http.StatusForbidden, "forbidden", "token not allowed for sprite "+name)
+			} else {
+				httpError(w, http.StatusUnauthorized, "unauthorized", "bad or missing token")
+			}
+			return
+		}
+	}
+	resolver := s.Sprites
+	if resolver == nil {
+		resolver = &HostNetwork{}
+	}
+	network, err := resolver.ResolveSprite(r.Context(), name)
+	if err != nil {
+		s.refused(r, name, err)
+		if errors.Is(err, dialer.ErrUnknownSprite) {
+			httpError(w, http.StatusNotFound, "not_found", "unknown sprite "+name)
+		} else {
+			httpError(w, http.StatusBadGateway, "unavailable", err.Error())
+		}
+		return
+	}
+	if !s.enter() {
+		httpError(w, http.StatusServiceUnavailable, "unavailable", "server is shutting down")
+		return
+	}
+	defer s.leave()
+	nc, rw, _, err := ws.UpgradeHTTP(r, w)
+	if err != nil {
+		// gobwas has answered the bad upgrade (400/426) on the hijacked conn.
+		if nc != nil {
+			nc.Close()
+		}
+		s.refused(r, name, err)
+		return
+	}
+	var pre []byte
+	if rw != nil && rw.Reader.Buffered() > 0 {
+		pre, _ = rw.Reader.Peek(rw.Reader.Buffered())
+	}
+	c := newConn(nc, false, s.cfg, pre)
+	s.serve(c, name, network)
+}
+
+// serve runs one upgraded tunnel to its end.
+func (s *Server) serve(c *Conn, sprite string, network dialer.ContextDialer) {
+	stop := context.AfterFunc(s.ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
+	target, req, err := s.handshake(c, network)
+	if !stop() {
+		err = errors.Join(err, s.ctx.Err())
+	}
+	if err != nil {
+		if target != nil {
+			target.Close()
+		}
+		c.Close()
+		s.log("tunnel refused", "sprite", sprite, "client", c.remote, "err", err)
+		return
+	}
+	c.nc.SetDeadline(time.Time{})
+	c.startKeepalive()
+	s.log("tunnel open", "sprite", sprite, "client", c.remote, "target", target.RemoteAddr(), "half_close", c.halfClose)
+	var n pump.Counters
+	err = pump.Run(s.ctx, c, target, &n)
+	s.log("tunnel closed", "sprite", sprite, "client", c.remote, "target", req, "up", n.AToB.Load(), "down", n.BToA.Load(), "err", err)
+}
+
+// handshake reads the first message, checks it, dials the target and
+// replies. On an error the reply (if one is due) has been sent.
+func (s *Server) handshake(c *Conn, network dialer.ContextDialer) (net.Conn, string, error) {
+	c.nc.SetReadDeadline(time.Now().Add(cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)))
+	msg, err := c.readMessage()
+	if err != nil {
+		if errors.Is(err, dialer.ErrBadRequest) {
+			s.replyError(c, dialer.CodeBadRequest, err.Error())
+		}
+		return nil, "", err
+	}
+	req, err := wire.ParseRequest(msg)
+	if err != nil {
+		s.replyError(c, dialer.CodeBadRequest, err.Error())
+		return nil, "", err
+	}
+	addr := dialer.HostPort(req.Host, req.Port)
+	if err := s.Policy.Check(req.Host, req.Port); err != nil {
+		s.replyError(c, dialer.CodeForbidden, err.Error())
+		return nil, addr, err
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, cmpOr(s.DialTimeout, DefaultDialTimeout))
+	target, err := network.DialContext(ctx, "tcp", addr)
+	cancel()
+	if err != nil {
+		s.replyError(c, targetCode(err), err.Error())
+		return nil, addr, err
+	}
+	rep := wire.Reply{Status: wire.StatusConnected, Target: targetString(target, addr)}
+	if !s.DisableHalfClose && wire.Has(req.Features, wire.FeatureHalfClose) {
+		rep.Features = []string{wire.FeatureHalfClose}
+		c.halfClose = true
+	}
+	if err := c.writeMessage(wire.Marshal(rep)); err != nil {
+		return target, addr, err
+	}
+	return target, addr, nil
+}
+
+// replyError sends the protocol's error reply; Close then sends the close
+// frame.
+func (s *Server) replyError(c *Conn, code, message string) {
+	c.writeMessage(wire.Marshal(wire.Reply{Status: wire.StatusError, Error: code, Message: message}))
+}
+
+// targetCode maps a dial error to the protocol's error code.
+func targetCode(err error) string {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return dialer.CodeConnectionRefused
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) && !dns.IsTimeout {
+		return dialer.CodeUnreachable
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return dialer.CodeTimeout
+	}
+	return dialer.CodeOf(err)
+}
+
+func targetString(target net.Conn, addr string) string {
+	if a := target.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return addr
+}
+
+// Shutdown stops the server from opening tunnels (new requests get 503)
+// and waits for the live ones to end. When ctx ends first, it closes them,
+// waits for their goroutines, and returns ctx's error. The http.Server
+// serving the handler is the caller's to shut down; hijacked tunnels are
+// invisible to it, which is why this method exists.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.mu.Lock()
+	s.shutting = true
+	if s.idle == nil {
+		s.idle = make(chan struct{})
+		if s.live == 0 {
+			close(s.idle)
+		}
+	}
+	idle := s.idle
+	s.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+	}
+	s.cancel()
+	<-idle
+	return ctx.Err()
+}
+
+// Close closes every tunnel at once and waits for them to end.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.Shutdown(ctx)
+	return nil
+}
+
+// Live returns the number of tunnels open now.
+func (s *Server) Live() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.live
+}
+
+func (s *Server) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutting {
+		return false
+	}
+	s.live++
+	return true
+}
+
+func (s *Server) leave() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.live--
+	if s.live == 0 && s.idle != nil {
+		close(s.idle)
+	}
+}
+
+func (s *Server) log(msg string, args ...any) {
+	if s.Logger != nil {
+		s.Logger.Debug(msg, args...)
+	}
+}
+
+func (s *Server) refused(r *http.Request, sprite string, err error) {
+	s.log("request refused", "sprite", sprite, "client", r.RemoteAddr, "err", err)
+}
+
+// parsePath splits /v1/sprites/{name}/{endpoint}.
+func parsePath(p string) (name, endpoint string, ok bool) {
+	rest, ok := strings.CutPrefix(p, "/v1/sprites/")
+	if !ok {
+		return "", "", false
+	}
+	name, endpoint, ok = strings.Cut(rest, "/")
+	if !ok || checkSpriteName(name) != nil || strings.Contains(endpoint, "/") {
+		return "", "", false
+	}
+	return name, endpoint, true
+}
+
+// bearer returns the request's bearer token, or "".
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+// httpError answers with the protocol's JSON error body.
+func httpError(w http.ResponseWriter, status int, code, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(wire.ErrorBody{Error: code, Message: message})
+}
+
+func cmpOr(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}

@@ -1,0 +1,265 @@
+package websocket
+
+import (
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/spriteproxy/spriteproxy/internal/pool"
+)
+
+// writevChunk is the largest frame sent without copying (the server writes
+// header and payload with one writev); frames that are copied (masked by
+// the client, or sent over TLS) are at most pool.Size.
+const writevChunk = 1 << 20
+
+// writer is the write side's state, guarded by Conn.wmu.
+type writer struct {
+	err    error  // sticky: the stream can carry no more frames
+	pend   []byte // the rest of a frame cut short by a write timeout
+	closed bool   // no more data: eof or close frame sent
+	hdr    [maxHeader]byte
+}
+
+// pendingControl holds control frames that the read side asked for, to be
+// sent by whoever holds the write lock next.
+type pendingControl struct {
+	pong      bool
+	pongData  [maxControlPayload]byte
+	pongN     int
+	ping      bool
+	close     bool
+	closeCode int
+}
+
+// Write sends p as one binary message (several for large p). See Conn.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	n, err := c.writeLocked(p)
+	c.wmu.Unlock()
+	c.flushControl()
+	if err != nil {
+		err = c.writeError(err)
+	}
+	return n, err
+}
+
+func (c *Conn) writeLocked(p []byte) (int, error) {
+	if err := c.writableLocked(); err != nil {
+		return 0, err
+	}
+	chunk := pool.Size
+	if !c.client && c.tcp != nil {
+		chunk = writevChunk
+	}
+	n := 0
+	for n < len(p) {
+		m, err := c.writeFrameLocked(opBinary, p[n:min(len(p), n+chunk)])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// writableLocked says whether data may be written, and sends whatever is
+// owed first (control frames, the rest of a cut frame).
+func (c *Conn) writableLocked() error {
+	w := &c.wr
+	switch {
+	case w.err != nil:
+		return w.err
+	case c.closing.Load() || c.closed.Load():
+		return net.ErrClosed
+	case w.closed:
+		return syscall.EPIPE
+	}
+	if c.ctrlPending.Load() {
+		c.writeControlLocked()
+		if w.err != nil {
+			return w.err
+		}
+		if w.closed {
+			return syscall.EPIPE
+		}
+	}
+	return c.flushPendLocked()
+}
+
+// flushPendLocked finishes a frame that a write timeout cut short.
+func (c *Conn) flushPendLocked() error {
+	w := &c.wr
+	if len(w.pend) == 0 {
+		return w.err
+	}
+	n, err := c.nc.Write(w.pend)
+	w.pend = w.pend[n:]
+	if err != nil {
+		if !isTimeout(err) {
+			w.err = err
+		}
+		return err
+	}
+	w.pend = nil
+	return nil
+}
+
+// writeFrameLocked sends p as one frame of opcode op and returns how many
+// payload bytes were sent (or committed: a frame cut by a timeout is
+// finished later).
+func (c *Conn) writeFrameLocked(op byte, p []byte) (int, error) {
+	if err := c.flushPendLocked(); err != nil {
+		return 0, err
+	}
+	if !c.client && c.tcp != nil {
+		hl := putHeader(c.wr.hdr[:], op, len(p), nil)
+		c.wvec[0], c.wvec[1] = c.wr.hdr[:hl], p
+		c.wbufs = c.wvec[:]
+		n, err := c.wbufs.WriteTo(c.nc)
+		c.wvec[1] = nil
+		return c.afterWrite(len(p), hl+len(p), int(n), err, func(from int) []byte {
+			frame := append(c.wr.hdr[:hl:hl], p...)
+			return frame[from:]
+		})
+	}
+	bp := pool.Get()
+	defer pool.Put(bp)
+	copy((*bp)[pool.Headroom:], p)
+	return c.sendBufLocked(op, bp, len(p))
+}
+
+// sendBufLocked frames the n payload bytes at (*bp)[pool.Headroom:] in place
+// (header in the headroom, masked where the client must mask) and sends
+// them with one write.
+func (c *Conn) sendBufLocked(op byte, bp *[]byte, n int) (int, error) {
+	buf := *bp
+	var mask *[4]byte
+	var m [4]byte
+	if c.client {
+		binary.LittleEndian.PutUint32(m[:], rand.Uint32())
+		mask = &m
+	}
+	hl := headerLen(n, c.client)
+	start := pool.Headroom - hl
+	putHeader(buf[start:], op, n, mask)
+	if c.client {
+		ws.Cipher(buf[pool.Headroom:pool.Headroom+n], m, 0)
+	}
+	frame := buf[start : pool.Headroom+n]
+	written, err := c.nc.Write(frame)
+	return c.afterWrite(n, len(frame), written, err, func(from int) []byte {
+		return append([]byte(nil), frame[from:]...)
+	})
+}
+
+// afterWrite accounts for a frame write of total bytes (payload of them)
+// that wrote n: a frame cut by a timeout is kept (rest copies what is left)
+// to be finished by the next write; any other failure is final.
+func (c *Conn) afterWrite(payload, total, n int, err error, rest func(from int) []byte) (int, error) {
+	if err == nil {
+		c.lastWrite.Store(time.Now().UnixNano())
+		return payload, nil
+	}
+	if isTimeout(err) && !c.closed.Load() {
+		if n == 0 {
+			return 0, err
+		}
+		c.wr.pend = rest(n)
+		return payload, err
+	}
+	c.wr.err = err
+	return min(payload, max(0, n-(total-payload))), err
+}
+
+// writeError turns a write-side error into what Write returns.
+func (c *Conn) writeError(err error) error {
+	if d := c.deadErr.Load(); d != nil {
+		return *d
+	}
+	if c.closed.Load() || errors.Is(err, net.ErrClosed) {
+		return c.opError("write", net.ErrClosed)
+	}
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return err
+	}
+	return c.opError("write", err)
+}
+
+// queuePong asks for a pong answering a ping with payload p.
+func (c *Conn) queuePong(p []byte) {
+	c.ctrlMu.Lock()
+	c.ctrl.pong = true
+	c.ctrl.pongN = copy(c.ctrl.pongData[:], p)
+	c.ctrlMu.Unlock()
+	c.ctrlPending.Store(true)
+	c.flushControl()
+}
+
+// queuePing asks for a keep-alive ping.
+func (c *Conn) queuePing() {
+	c.ctrlMu.Lock()
+	c.ctrl.ping = true
+	c.ctrlMu.Unlock()
+	c.ctrlPending.Store(true)
+	c.flushControl()
+}
+
+// queueClose asks for a close frame with code (reason is not sent: the
+// reasons we have are for our logs, not for the peer).
+func (c *Conn) queueClose(code int, _ string) {
+	c.ctrlMu.Lock()
+	if !c.ctrl.close {
+		c.ctrl.close, c.ctrl.closeCode = true, code
+	}
+	c.ctrlMu.Unlock()
+	c.ctrlPending.Store(true)
+	c.flushControl()
+}
+
+// flushControl sends pending control frames if the write side is free; if
+// it is not, its holder sends them when it lets go (it checks after
+// unlocking, so nothing queued is left behind).
+func (c *Conn) flushControl() {
+	for c.ctrlPending.Load() && c.wmu.TryLock() {
+		c.writeControlLocked()
+		c.wmu.Unlock()
+	}
+}
+
+// writeControlLocked sends the pending control frames.
+func (c *Conn) writeControlLocked() {
+	c.ctrlMu.Lock()
+	ctrl := c.ctrl
+	c.ctrl = pendingControl{}
+	c.ctrlPending.Store(false)
+	c.ctrlMu.Unlock()
+	if c.wr.err != nil || c.closed.Load() {
+		return
+	}
+	if ctrl.pong {
+		c.writeFrameLocked(opPong, ctrl.pongData[:ctrl.pongN])
+	}
+	if ctrl.ping {
+		c.writeFrameLocked(opPing, nil)
+	}
+	if ctrl.close {
+		c.sendCloseLocked(ctrl.closeCode)
+	}
+}
+
+// sendCloseLocked sends the close frame once; no data may follow it.
+func (c *Conn) sendCloseLocked(code int) error {
+	c.wr.closed = true
+	if !c.closeSent.CompareAndSwap(false, true) {
+		return nil
+	}
+	var b [2]byte
+	_, err := c.writeFrameLocked(opClose, closeBody(b[:0], code, ""))
+	return err
+}
