@@ -1,0 +1,38 @@
+package session
+
+import (
+	"net"
+	"time"
+
+	"github.com/spriteproxy/spriteproxy/internal/pump"
+)
+
+// serve forwards one accepted connection: it dials the target through the
+// session's Dialer and pumps bytes both ways until both ends are done or the
+// session closes. A failed dial closes local and nothing else.
+func (s *Session) serve(local net.Conn) {
+	defer s.wg.Done()
+	defer s.active.Add(-1)
+	id := s.streamID.Add(1)
+	start := time.Now()
+
+	remote, err := s.dialer.DialSprite(s.ctx, s.sprite, "tcp", s.target)
+	if err != nil {
+		if s.ctx.Err() == nil {
+			s.failed.Add(1) // before the client can see its conn close
+		}
+		local.Close()
+		s.log.Debug("stream dial failed", "stream", id, "client", local.RemoteAddr(),
+			"sprite", s.sprite, "target", s.target, "err", err)
+		return
+	}
+	s.log.Debug("stream open", "stream", id, "client", local.RemoteAddr(),
+		"sprite", s.sprite, "target", s.target, "setup", time.Since(start))
+
+	c := s.track()
+	err = pump.Run(s.ctx, local, remote, c)
+	s.untrack(c)
+
+	s.log.Debug("stream closed", "stream", id, "client", local.RemoteAddr(),
+		"sent", c.AToB.Load(), "received", c.BToA.Load(), "duration", time.Since(start), "err", err)
+}
