@@ -161,6 +161,10 @@ func (d *Dialer) dial(ctx context.Context, sprite, network, address string) (*Co
 	}
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(aLongTimeAgo) })
 	c, err := d.handshake(nc, &u, host, port)
+	if err != nil && isTimeout(err) && ctxExpired(ctx) {
+		// The deadline taken from ctx fired before ctx's own timer.
+		err = context.DeadlineExceeded
+	}
 	if !stop() || ctx.Err() != nil {
 		// ctx ended during the handshake: its error is the better one.
 		if c != nil {
@@ -168,7 +172,9 @@ func (d *Dialer) dial(ctx context.Context, sprite, network, address string) (*Co
 		} else {
 			nc.Close()
 		}
-		return nil, ctx.Err()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -334,4 +340,10 @@ func (c *Conn) abort() {
 		c.closeErr = c.nc.Close()
 		c.stopKeepalive()
 	})
+}
+
+// ctxExpired reports whether ctx's deadline has passed.
+func ctxExpired(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }

@@ -104,6 +104,10 @@ func (c *Conn) close() error {
 func (c *Conn) drainLocked() {
 	r := &c.rd
 	r.eof = false // the eof message ended the stream for the reader, not for us
+	if r.err != nil && r.err != io.EOF && !c.closeRecv.Load() {
+		c.discardRaw()
+		return
+	}
 	for {
 		err := c.awaitDataLocked()
 		if err != nil {
@@ -183,3 +187,22 @@ func (c *Conn) stopKeepalive() {
 
 // discard reads and drops the rest of the stream; for tests and drains.
 var _ io.Reader = (*Conn)(nil)
+
+// maxDiscard bounds what Close reads and drops after a protocol error.
+const maxDiscard = 1 << 20
+
+// discardRaw reads and drops bytes after the read side failed (a frame
+// over the limit, say), so that closing does not reset the connection
+// before the peer has read our close frame; it stops at the peer's end of
+// stream, the read deadline or maxDiscard bytes.
+func (c *Conn) discardRaw() {
+	bp := pool.Get()
+	defer pool.Put(bp)
+	for n := 0; n < maxDiscard; {
+		m, err := c.nc.Read(*bp)
+		n += m
+		if err != nil {
+			return
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"syscall"
 	"testing"
@@ -221,3 +222,5 @@ func mustIs(t *testing.T, err, target error) {
 }
 
 var errConnRefused = syscall.ECONNREFUSED
+
+var errDeadline = os.ErrDeadlineExceeded
