@@ -24,8 +24,8 @@ import (
 func sdkDial(t *testing.T, base, sprite string) net.Conn {
 	t.Helper()
 	d := ws.Dialer{Header: ws.HandshakeHeaderHTTP(http.Header{
-		"Authorization":           {"Bearer " + testToken},
-		"User-Agent":              {"sprites-go-sdk/1.0"},
+		"Authorization":          {"Bearer " + testToken},
+		"User-Agent":             {"sprites-go-sdk/1.0"},
 		"Sprite-Client-Features": {"control"},
 	})}
 	url := "ws" + strings.TrimPrefix(base, "http") + "/v1/sprites/" + sprite + "/proxy"
