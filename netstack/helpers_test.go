@@ -1,0 +1,101 @@
+package netstack_test
+
+import (
+	"crypto/sha256"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/spriteproxy/spriteproxy/netstack"
+)
+
+// newNetwork returns a Network closed when the test ends.
+func newNetwork(t testing.TB) *netstack.Network {
+	t.Helper()
+	n := netstack.NewNetwork(nil)
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+func newHost(t testing.TB, n *netstack.Network, name string) *netstack.Host {
+	t.Helper()
+	h, err := n.NewHost(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func listen(t testing.TB, h *netstack.Host, network, addr string) net.Listener {
+	t.Helper()
+	l, err := h.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// serve accepts on l and runs handle for each conn in its own goroutine,
+// closing the conn after. When the test ends it closes l and every conn and
+// waits for the goroutines.
+func serve(t testing.TB, l net.Listener, handle func(net.Conn)) {
+	t.Helper()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+}
+
+// echo copies what it reads back until EOF, then half-closes.
+func echo(c net.Conn) {
+	io.Copy(c, c)
+	c.(interface{ CloseWrite() error }).CloseWrite()
+}
+
+// port returns l's port.
+func port(l net.Listener) int { return l.Addr().(*net.TCPAddr).Port }
+
+// stream is n pseudo-random bytes from seed, fast to make and to check.
+func stream(seed uint64, n int64) io.Reader {
+	return io.LimitReader(rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)}), n)
+}
+
+// digest is the SHA-256 of what r yields, and how many bytes it yielded.
+func digest(r io.Reader) ([sha256.Size]byte, int64, error) {
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, r, make([]byte, 64<<10))
+	var sum [sha256.Size]byte
+	copy(sum[:], h.Sum(nil))
+	return sum, n, err
+}
