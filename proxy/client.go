@@ -1,0 +1,132 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net"
+
+	"github.com/spriteproxy/spriteproxy/dialer"
+	"github.com/spriteproxy/spriteproxy/session"
+	"github.com/spriteproxy/spriteproxy/transport/websocket"
+)
+
+// DefaultBaseURL is the hosted Sprites API, which a Client built without
+// WithBaseURL talks to.
+const DefaultBaseURL = "https://api.sprites.dev"
+
+// A Client opens tunnels into sprites. Build it with New; it is safe for
+// concurrent use.
+type Client struct {
+	token   string
+	baseURL string
+	dialer  dialer.Dialer
+
+	tlsConfig *tls.Config
+	netDial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	logger    *slog.Logger
+	listen    session.ListenFunc
+}
+
+// An Option configures a Client in New.
+type Option func(*Client)
+
+// New returns a Client that authenticates with token. Without options it
+// reaches the sprites of DefaultBaseURL through the WebSocket transport
+// (package transport/websocket) and listens for ProxyPort on the OS network.
+func New(token string, opts ...Option) *Client {
+	c := &Client{token: token, baseURL: DefaultBaseURL}
+	for _, opt := range opts {
+		opt(c)
+	}
+	if c.dialer == nil {
+		c.dialer = &websocket.Dialer{
+			BaseURL:   c.baseURL,
+			Token:     c.token,
+			TLSConfig: c.tlsConfig,
+			NetDial:   c.netDial,
+			Logger:    c.logger,
+		}
+	}
+	return c
+}
+
+// WithBaseURL sets the API the client talks to, e.g. "http://localhost:8080"
+// for a self-hosted server (ws:// and wss:// work too).
+func WithBaseURL(url string) Option {
+	return func(c *Client) { c.baseURL = url }
+}
+
+// WithDialer replaces the transport: every tunnel is opened by d, and the
+// base URL, token, TLS config and net dial hook are not used. A nil d keeps
+// the default WebSocket transport.
+func WithDialer(d dialer.Dialer) Option {
+	return func(c *Client) { c.dialer = d }
+}
+
+// WithTLSConfig sets the TLS configuration of wss:// (https://) tunnels:
+// custom roots, client certificates. Nil means the system's roots.
+func WithTLSConfig(cfg *tls.Config) Option {
+	return func(c *Client) { c.tlsConfig = cfg }
+}
+
+// WithNetDial sets how the connection under each WebSocket is dialed
+// (TLS is layered on it for https:// bases), e.g. through an in-process
+// network or a SOCKS proxy. Nil means a net.Dialer.
+func WithNetDial(dial func(ctx context.Context, network, addr string) (net.Conn, error)) Option {
+	return func(c *Client) { c.netDial = dial }
+}
+
+// WithLogger sets where the client logs: a debug line per forwarded stream
+// and per tunnel, warnings when a local listener fails. Nil means
+// slog.Default() for the sessions and no transport logs.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *Client) { c.logger = l }
+}
+
+// WithListen sets where ProxyPort and ProxyPorts listen, with the shape of
+// net.ListenConfig.Listen: for local host "localhost" it is called with
+// ("tcp4", "127.0.0.1:port") and ("tcp6", "[::1]:port"). Nil means the OS
+// network.
+func WithListen(listen func(ctx context.Context, network, address string) (net.Listener, error)) Option {
+	return func(c *Client) { c.listen = listen }
+}
+
+// Sprite returns a handle on the sprite called name. It does no I/O.
+func (c *Client) Sprite(name string) *Sprite {
+	return &Sprite{client: c, name: name}
+}
+
+// A Sprite is a handle on one sprite of a Client, from Client.Sprite.
+type Sprite struct {
+	client *Client
+	name   string
+}
+
+// Name returns the sprite's name.
+func (s *Sprite) Name() string { return s.name }
+
+// ProxyPort is Client.ProxyPort for this sprite.
+func (s *Sprite) ProxyPort(ctx context.Context, localPort, remotePort int) (*ProxySession, error) {
+	return s.client.ProxyPort(ctx, s.name, localPort, remotePort)
+}
+
+// ProxyPorts is Client.ProxyPorts for this sprite.
+func (s *Sprite) ProxyPorts(ctx context.Context, mappings []PortMapping) ([]*ProxySession, error) {
+	return s.client.ProxyPorts(ctx, s.name, mappings)
+}
+
+// ProxySocket is Client.ProxySocket for this sprite.
+func (s *Sprite) ProxySocket(ctx context.Context, network, addr string) (net.Conn, error) {
+	return s.client.ProxySocket(ctx, network, s.name, addr)
+}
+
+// DialContext is ProxySocket with the standard dial-hook shape, so that a
+// sprite drops into http.Transport.DialContext, database drivers and gRPC:
+// addr is a "host:port" as seen from inside the sprite. ctx bounds the dial
+// only, not the returned conn.
+func (s *Sprite) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return s.client.ProxySocket(ctx, network, s.name, addr)
+}
+
+var _ dialer.ContextDialer = (*Sprite)(nil)
