@@ -96,6 +96,7 @@ func newConn(nc net.Conn, client bool, cfg *config, pre []byte) *Conn {
 		c.local = &net.TCPAddr{}
 	}
 	c.tcp, _ = nc.(*net.TCPConn)
+	c.rd.win = c.rd.buf[:]
 	if len(pre) > 0 {
 		c.rd.pre = append([]byte(nil), pre...)
 	}

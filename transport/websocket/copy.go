@@ -62,67 +62,126 @@ func (c *Conn) CopyFrom(r io.Reader, count *atomic.Int64) (int64, error) {
 }
 
 // CopyTo writes the stream to w until its end (nil error) or an error, and
-// adds each chunk to count (which may be nil). Between two TCP sockets an
-// unmasked payload moves by splice, without entering user space; otherwise
-// through a buffer borrowed only while a frame's payload is being read.
+// adds each chunk to count (which may be nil). It reads as much as the
+// socket holds into one pooled buffer (borrowed once data is ready: an idle
+// tunnel holds none), unmasks the payloads in place, and hands them to w
+// with one writev however many frames the read held.
 func (c *Conn) CopyTo(w io.Writer, count *atomic.Int64) (int64, error) {
 	c.reading.Add(1)
 	defer c.reading.Add(-1)
-	tw, _ := w.(*net.TCPConn)
 	var total int64
+	var segs [][]byte
 	for {
 		c.rmu.Lock()
-		err := c.awaitDataLocked()
-		if err != nil {
-			c.rmu.Unlock()
-			if err == io.EOF {
-				return total, nil
-			}
-			return total, c.readError(err)
-		}
-		r := &c.rd
-		if tw != nil && c.tcp != nil && !r.h.masked && r.pos == r.end && len(r.pre) == 0 {
-			want := r.left
-			n, err := tw.ReadFrom(&io.LimitedReader{R: c.tcp, N: want})
-			r.left -= n
-			if r.left == 0 {
-				r.mode = modeHeader
-			}
-			if err == nil && n < want {
-				err = c.ioError(io.EOF)
-			}
-			c.rmu.Unlock()
-			total += n
-			if count != nil {
-				count.Add(n)
-			}
-			if err != nil {
-				return total, err
-			}
-			continue
-		}
-		bp := pool.Get()
-		n, err := c.readPayloadLocked((*bp)[:min(r.left, int64(pool.Size))])
+		n, err := c.copyChunkLocked(w, &segs)
 		c.rmu.Unlock()
-		if n > 0 {
-			var nw int
-			nw, err = w.Write((*bp)[:n])
-			total += int64(nw)
-			if count != nil {
-				count.Add(int64(nw))
-			}
-			if err == nil && nw < n {
-				err = io.ErrShortWrite
-			}
-			pool.Put(bp)
-			if err != nil {
-				return total, err
-			}
-			continue
+		total += n
+		if count != nil && n > 0 {
+			count.Add(n)
 		}
-		pool.Put(bp)
+		if err == io.EOF {
+			return total, nil
+		}
 		if err != nil {
-			return total, c.readError(err)
+			return total, err
 		}
 	}
+}
+
+// copyChunkLocked moves what one read brings (at least one payload byte,
+// unless the stream ends) from the tunnel to w.
+func (c *Conn) copyChunkLocked(w io.Writer, segsp *[][]byte) (int64, error) {
+	r := &c.rd
+	if r.err != nil {
+		return 0, c.readError(r.err)
+	}
+	if r.eof {
+		return 0, io.EOF
+	}
+	var bp *[]byte
+	if r.pos == r.end && len(r.pre) == 0 {
+		var n int
+		var err error
+		bp, n, err = pool.Read(c.nc)
+		if n == 0 {
+			return 0, c.readError(c.ioError(err))
+		}
+		r.win, r.pos, r.end = (*bp)[pool.Headroom:], 0, n
+	} else {
+		bp = pool.Get()
+		win := (*bp)[pool.Headroom:]
+		r.end = copy(win, r.win[r.pos:r.end])
+		r.win, r.pos = win, 0
+	}
+	defer c.restoreWindow(bp)
+
+	segs := (*segsp)[:0]
+	defer func() { *segsp = segs[:0] }()
+	for r.err == nil && !r.eof {
+		var more bool
+		var err error
+		switch r.mode {
+		case modeData:
+			if avail := r.end - r.pos; avail > 0 {
+				seg := r.win[r.pos : r.pos+int(min(int64(avail), r.left))]
+				r.pos += len(seg)
+				c.payloadRead(seg)
+				segs = append(segs, seg)
+			} else {
+				more = true
+			}
+		case modeHeader:
+			var ok bool
+			ok, err = c.headerLocked()
+			more = !ok
+		case modeCollect:
+			var done bool
+			done, err = c.collectAvailLocked()
+			more = !done
+		}
+		if err != nil && len(segs) == 0 {
+			return 0, c.readError(err)
+		}
+		if err != nil || more && len(segs) > 0 {
+			break
+		}
+		if more {
+			// Only a header or a control frame so far: read on, in the
+			// same buffer (data is on its way).
+			if err := c.fill(); err != nil {
+				return 0, c.readError(err)
+			}
+		}
+	}
+	var n int64
+	if len(segs) > 0 {
+		bufs := net.Buffers(segs)
+		var err error
+		if n, err = bufs.WriteTo(w); err != nil {
+			return n, err
+		}
+	}
+	if r.eof {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// restoreWindow puts the reader back on its own small buffer, keeping any
+// bytes not yet parsed, and returns the pooled one.
+func (c *Conn) restoreWindow(bp *[]byte) {
+	r := &c.rd
+	left := r.win[r.pos:r.end]
+	switch {
+	case len(left) == 0:
+		r.pos, r.end = 0, 0
+	case len(left) <= len(r.buf) && len(r.pre) == 0:
+		r.end = copy(r.buf[:], left)
+		r.pos = 0
+	default:
+		r.pre = append(append([]byte(nil), left...), r.pre...)
+		r.pos, r.end = 0, 0
+	}
+	r.win = r.buf[:]
+	pool.Put(bp)
 }

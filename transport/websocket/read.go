@@ -32,8 +32,9 @@ const (
 // read deadline and resumed by the next call.
 type reader struct {
 	buf      [readBufSize]byte
-	pos, end int    // unread bytes are buf[pos:end]
-	pre      []byte // bytes read past the HTTP upgrade, consumed before buf is refilled
+	win      []byte // the window read into: buf, or a pooled buffer during CopyTo
+	pos, end int    // unread bytes are win[pos:end]
+	pre      []byte // bytes read past the HTTP upgrade, consumed before win is refilled
 
 	mode   int
 	h      header // the frame being read
@@ -119,17 +120,17 @@ func (c *Conn) awaitDataLocked() error {
 	}
 }
 
-// fill reads more bytes into buf.
+// fill reads more bytes into the window.
 func (c *Conn) fill() error {
 	r := &c.rd
 	if r.pos == r.end {
 		r.pos, r.end = 0, 0
-	} else if r.pos > 0 && len(r.buf)-r.end < maxHeader {
-		r.end = copy(r.buf[:], r.buf[r.pos:r.end])
+	} else if r.pos > 0 && len(r.win)-r.end < maxHeader {
+		r.end = copy(r.win, r.win[r.pos:r.end])
 		r.pos = 0
 	}
 	if len(r.pre) > 0 {
-		n := copy(r.buf[r.end:], r.pre)
+		n := copy(r.win[r.end:], r.pre)
 		r.end += n
 		r.pre = r.pre[n:]
 		if len(r.pre) == 0 {
@@ -137,7 +138,7 @@ func (c *Conn) fill() error {
 		}
 		return nil
 	}
-	n, err := c.nc.Read(r.buf[r.end:])
+	n, err := c.nc.Read(r.win[r.end:])
 	r.end += n
 	if n > 0 {
 		return nil
@@ -180,25 +181,31 @@ func (c *Conn) fail(err error) error {
 
 // readHeaderLocked reads and checks the next frame header.
 func (c *Conn) readHeaderLocked() error {
-	r := &c.rd
-	var h header
 	for {
-		var size int
-		var err error
-		h, size, err = parseHeader(r.buf[r.pos:r.end])
-		if err != nil {
-			return c.fail(err)
-		}
-		if size > 0 {
-			r.pos += size
-			break
+		ok, err := c.headerLocked()
+		if ok || err != nil {
+			return err
 		}
 		if err := c.fill(); err != nil {
 			return err
 		}
 	}
+}
+
+// headerLocked parses and checks the frame header in the window; ok is
+// false when the window does not hold all of it yet.
+func (c *Conn) headerLocked() (ok bool, err error) {
+	r := &c.rd
+	h, size, err := parseHeader(r.win[r.pos:r.end])
+	if err != nil {
+		return false, c.fail(err)
+	}
+	if size == 0 {
+		return false, nil
+	}
+	r.pos += size
 	if err := c.checkHeader(h); err != nil {
-		return c.fail(err)
+		return false, c.fail(err)
 	}
 	c.lastRead.Store(time.Now().UnixNano())
 	r.h, r.left, r.mpos = h, h.length, 0
@@ -216,7 +223,7 @@ func (c *Conn) readHeaderLocked() error {
 		r.mode = modeCollect
 	default: // binary, or a continuation of one
 		if r.handshake {
-			return c.fail(errBinaryBeforeHandshake)
+			return false, c.fail(errBinaryBeforeHandshake)
 		}
 		if op == opBinary {
 			r.msgLen = 0
@@ -229,7 +236,7 @@ func (c *Conn) readHeaderLocked() error {
 	if h.op < opClose {
 		r.msgLen += h.length
 		if r.msgLen > c.cfg.maxMessage {
-			return c.fail(protocolErrorf(closeTooBig, "message of over %d bytes, the limit", c.cfg.maxMessage))
+			return false, c.fail(protocolErrorf(closeTooBig, "message of over %d bytes, the limit", c.cfg.maxMessage))
 		}
 		if h.fin {
 			r.msgOp = 0
@@ -237,11 +244,12 @@ func (c *Conn) readHeaderLocked() error {
 	}
 	if r.left == 0 {
 		if r.mode == modeCollect {
-			return c.collectLocked()
+			_, err := c.collectAvailLocked()
+			return true, err
 		}
 		r.mode = modeHeader
 	}
-	return nil
+	return true, nil
 }
 
 // checkHeader applies RFC 6455's rules to a header.
@@ -283,7 +291,7 @@ func (c *Conn) readPayloadLocked(p []byte) (int, error) {
 	var err error
 	switch {
 	case r.pos < r.end:
-		n = copy(p, r.buf[r.pos:r.end])
+		n = copy(p, r.win[r.pos:r.end])
 		r.pos += n
 	case len(r.pre) > 0:
 		n = copy(p, r.pre)
@@ -313,14 +321,26 @@ func (c *Conn) payloadRead(p []byte) {
 
 // collectLocked reads the rest of a control or text frame and acts on it.
 func (c *Conn) collectLocked() error {
+	for {
+		done, err := c.collectAvailLocked()
+		if done || err != nil {
+			return err
+		}
+		if err := c.fill(); err != nil {
+			return err
+		}
+	}
+}
+
+// collectAvailLocked takes what the window holds of a control or text
+// frame, and acts on the frame once it is whole (done).
+func (c *Conn) collectAvailLocked() (done bool, err error) {
 	r := &c.rd
 	for r.left > 0 {
 		if r.pos == r.end {
-			if err := c.fill(); err != nil {
-				return err
-			}
+			return false, nil
 		}
-		chunk := r.buf[r.pos:min(r.end, r.pos+int(min(r.left, int64(len(r.buf)))))]
+		chunk := r.win[r.pos:min(r.end, r.pos+int(min(r.left, int64(r.end-r.pos))))]
 		if r.h.masked {
 			ws.Cipher(chunk, r.h.mask, r.mpos)
 			r.mpos += len(chunk)
@@ -337,7 +357,7 @@ func (c *Conn) collectLocked() error {
 		}
 		if !r.drop && len(r.text)+len(chunk) > limit {
 			if r.handshake {
-				return c.fail(protocolErrorf(closeTooBig, "handshake message over %d bytes", limit))
+				return false, c.fail(protocolErrorf(closeTooBig, "handshake message over %d bytes", limit))
 			}
 			r.drop, r.text = true, r.text[:0]
 		}
@@ -351,13 +371,13 @@ func (c *Conn) collectLocked() error {
 		c.queuePong(r.ctrl[:r.ctrlN])
 	case opPong:
 	case opClose:
-		return c.closeReceived(r.ctrl[:r.ctrlN])
+		return true, c.closeReceived(r.ctrl[:r.ctrlN])
 	default: // text
 		if r.h.fin || r.msgOp == 0 {
 			c.textReceived()
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // textReceived acts on a complete text message.

@@ -1,0 +1,120 @@
+package websocket
+
+import (
+	"io"
+	"net"
+	"testing"
+)
+
+// sink reads and drops everything from c until EOF.
+func sink(c net.Conn, done chan<- int64) {
+	n, _ := io.Copy(io.Discard, struct{ io.Reader }{c})
+	done <- n
+}
+
+// BenchmarkWrite32K is the raw cost of the tunnel's frames: client Conn
+// writes 32 KiB messages to a server Conn on loopback, next to plain TCP.
+func BenchmarkWrite32K(b *testing.B) {
+	buf := make([]byte, 32<<10)
+	b.Run("tcp", func(b *testing.B) {
+		a, c := tcpPair(&testing.T{})
+		done := make(chan int64, 1)
+		go sink(c, done)
+		b.SetBytes(int64(len(buf)))
+		b.ReportAllocs()
+		for b.Loop() {
+			a.Write(buf)
+		}
+		a.Close()
+		<-done
+		c.Close()
+	})
+	for _, dir := range []string{"client-to-server", "server-to-client"} {
+		b.Run(dir, func(b *testing.B) {
+			t := &testing.T{}
+			cfg, _ := Tuning{}.config()
+			x, y := tcpPair(t)
+			cl, sv := newConn(x, true, cfg, nil), newConn(y, false, cfg, nil)
+			w, r := cl, sv
+			if dir == "server-to-client" {
+				w, r = sv, cl
+			}
+			done := make(chan int64, 1)
+			go sink(r, done)
+			b.SetBytes(int64(len(buf)))
+			b.ReportAllocs()
+			for b.Loop() {
+				w.Write(buf)
+			}
+			w.CloseWrite()
+			<-done
+			closeBoth(cl, sv)
+		})
+	}
+}
+
+// TestSteadyStateAllocs: writing and reading 32 KiB messages allocates
+// nothing once the pools are warm.
+func TestSteadyStateAllocs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation counts need a quiet run")
+	}
+	cl, sv := connPair(t, true, Tuning{KeepAlive: -1})
+	buf := make([]byte, 32<<10)
+	rbuf := make([]byte, 64<<10)
+	for _, pair := range []struct {
+		name string
+		w, r *Conn
+	}{{"client writes", cl, sv}, {"server writes", sv, cl}} {
+		allocs := testing.AllocsPerRun(200, func() {
+			if _, err := pair.w.Write(buf); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(pair.r, rbuf[:len(buf)]); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("%s: %.1f allocations per 32 KiB message, want 0", pair.name, allocs)
+		}
+	}
+}
+
+// BenchmarkCopyTo32K is the server's pump path: the client writes 32 KiB
+// messages, the server's Conn copies them to a TCP target that drops them;
+// next to a plain TCP relay of the same bytes.
+func BenchmarkCopyTo32K(b *testing.B) {
+	buf := make([]byte, 32<<10)
+	run := func(b *testing.B, w net.Conn, relay func()) {
+		done := make(chan struct{})
+		go func() { relay(); close(done) }()
+		b.SetBytes(int64(len(buf)))
+		b.ReportAllocs()
+		for b.Loop() {
+			w.Write(buf)
+		}
+		w.(interface{ CloseWrite() error }).CloseWrite()
+		<-done
+	}
+	b.Run("tcp-relay", func(b *testing.B) {
+		t := &testing.T{}
+		in1, in2 := tcpPair(t)
+		out1, out2 := tcpPair(t)
+		sunk := make(chan int64, 1)
+		go sink(out2, sunk)
+		run(b, in1, func() { io.Copy(out1, in2); out1.(*net.TCPConn).CloseWrite(); <-sunk })
+		in1.Close(); in2.Close(); out1.Close(); out2.Close()
+	})
+	b.Run("tunnel", func(b *testing.B) {
+		t := &testing.T{}
+		cfg, _ := Tuning{}.config()
+		x, y := tcpPair(t)
+		cl, sv := newConn(x, true, cfg, nil), newConn(y, false, cfg, nil)
+		out1, out2 := tcpPair(t)
+		sunk := make(chan int64, 1)
+		go sink(out2, sunk)
+		run(b, cl, func() { sv.CopyTo(out1, nil); out1.(*net.TCPConn).CloseWrite(); <-sunk })
+		closeBoth(cl, sv)
+		out1.Close(); out2.Close()
+	})
+}
