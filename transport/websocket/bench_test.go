@@ -103,7 +103,10 @@ func BenchmarkCopyTo32K(b *testing.B) {
 		sunk := make(chan int64, 1)
 		go sink(out2, sunk)
 		run(b, in1, func() { io.Copy(out1, in2); out1.(*net.TCPConn).CloseWrite(); <-sunk })
-		in1.Close(); in2.Close(); out1.Close(); out2.Close()
+		in1.Close()
+		in2.Close()
+		out1.Close()
+		out2.Close()
 	})
 	b.Run("tunnel", func(b *testing.B) {
 		t := &testing.T{}
@@ -115,6 +118,7 @@ func BenchmarkCopyTo32K(b *testing.B) {
 		go sink(out2, sunk)
 		run(b, cl, func() { sv.CopyTo(out1, nil); out1.(*net.TCPConn).CloseWrite(); <-sunk })
 		closeBoth(cl, sv)
-		out1.Close(); out2.Close()
+		out1.Close()
+		out2.Close()
 	})
 }
