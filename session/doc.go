@@ -22,8 +22,9 @@
 // A session runs until its context is done, Close is called, or a listener
 // fails for good. Closing closes the listeners and every connection being
 // forwarded, and Close (like Wait) returns only once every goroutine the
-// session started has exited. A stream whose dial fails closes only its own
-// local connection; the session keeps serving.
+// session started has exited. A stream whose dial fails (or takes longer
+// than the dial timeout) resets only its own local connection, as a refused
+// connect would; the session keeps serving.
 //
 // # Listening
 //

@@ -2,10 +2,12 @@ package session
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,6 +154,25 @@ func dial(t *testing.T, addr net.Addr) *net.TCPConn {
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	return c.(*net.TCPConn)
+}
+
+// assertFails connects to addr, whose stream is to fail, and checks that
+// the connection is reset: at connect already if the reset came first, or
+// at the first read.
+func assertFails(t *testing.T, addr net.Addr) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("dial: %v, want a reset or success", err)
+		}
+		return
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read from a failed stream: %d bytes, %v; want a reset", n, err)
+	}
 }
 
 // roundTrip writes msg to c and reads the same number of bytes back.

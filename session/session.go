@@ -45,10 +45,20 @@ type Config struct {
 	// "[::1]:port"); for any other host with ("tcp", "host:port").
 	Listen ListenFunc
 
+	// DialTimeout bounds each stream's dial, tunnel handshake included.
+	// Zero means DefaultDialTimeout; a negative value means no bound but the
+	// session's own life.
+	DialTimeout time.Duration
+
 	// Logger receives a debug line per stream opened and closed, and
 	// warnings about the listener. Nil means slog.Default() at Start.
 	Logger *slog.Logger
 }
+
+// DefaultDialTimeout is how long a stream's dial may take when
+// Config.DialTimeout is zero: long enough for a slow tunnel handshake plus
+// the sprite's own dial of the target.
+const DefaultDialTimeout = 30 * time.Second
 
 // Validate checks c as Start does, with no I/O: a Dialer is set, the local
 // port is in 0-65535, and the remote host and port make a valid address.
@@ -79,11 +89,12 @@ var errClosed = errors.New("session closed")
 // A Session forwards connections accepted on a local port to an address
 // inside a sprite. It is safe for concurrent use.
 type Session struct {
-	dialer    dialer.Dialer
-	sprite    string
-	target    string
-	listeners []net.Listener
-	log       *slog.Logger
+	dialer      dialer.Dialer
+	sprite      string
+	target      string
+	dialTimeout time.Duration
+	listeners   []net.Listener
+	log         *slog.Logger
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -133,21 +144,25 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	}
 
 	s := &Session{
-		dialer:    cfg.Dialer,
-		sprite:    cfg.Sprite,
-		target:    target,
-		listeners: ls,
-		log:       log,
-		done:      make(chan struct{}),
-		live:      make(map[*pump.Counters]struct{}),
+		dialer:      cfg.Dialer,
+		sprite:      cfg.Sprite,
+		target:      target,
+		dialTimeout: cfg.DialTimeout,
+		listeners:   ls,
+		log:         log,
+		done:        make(chan struct{}),
+		live:        make(map[*pump.Counters]struct{}),
+	}
+	if s.dialTimeout == 0 {
+		s.dialTimeout = DefaultDialTimeout
 	}
 	s.ctx, s.cancel = context.WithCancelCause(ctx)
+	log.Debug("session listening", "addrs", s.Addrs(), "sprite", s.sprite, "target", s.target)
 	s.wg.Add(len(ls))
 	for _, l := range ls {
 		go s.acceptLoop(l)
 	}
 	go s.run()
-	log.Debug("session listening", "addrs", s.Addrs(), "sprite", s.sprite, "target", s.target)
 	return s, nil
 }
 

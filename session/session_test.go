@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/spriteproxy/spriteproxy/dialer"
 )
@@ -217,10 +218,7 @@ func TestFailedStream(t *testing.T) {
 	})
 	s := start(t, cfg)
 
-	refused := dial(t, s.Addr())
-	if n, err := refused.Read(make([]byte, 1)); err == nil {
-		t.Fatalf("read %d bytes from a stream whose dial failed", n)
-	}
+	assertFails(t, s.Addr())
 
 	ok := dial(t, s.Addr())
 	if got := roundTrip(t, ok, "still here"); got != "still here" {
@@ -234,6 +232,30 @@ func TestFailedStream(t *testing.T) {
 	case <-s.Done():
 		t.Fatal("session ended after a failed stream")
 	default:
+	}
+}
+
+// TestDialTimeout: a dial that hangs fails the stream after the timeout;
+// the session keeps serving.
+func TestDialTimeout(t *testing.T) {
+	t.Parallel()
+	echoAddr := startEcho(t)
+	var calls atomic.Int32
+	cfg := forward(t, echoAddr)
+	cfg.DialTimeout = 20 * time.Millisecond
+	cfg.Dialer = dialer.Func(func(ctx context.Context, sprite, network, address string) (net.Conn, error) {
+		if calls.Add(1) == 1 {
+			<-ctx.Done() // a tunnel that never answers
+			return nil, ctx.Err()
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, network, address)
+	})
+	s := start(t, cfg)
+	assertFails(t, s.Addr())
+	roundTrip(t, dial(t, s.Addr()), "next")
+	if st := s.Stats(); st.Failed != 1 {
+		t.Fatalf("Stats = %+v, want 1 failed", st)
 	}
 }
 

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"net"
 	"time"
 
@@ -16,10 +17,15 @@ func (s *Session) serve(local net.Conn) {
 	id := s.streamID.Add(1)
 	start := time.Now()
 
-	remote, err := s.dialer.DialSprite(s.ctx, s.sprite, "tcp", s.target)
+	remote, err := s.dial()
 	if err != nil {
 		if s.ctx.Err() == nil {
 			s.failed.Add(1) // before the client can see its conn close
+		}
+		// A reset, not a clean end of stream: the client sees that the
+		// connection failed, as it would if the target had refused it.
+		if l, ok := local.(interface{ SetLinger(int) error }); ok {
+			l.SetLinger(0)
 		}
 		local.Close()
 		s.log.Debug("stream dial failed", "stream", id, "client", local.RemoteAddr(),
@@ -35,4 +41,15 @@ func (s *Session) serve(local net.Conn) {
 
 	s.log.Debug("stream closed", "stream", id, "client", local.RemoteAddr(),
 		"sent", c.AToB.Load(), "received", c.BToA.Load(), "duration", time.Since(start), "err", err)
+}
+
+// dial opens a stream to the target, within the dial timeout.
+func (s *Session) dial() (net.Conn, error) {
+	ctx := s.ctx
+	if s.dialTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.dialTimeout)
+		defer cancel()
+	}
+	return s.dialer.DialSprite(ctx, s.sprite, "tcp", s.target)
 }
