@@ -78,7 +78,7 @@ func WithNetDial(dial func(ctx context.Context, network, addr string) (net.Conn,
 }
 
 // WithLogger sets where the client logs: a debug line per forwarded stream
-// and per tunnel, warnings when a local listener fails. Nil means
+// and per tunnel, a warning or error when a local listener fails. Nil means
 // slog.Default() for the sessions and no transport logs.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *Client) { c.logger = l }

@@ -31,7 +31,7 @@
 // and tunnels each accepted connection on a stream of its own; end of stream
 // is passed on both ways, so a client that shuts down its write side still
 // reads the whole reply. A stream that fails (nothing listening inside the
-// sprite, say) closes only its own connection. The context given to
+// sprite, say) resets only its own connection. The context given to
 // ProxyPort or ProxyPorts bounds the session's life; Close closes the
 // listener and the connections being forwarded, and returns once nothing of
 // the session runs any more. Local port 0 lets the OS pick a port, which

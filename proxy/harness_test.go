@@ -97,6 +97,13 @@ func startService(handle func(net.Conn)) *service {
 		panic(err)
 	}
 	s := &service{ln: ln}
+	s.serve(handle)
+	return s
+}
+
+// serve accepts on s.ln and runs handle for each conn, until Close.
+func (s *service) serve(handle func(net.Conn)) {
+	ln := s.ln
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -116,7 +123,6 @@ func startService(handle func(net.Conn)) *service {
 			}()
 		}
 	}()
-	return s
 }
 
 func (s *service) Addr() string { return s.ln.Addr().String() }
@@ -134,7 +140,7 @@ func (s *service) Close() {
 // echo copies c back to itself, then passes the end of stream on.
 func echo(c net.Conn) {
 	io.Copy(c, c)
-	c.(*net.TCPConn).CloseWrite()
+	c.(dialer.HalfCloser).CloseWrite()
 }
 
 // testServer is an in-process Sprites-compatible server: the WebSocket

@@ -55,7 +55,7 @@ func (c *Client) ProxyPort(ctx context.Context, spriteName string, localPort, re
 //
 // Listening is all a session does up front; each stream is dialed when a
 // local connection arrives, and a stream that fails (nothing listening
-// inside the sprite, say) closes only that connection.
+// inside the sprite, a refused token) resets only that connection.
 //
 // ctx bounds the whole life of the sessions: cancelling it closes them all.
 func (c *Client) ProxyPorts(ctx context.Context, spriteName string, mappings []PortMapping) ([]*ProxySession, error) {

@@ -96,6 +96,25 @@ func assertClosed(t *testing.T, c net.Conn) {
 	}
 }
 
+// assertReset connects to a session whose stream is to fail and checks that
+// the connection is reset: at connect already, if the reset came first, or
+// at the first read.
+func assertReset(t *testing.T, ps *proxy.ProxySession) {
+	t.Helper()
+	c, err := net.Dial("tcp4", ps.LocalAddr().String())
+	if err != nil {
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("dial: %v, want a reset or success", err)
+		}
+		return
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read from a failed stream: %d bytes, %v; want a reset", n, err)
+	}
+}
+
 func TestProxyPort(t *testing.T) {
 	t.Parallel()
 	transports(t, func(t *testing.T, srv *testServer, c *proxy.Client) {
@@ -405,7 +424,7 @@ func TestRefusedTarget(t *testing.T) {
 	t.Parallel()
 	transports(t, func(t *testing.T, srv *testServer, c *proxy.Client) {
 		ps := proxyPort(t, c, 6000)
-		assertClosed(t, dial(t, "tcp4", ps))
+		assertReset(t, ps)
 		if st := ps.Stats(); st.Failed != 1 {
 			t.Fatalf("Stats = %+v, want 1 failed", st)
 		}
