@@ -230,11 +230,14 @@ func (d *Dialer) handshake(nc net.Conn, u *url.URL, host string, port int) (c *C
 	br, _, err := up.Upgrade(nc, u)
 	if err != nil {
 		nc.Close()
-		if refusal != nil {
+		if refusal != nil && refusal.StatusCode >= 400 {
 			return nil, refusal
 		}
 		var se ws.StatusError
 		if errors.As(err, &se) {
+			if se < 400 {
+				return nil, fmt.Errorf("%w: server answered %d without upgrading to WebSocket", dialer.ErrTunnelClosed, int(se))
+			}
 			return nil, &dialer.HTTPError{StatusCode: int(se)}
 		}
 		if isTimeout(err) {

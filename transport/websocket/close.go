@@ -126,22 +126,21 @@ func (c *Conn) drainLocked() {
 	}
 }
 
-// deadPeerError is the error of a tunnel closed by the dead-peer timeout.
-type deadPeerError struct{ after time.Duration }
+// timeoutError is the error of a tunnel closed by the dead-peer or idle
+// timeout.
+type timeoutError struct{ msg string }
 
-func (e *deadPeerError) Error() string {
-	return fmt.Sprintf("websocket: no frame from the peer in %v: tunnel closed as dead", e.after)
-}
-func (e *deadPeerError) Timeout() bool        { return true }
-func (e *deadPeerError) Temporary() bool      { return false }
-func (e *deadPeerError) Is(target error) bool { return target == dialer.ErrTunnelClosed }
+func (e *timeoutError) Error() string        { return "websocket: " + e.msg }
+func (e *timeoutError) Timeout() bool        { return true }
+func (e *timeoutError) Temporary() bool      { return false }
+func (e *timeoutError) Is(target error) bool { return target == dialer.ErrTunnelClosed }
 
-var _ net.Error = (*deadPeerError)(nil)
+var _ net.Error = (*timeoutError)(nil)
 
 // startKeepalive arms the keep-alive timer. No goroutine runs while the
-// tunnel is idle: the timer's function runs briefly every interval.
+// tunnel is idle: the timer's function runs briefly every tick.
 func (c *Conn) startKeepalive() {
-	if c.cfg.keepAlive <= 0 {
+	if c.cfg.tick <= 0 {
 		return
 	}
 	c.kmu.Lock()
@@ -149,11 +148,12 @@ func (c *Conn) startKeepalive() {
 	if c.closed.Load() {
 		return
 	}
-	c.kTimer = time.AfterFunc(c.cfg.keepAlive, c.keepalive)
+	c.kTimer = time.AfterFunc(c.cfg.tick, c.keepalive)
 }
 
-// keepalive sends a ping if nothing was sent for an interval, and closes a
-// tunnel whose reader has heard nothing for the dead-peer timeout.
+// keepalive sends a ping if nothing was sent for the keep-alive interval,
+// closes a tunnel whose reader has heard nothing for the dead-peer timeout,
+// and one that carried no data for the idle timeout.
 func (c *Conn) keepalive() {
 	c.kmu.Lock()
 	defer c.kmu.Unlock()
@@ -161,18 +161,29 @@ func (c *Conn) keepalive() {
 		return
 	}
 	now := time.Now().UnixNano()
-	if dead := c.cfg.deadPeer; dead > 0 && c.reading.Load() > 0 && now-c.lastRead.Load() > int64(dead) {
-		err := error(&net.OpError{Op: "read", Net: "websocket", Source: c.local, Addr: c.remote, Err: &deadPeerError{dead}})
-		c.deadErr.Store(&err)
-		c.closed.Store(true)
-		c.markPeerClosed()
-		c.nc.Close()
+	if dead := c.cfg.deadPeer; c.cfg.keepAlive > 0 && dead > 0 && c.reading.Load() > 0 && now-c.lastRead.Load() > int64(dead) {
+		c.expire(&timeoutError{fmt.Sprintf("no frame from the peer in %v: tunnel closed as dead", dead)}, closeGoingAway)
 		return
 	}
-	if now-c.lastWrite.Load() >= int64(c.cfg.keepAlive)*9/10 {
+	if idle := c.cfg.idle; idle > 0 && now-c.lastData.Load() > int64(idle) {
+		c.expire(&timeoutError{fmt.Sprintf("no data either way in %v: idle tunnel closed", idle)}, closeGoingAway)
+		return
+	}
+	if c.cfg.keepAlive > 0 && now-c.lastWrite.Load() >= int64(c.cfg.keepAlive)*9/10 {
 		c.queuePing()
 	}
-	c.kTimer.Reset(c.cfg.keepAlive)
+	c.kTimer.Reset(c.cfg.tick)
+}
+
+// expire closes the tunnel from the timer: reads and writes fail with err
+// (a timeout), and the peer gets a close frame if one can be sent now.
+func (c *Conn) expire(err *timeoutError, code int) {
+	e := error(&net.OpError{Op: "read", Net: "websocket", Source: c.local, Addr: c.remote, Err: err})
+	c.deadErr.Store(&e)
+	c.queueClose(code, "")
+	c.closed.Store(true)
+	c.markPeerClosed()
+	c.nc.Close()
 }
 
 // stopKeepalive stops the timer and waits for a running tick to finish.

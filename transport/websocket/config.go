@@ -29,6 +29,10 @@ type Tuning struct {
 	DeadPeerTimeout time.Duration // silence that ends a waiting Read; default DefaultDeadPeerTimeout
 	CloseTimeout    time.Duration // wait for the peer's close frame; default DefaultCloseTimeout
 	MaxMessageSize  int64         // largest message received; default DefaultMaxMessageSize
+	// IdleTimeout closes a tunnel that carried no data either way for this
+	// long (pings do not count); 0 means never, the default, since an idle
+	// database connection is a normal thing to keep.
+	IdleTimeout time.Duration
 }
 
 // config is Tuning checked and with defaults filled in.
@@ -37,6 +41,8 @@ type config struct {
 	deadPeer     time.Duration
 	closeTimeout time.Duration
 	maxMessage   int64
+	idle         time.Duration
+	tick         time.Duration // how often the keep-alive timer runs; 0 for never
 }
 
 func (t Tuning) config() (*config, error) {
@@ -45,6 +51,7 @@ func (t Tuning) config() (*config, error) {
 		deadPeer:     t.DeadPeerTimeout,
 		closeTimeout: t.CloseTimeout,
 		maxMessage:   t.MaxMessageSize,
+		idle:         t.IdleTimeout,
 	}
 	if c.keepAlive == 0 {
 		c.keepAlive = DefaultKeepAlive
@@ -61,7 +68,13 @@ func (t Tuning) config() (*config, error) {
 	if c.maxMessage == 0 {
 		c.maxMessage = DefaultMaxMessageSize
 	}
+	c.tick = max(c.keepAlive, 0)
+	if c.idle > 0 && (c.tick == 0 || c.idle/2 < c.tick) {
+		c.tick = c.idle / 2
+	}
 	switch {
+	case c.idle < 0:
+		return nil, fmt.Errorf("websocket: negative IdleTimeout %v", c.idle)
 	case c.closeTimeout < 0:
 		return nil, fmt.Errorf("websocket: negative CloseTimeout %v", c.closeTimeout)
 	case c.maxMessage < 0:

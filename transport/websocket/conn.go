@@ -63,6 +63,7 @@ type Conn struct {
 	// State shared by both sides.
 	lastRead   atomic.Int64 // unix nanoseconds of the last frame received, or of the start of a Read
 	lastWrite  atomic.Int64 // unix nanoseconds of the last frame sent
+	lastData   atomic.Int64 // unix nanoseconds of the last data frame either way
 	reading    atomic.Int32 // Reads in progress
 	closeSent  atomic.Bool
 	closeRecv  atomic.Bool
@@ -103,6 +104,7 @@ func newConn(nc net.Conn, client bool, cfg *config, pre []byte) *Conn {
 	now := time.Now().UnixNano()
 	c.lastRead.Store(now)
 	c.lastWrite.Store(now)
+	c.lastData.Store(now)
 	return c
 }
 

@@ -37,6 +37,7 @@ func (c *Conn) CopyFrom(r io.Reader, count *atomic.Int64) (int64, error) {
 			err := c.writableLocked()
 			if err == nil {
 				_, err = c.sendBufLocked(opBinary, bp, n)
+				c.lastData.Store(c.lastWrite.Load())
 			}
 			c.wmu.Unlock()
 			c.flushControl()

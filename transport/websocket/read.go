@@ -207,7 +207,11 @@ func (c *Conn) headerLocked() (ok bool, err error) {
 	if err := c.checkHeader(h); err != nil {
 		return false, c.fail(err)
 	}
-	c.lastRead.Store(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	c.lastRead.Store(now)
+	if h.op < opClose {
+		c.lastData.Store(now)
+	}
 	r.h, r.left, r.mpos = h, h.length, 0
 
 	switch op := h.op; {

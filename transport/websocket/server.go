@@ -2,8 +2,10 @@ package websocket
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,8 +22,10 @@ import (
 
 // Server defaults.
 const (
-	DefaultDialTimeout      = 10 * time.Second
-	DefaultHandshakeTimeout = 5 * time.Second
+	DefaultDialTimeout        = 10 * time.Second
+	DefaultHandshakeTimeout   = 5 * time.Second
+	DefaultMaxTunnels         = 8192
+	DefaultMaxTunnelsPerToken = 1024
 )
 
 // Server is the sprite side of the tunnel: an http.Handler that serves
@@ -48,6 +52,13 @@ type Server struct {
 	// HandshakeTimeout bounds the wait for the client's first message;
 	// default DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// MaxTunnels caps the tunnels open at once; a request over it gets 503.
+	// 0 means DefaultMaxTunnels; negative means no cap.
+	MaxTunnels int
+	// MaxTunnelsPerToken caps the tunnels that one token holds open; a
+	// request over it gets 429. 0 means DefaultMaxTunnelsPerToken;
+	// negative means no cap.
+	MaxTunnelsPerToken int
 	// DisableHalfClose makes the server ignore the half_close extension.
 	DisableHalfClose bool
 	// Tuning sets keep-alive, dead-peer and close timeouts and the message
@@ -65,6 +76,7 @@ type Server struct {
 	mu       sync.Mutex
 	shutting bool
 	live     int
+	perToken map[[sha256.Size]byte]int
 	idle     chan struct{} // closed when live drops to 0 during Shutdown
 }
 
@@ -120,11 +132,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	if !s.enter() {
-		httpError(w, http.StatusServiceUnavailable, "unavailable", "server is shutting down")
+	key := sha256.Sum256([]byte(bearer(r)))
+	if status, why := s.enter(key); status != 0 {
+		s.refused(r, name, errors.New(why))
+		if status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
+		httpError(w, status, "unavailable", why)
 		return
 	}
-	defer s.leave()
+	defer s.leave(key)
 	nc, rw, _, err := ws.UpgradeHTTP(r, w)
 	if err != nil {
 		// gobwas has answered the bad upgrade (400/426) on the hijacked conn.
@@ -274,23 +291,46 @@ func (s *Server) Live() int {
 	return s.live
 }
 
-func (s *Server) enter() bool {
+// enter counts a new tunnel in, or says why it may not open: a status
+// (503 or 429) and a reason.
+func (s *Server) enter(key [sha256.Size]byte) (int, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shutting {
-		return false
+		return http.StatusServiceUnavailable, "server is shutting down"
 	}
+	if max := limit(s.MaxTunnels, DefaultMaxTunnels); max > 0 && s.live >= max {
+		return http.StatusServiceUnavailable, fmt.Sprintf("server is at its limit of %d tunnels", max)
+	}
+	if max := limit(s.MaxTunnelsPerToken, DefaultMaxTunnelsPerToken); max > 0 && s.perToken[key] >= max {
+		return http.StatusTooManyRequests, fmt.Sprintf("token is at its limit of %d tunnels", max)
+	}
+	if s.perToken == nil {
+		s.perToken = make(map[[sha256.Size]byte]int)
+	}
+	s.perToken[key]++
 	s.live++
-	return true
+	return 0, ""
 }
 
-func (s *Server) leave() {
+func (s *Server) leave(key [sha256.Size]byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.live--
+	if s.perToken[key]--; s.perToken[key] == 0 {
+		delete(s.perToken, key)
+	}
 	if s.live == 0 && s.idle != nil {
 		close(s.idle)
 	}
+}
+
+// limit applies a cap's convention: 0 is the default, negative is none.
+func limit(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
 }
 
 func (s *Server) log(msg string, args ...any) {

@@ -64,6 +64,7 @@ func (c *Conn) writeLocked(p []byte) (int, error) {
 			return n, err
 		}
 	}
+	c.lastData.Store(c.lastWrite.Load())
 	return n, nil
 }
 
