@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -209,4 +210,50 @@ func (s *testServer) Close() {
 	for _, svc := range s.svcs {
 		svc.Close()
 	}
+}
+
+// listenRecorder is a WithListen hook on the OS that keeps its listeners.
+type listenRecorder struct {
+	mu sync.Mutex
+	ls []net.Listener
+}
+
+func (r *listenRecorder) listen(ctx context.Context, network, address string) (net.Listener, error) {
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, network, address)
+	if err == nil {
+		r.mu.Lock()
+		r.ls = append(r.ls, l)
+		r.mu.Unlock()
+	}
+	return l, err
+}
+
+func (r *listenRecorder) snapshot() []net.Listener {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]net.Listener(nil), r.ls...)
+}
+
+// logRecorder is a slog.Handler that keeps every record.
+type logRecorder struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+func (h *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	h.records = append(h.records, r.Clone())
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *logRecorder) WithGroup(string) slog.Handler      { return h }
+
+func (h *logRecorder) snapshot() []slog.Record {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]slog.Record(nil), h.records...)
 }
