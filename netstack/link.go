@@ -47,27 +47,29 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 		if !ok {
 			continue
 		}
-		if peer := l.net.linkOf(dst); peer != nil {
-			peer.deliver(pkt)
+		if peer := l.net.linkOf(dst); peer == nil || !peer.deliver(pkt) {
+			l.net.dropped.Add(1)
 		}
 	}
 	return pkts.Len(), nil
 }
 
 // deliver hands a copy of pkt's bytes (shared, reference-counted views; no
-// byte is copied) to l's stack as an inbound packet.
-func (l *link) deliver(pkt *stack.PacketBuffer) {
+// byte is copied) to l's stack as an inbound packet. It reports false if the
+// host is closing and the packet was dropped.
+func (l *link) deliver(pkt *stack.PacketBuffer) bool {
 	if !l.in.enter() {
-		return // the host is closing
+		return false
 	}
 	defer l.in.leave()
 	d := l.disp.Load()
 	if d == nil {
-		return
+		return false
 	}
 	in := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: pkt.ToBuffer()})
 	d.DeliverNetworkPacket(pkt.NetworkProtocolNumber, in)
 	in.DecRef()
+	return true
 }
 
 // destination reads the destination address from pkt's network header.

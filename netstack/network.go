@@ -96,6 +96,10 @@ type Network struct {
 	// changed, under mu, so that the packet path reads it without a lock.
 	routes atomic.Pointer[map[tcpip.Address]*link]
 
+	// dropped counts packets the links could not deliver: to an address no
+	// host owns, or to a host closing. Tests read it.
+	dropped atomic.Uint64
+
 	mu     sync.Mutex
 	hosts  map[string]*Host // by name; guarded by mu
 	next4  netip.Addr       // next IPv4 address to try; guarded by mu
