@@ -65,9 +65,12 @@ func Run(ctx context.Context, a, b net.Conn, c *Counters) error {
 	errFwd := <-done
 
 	if !stop() {
-		// The abort may be running: wait for it before closing, so that
-		// nothing it does happens after Run returns.
-		p.abortOnce.Do(func() {})
+		// The abort has started: run it here if its goroutine has not got
+		// to it yet, or wait for it, so that nothing it does happens after
+		// Run returns. (An empty Do here would use up the Once before the
+		// abort ran, and neither it nor the abort(nil) below would close
+		// the conns.)
+		p.abort(ctx.Err())
 	}
 	p.abort(nil)
 
