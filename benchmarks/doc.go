@@ -1,0 +1,18 @@
+// Package benchmarks measures spriteproxy against the machine's own limit
+// (loopback TCP, and a plain TCP relay) and against the reference Sprites
+// SDK's way of building a tunnel (package internal/reference), in one run,
+// so that every figure has its baseline beside it:
+//
+//	go test -run '^$' -bench . ./benchmarks/
+//
+// BenchmarkBulk moves one stream's bytes one way, in 1 KiB, 32 KiB and 1 MiB
+// writes, over each path; BenchmarkParallel does the same with 8 and 64
+// streams at once; BenchmarkSetup dials, echoes one byte and closes;
+// BenchmarkIdleTunnel holds idle tunnels open in a client process and a
+// server process of their own and weighs each. The throughput rows report
+// CPU seconds per GiB moved (getrusage) beside bytes per second.
+//
+// go run ./benchmarks/cmd/report runs the set with repetitions and prints
+// the table of medians, ratios and the targets of issue #6; README.md
+// explains every row.
+package benchmarks

@@ -1,0 +1,37 @@
+package rig
+
+import (
+	"runtime"
+	"runtime/debug"
+	"syscall"
+	"time"
+)
+
+// CPUTime returns the user plus system CPU time this process has used, all
+// threads together (getrusage RUSAGE_SELF).
+func CPUTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// Mem is the process's memory at one moment.
+type Mem struct {
+	HeapAlloc  uint64 // bytes of live heap objects after a GC
+	StackInuse uint64 // bytes of goroutine stacks
+	RSS        uint64 // resident set size (VmRSS), 0 where unknown
+	Goroutines int
+}
+
+// ReadMem collects garbage (twice, so that sync.Pool's victims go too),
+// returns freed memory to the OS, and reads the heap, the stacks, the
+// goroutine count and the resident set.
+func ReadMem() Mem {
+	runtime.GC()
+	debug.FreeOSMemory()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return Mem{HeapAlloc: ms.HeapAlloc, StackInuse: ms.StackInuse, RSS: rss(), Goroutines: runtime.NumGoroutine()}
+}

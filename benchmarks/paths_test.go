@@ -1,0 +1,186 @@
+package benchmarks
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"testing"
+
+	"github.com/spriteproxy/spriteproxy/benchmarks/internal/reference"
+	"github.com/spriteproxy/spriteproxy/benchmarks/internal/rig"
+	"github.com/spriteproxy/spriteproxy/netstack"
+	"github.com/spriteproxy/spriteproxy/proxy"
+	"github.com/spriteproxy/spriteproxy/transport/websocket"
+)
+
+// A path is one way for bytes to reach a target: straight, through a relay,
+// or through a tunnel.
+type path struct {
+	name string
+	// setup builds the path to a fresh target service that runs handle on
+	// each connection (nil: the connections are handed out by Accepted).
+	setup func(tb testing.TB, handle func(net.Conn)) *fixture
+}
+
+// fixture is a path built: open gives the end a benchmark writes to, and
+// the target service is where the streams arrive.
+type fixture struct {
+	open    func(ctx context.Context) (net.Conn, error)
+	target  *rig.Service
+	closers []func()
+}
+
+// onClose adds f to what Close runs, last added first.
+func (fx *fixture) onClose(f func()) { fx.closers = append(fx.closers, f) }
+
+// Close tears the path down.
+func (fx *fixture) Close() {
+	for i := len(fx.closers) - 1; i >= 0; i-- {
+		fx.closers[i]()
+	}
+}
+
+// check ends the test on err, closing fx first.
+func (fx *fixture) check(tb testing.TB, err error) {
+	tb.Helper()
+	if err != nil {
+		fx.Close()
+		tb.Fatal(err)
+	}
+}
+
+// loopbackTarget starts a fixture whose target listens on 127.0.0.1.
+func loopbackTarget(tb testing.TB, handle func(net.Conn)) *fixture {
+	tb.Helper()
+	tgt, err := rig.ListenLoopback(handle)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fx := &fixture{target: tgt}
+	fx.onClose(tgt.Close)
+	return fx
+}
+
+func dialTCP(addr string) func(ctx context.Context) (net.Conn, error) {
+	return func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}
+}
+
+// Every path, by name.
+var (
+	pathTCP = path{"tcp", func(tb testing.TB, handle func(net.Conn)) *fixture {
+		fx := loopbackTarget(tb, handle)
+		fx.open = dialTCP(fx.target.Addr().String())
+		return fx
+	}}
+	pathRelay = path{"relay", func(tb testing.TB, handle func(net.Conn)) *fixture {
+		fx := loopbackTarget(tb, handle)
+		relay, err := rig.ListenLoopback(rig.Relay(fx.target.Addr().String()))
+		fx.check(tb, err)
+		fx.onClose(relay.Close)
+		fx.open = dialTCP(relay.Addr().String())
+		return fx
+	}}
+	pathRefSocket = path{"ref-socket", func(tb testing.TB, handle func(net.Conn)) *fixture {
+		fx, d := refServer(tb, handle)
+		addr := fx.target.Addr().String()
+		fx.open = func(ctx context.Context) (net.Conn, error) { return d.Dial(ctx, rig.Sprite, addr) }
+		return fx
+	}}
+	pathRefPort = path{"ref-port", func(tb testing.TB, handle func(net.Conn)) *fixture {
+		fx, d := refServer(tb, handle)
+		addr := fx.target.Addr().String()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		fx.check(tb, err)
+		f := reference.Forward(ln, func(ctx context.Context) (net.Conn, error) { return d.Dial(ctx, rig.Sprite, addr) })
+		fx.onClose(func() { f.Close() })
+		fx.open = dialTCP(f.Addr().String())
+		return fx
+	}}
+	pathSocketWS  = path{"socket-ws", oursSocket(false)}
+	pathSocketWSS = path{"socket-wss", oursSocket(true)}
+	pathPortWS    = path{"port-ws", oursPort(false)}
+	pathPortWSS   = path{"port-wss", oursPort(true)}
+	pathNetstack  = path{"netstack", netstackChain}
+)
+
+// allPaths is every path, baselines first.
+var allPaths = []path{
+	pathTCP, pathRelay, pathRefSocket, pathRefPort,
+	pathSocketWS, pathSocketWSS, pathPortWS, pathPortWSS, pathNetstack,
+}
+
+// refServer starts the reference server in front of a loopback target.
+func refServer(tb testing.TB, handle func(net.Conn)) (*fixture, *reference.Dialer) {
+	fx := loopbackTarget(tb, handle)
+	srv, err := rig.StartReference(false)
+	fx.check(tb, err)
+	fx.onClose(srv.Close)
+	return fx, &reference.Dialer{BaseURL: srv.URL, Token: rig.Token}
+}
+
+// oursServer starts spriteproxy's server in front of a loopback target and
+// returns a client's handle on the sprite.
+func oursServer(tb testing.TB, handle func(net.Conn), useTLS bool) (*fixture, *proxy.Sprite) {
+	fx := loopbackTarget(tb, handle)
+	srv, err := rig.StartOurs(useTLS)
+	fx.check(tb, err)
+	fx.onClose(srv.Close)
+	client := proxy.New(rig.Token, proxy.WithBaseURL(srv.URL), proxy.WithTLSConfig(srv.ClientTLS))
+	return fx, client.Sprite(rig.Sprite)
+}
+
+// oursSocket is ProxySocket: the benchmark writes to the tunnel itself.
+func oursSocket(useTLS bool) func(testing.TB, func(net.Conn)) *fixture {
+	return func(tb testing.TB, handle func(net.Conn)) *fixture {
+		fx, sp := oursServer(tb, handle, useTLS)
+		addr := fx.target.Addr().String()
+		fx.open = func(ctx context.Context) (net.Conn, error) { return sp.ProxySocket(ctx, "tcp", addr) }
+		return fx
+	}
+}
+
+// oursPort is ProxyPort: the benchmark writes to the session's local port.
+func oursPort(useTLS bool) func(testing.TB, func(net.Conn)) *fixture {
+	return func(tb testing.TB, handle func(net.Conn)) *fixture {
+		fx, sp := oursServer(tb, handle, useTLS)
+		ps, err := sp.ProxyPort(context.Background(), 0, fx.target.Port())
+		fx.check(tb, err)
+		fx.onClose(func() { ps.Close() })
+		fx.open = dialTCP(net.JoinHostPort("127.0.0.1", strconv.Itoa(ps.LocalPort)))
+		return fx
+	}
+}
+
+// netstackChain is ProxySocket with no OS socket at all: the client, the
+// server and the sprite are three hosts of one in-process netstack.Network;
+// the server's handler is served on a netstack listener, the client's
+// Dialer dials it with NetDial, and the server places the sprite's targets
+// in the sprite's host (websocket.Server.Sprites is the Network).
+func netstackChain(tb testing.TB, handle func(net.Conn)) *fixture {
+	n := netstack.NewNetwork(nil)
+	fx := &fixture{}
+	fx.onClose(func() { n.Close() })
+	hosts := map[string]*netstack.Host{}
+	for _, name := range []string{"client", "server", rig.Sprite} {
+		h, err := n.NewHost(name)
+		fx.check(tb, err)
+		hosts[name] = h
+	}
+	tln, err := hosts[rig.Sprite].Listen("tcp", "127.0.0.1:0")
+	fx.check(tb, err)
+	fx.target = rig.NewService(tln, handle)
+	fx.onClose(fx.target.Close)
+	sln, err := hosts["server"].Listen("tcp", ":80")
+	fx.check(tb, err)
+	ws := &websocket.Server{Auth: websocket.StaticToken(rig.Token), Sprites: n}
+	srv, err := rig.Serve(sln, ws, false, func() { ws.Close() })
+	fx.check(tb, err)
+	fx.onClose(srv.Close)
+	sp := proxy.New(rig.Token, proxy.WithBaseURL("http://server:80"), proxy.WithNetDial(hosts["client"].DialContext)).Sprite(rig.Sprite)
+	addr := net.JoinHostPort("localhost", strconv.Itoa(fx.target.Port()))
+	fx.open = func(ctx context.Context) (net.Conn, error) { return sp.ProxySocket(ctx, "tcp", addr) }
+	return fx
+}
