@@ -78,10 +78,17 @@ func (h *Host) configure() error {
 	// without RACK). Loss, should the receiver ever drop, is still
 	// recovered by SACK with duplicate ACKs, or by the retransmit timer.
 	noRACK := tcpip.TCPRecovery(0)
+	// gVisor lets a new connection take a port held in TIME_WAIT only on
+	// loopback; without that, ~48k short connections within a minute used up
+	// the ephemeral ports and further dials waited for TIME_WAIT to end.
+	// TIME_WAIT guards against delayed duplicate segments, which a network
+	// that delivers synchronously cannot produce.
+	reuse := tcpip.TCPTimeWaitReuseGlobal
 	opts := []tcpip.SettableTransportProtocolOption{
 		&sack,
 		&moderate,
 		&noRACK,
+		&reuse,
 		&tcpip.TCPSendBufferSizeRangeOption{Min: 4096, Default: initial, Max: size},
 		&tcpip.TCPReceiveBufferSizeRangeOption{Min: 4096, Default: initial, Max: size},
 	}
