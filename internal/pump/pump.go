@@ -113,15 +113,31 @@ func (p *pair) copy(dst, src net.Conn, count *atomic.Int64) error {
 }
 
 // abort closes both conns once; reason (nil for a normal end) is kept for
-// cause.
+// cause. A normal end closes gracefully (a tunnel's closing handshake); an
+// abort closes at once, for a conn that can (CloseNow), since its peer is
+// broken or the copy is being forced to stop.
 func (p *pair) abort(reason error) {
 	p.abortOnce.Do(func() {
 		p.mu.Lock()
 		p.reason = reason
 		p.mu.Unlock()
+		if reason != nil {
+			closeNow(p.a)
+			closeNow(p.b)
+			return
+		}
 		p.a.Close()
 		p.b.Close()
 	})
+}
+
+// closeNow closes c without waiting for its peer, where c can.
+func closeNow(c net.Conn) {
+	if cn, ok := c.(interface{ CloseNow() error }); ok {
+		cn.CloseNow()
+		return
+	}
+	c.Close()
 }
 
 func (p *pair) aborted() bool {

@@ -73,5 +73,9 @@ func (h *HostNetwork) ResolveSprite(_ context.Context, name string) (dialer.Cont
 	if h.Dialer != nil {
 		return h.Dialer, nil
 	}
-	return &net.Dialer{}, nil
+	return hostDialer, nil
 }
+
+// hostDialer dials targets on the host network. TCP keep-alive is off: the
+// target is the sprite's own, and the tunnel has its own pings.
+var hostDialer = &net.Dialer{KeepAlive: -1}

@@ -122,3 +122,40 @@ func BenchmarkCopyTo32K(b *testing.B) {
 		out2.Close()
 	})
 }
+
+// BenchmarkSetup is a tunnel's whole life for one byte: dial, echo one
+// byte, close; next to the same over plain TCP.
+func BenchmarkSetup(b *testing.B) {
+	t := &testing.T{}
+	tg := startTargetB(b)
+	one := []byte{1}
+	b.Run("tcp", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			c, err := net.Dial("tcp", tg.addr())
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Write(one)
+			io.ReadFull(c, one)
+			c.Close()
+		}
+	})
+	for _, m := range modes {
+		b.Run("tunnel-"+m.name, func(b *testing.B) {
+			ts := startServerB(b, newServer(), m.direct)
+			d := ts.dialer()
+			ctx := testCtx(t)
+			b.ReportAllocs()
+			for b.Loop() {
+				c, err := d.DialSprite(ctx, "s", "tcp", tg.addr())
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.Write(one)
+				io.ReadFull(c, one)
+				c.Close()
+			}
+		})
+	}
+}

@@ -168,7 +168,7 @@ func (d *Dialer) dial(ctx context.Context, sprite, network, address string) (*Co
 	if !stop() || ctx.Err() != nil {
 		// ctx ended during the handshake: its error is the better one.
 		if c != nil {
-			c.abort()
+			c.CloseNow()
 		} else {
 			nc.Close()
 		}
@@ -199,8 +199,7 @@ func (d *Dialer) netConn(ctx context.Context) (net.Conn, error) {
 	if d.NetDial != nil {
 		nc, err = d.NetDial(ctx, "tcp", addr)
 	} else {
-		var nd net.Dialer
-		nc, err = nd.DialContext(ctx, "tcp", addr)
+		nc, err = clientDialer.DialContext(ctx, "tcp", addr)
 	}
 	if err != nil {
 		return nil, err
@@ -258,12 +257,12 @@ func (d *Dialer) handshake(nc net.Conn, u *url.URL, host string, port int) (c *C
 		req.Features = []string{wire.FeatureHalfClose}
 	}
 	if err := c.writeMessage(wire.Marshal(req)); err != nil {
-		c.abort()
+		c.CloseNow()
 		return nil, err
 	}
 	msg, err := c.readMessage()
 	if err != nil {
-		c.abort()
+		c.CloseNow()
 		if errors.Is(err, io.EOF) {
 			err = fmt.Errorf("%w: server closed the tunnel before replying", dialer.ErrTunnelClosed)
 		}
@@ -271,7 +270,7 @@ func (d *Dialer) handshake(nc net.Conn, u *url.URL, host string, port int) (c *C
 	}
 	rep, err := wire.ParseReply(msg)
 	if err != nil {
-		c.abort()
+		c.CloseNow()
 		return nil, err
 	}
 	if rep.Status == wire.StatusError {
@@ -282,6 +281,10 @@ func (d *Dialer) handshake(nc net.Conn, u *url.URL, host string, port int) (c *C
 	c.remote = targetAddr(rep.Target, host, port)
 	return c, nil
 }
+
+// clientDialer dials the server. TCP keep-alive is off: the tunnel's pings
+// keep it alive and find dead peers, sooner and through proxies.
+var clientDialer = &net.Dialer{KeepAlive: -1}
 
 // readRefusal reads the JSON body of a refused upgrade.
 func readRefusal(nc net.Conn, status int, resp io.Reader) *dialer.HTTPError {
@@ -334,8 +337,11 @@ func (c *Conn) writeMessage(p []byte) error {
 	return err
 }
 
-// abort closes the tunnel without the closing handshake.
-func (c *Conn) abort() {
+// CloseNow closes the tunnel at once, without the closing handshake: the
+// peer sees the connection end without a close frame. Use Close for a clean
+// end; CloseNow is for giving up on a broken or stuck peer. Like Close, it
+// is idempotent, and after either one the other does nothing.
+func (c *Conn) CloseNow() error {
 	c.closeOnce.Do(func() {
 		c.closing.Store(true)
 		c.closed.Store(true)
@@ -343,6 +349,7 @@ func (c *Conn) abort() {
 		c.closeErr = c.nc.Close()
 		c.stopKeepalive()
 	})
+	return c.closeErr
 }
 
 // ctxExpired reports whether ctx's deadline has passed.

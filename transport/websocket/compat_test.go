@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,13 +46,22 @@ func sdkDial(t *testing.T, base, sprite string) net.Conn {
 // per write, the close frame from conn.Close().
 func TestSDKClient(t *testing.T) {
 	t.Parallel()
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			testSDKClient(t, m.direct)
+		})
+	}
+}
+
+func testSDKClient(t *testing.T, direct bool) {
 	targetEOF := make(chan struct{})
 	tg := startTarget(t, func(c net.Conn) {
 		defer c.Close()
 		io.Copy(c, c)
 		close(targetEOF)
 	})
-	ts := startServer(t, newServer(), false)
+	ts := startServerMode(t, newServer(), false, direct)
 	conn := sdkDial(t, ts.URL, "my-sprite")
 
 	first := []byte(`{"host":"127.0.0.1","port":` + itoa(tg.port) + "}\n")
@@ -357,25 +367,37 @@ func TestKeepAliveKeepsIdleTunnel(t *testing.T) {
 // ones; when its context ends first it forces them closed.
 func TestShutdown(t *testing.T) {
 	t.Parallel()
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			testShutdown(t, m.direct)
+		})
+	}
+}
+
+func testShutdown(t *testing.T, direct bool) {
 	t.Run("drains", func(t *testing.T) {
 		t.Parallel()
 		tg := startTarget(t, echo)
-		ts := startServer(t, newServer(), false)
+		ts := startServerMode(t, newServer(), false, direct)
 		c, err := ts.dialer().DialSprite(testCtx(t), "s", "tcp", tg.addr())
 		if err != nil {
 			t.Fatal(err)
 		}
 		shut := make(chan error, 1)
 		go func() { shut <- ts.Shutdown(context.Background()) }()
-		// Wait until the server refuses new tunnels.
+		// Wait until the server refuses new tunnels: 503 from the handler,
+		// a closed listener for Serve.
 		for {
-			_, err := ts.dialer().DialSprite(testCtx(t), "s", "tcp", tg.addr())
-			if errors.Is(err, dialer.ErrUnavailable) {
+			c, err := ts.dialer().DialSprite(testCtx(t), "s", "tcp", tg.addr())
+			if err == nil {
+				c.Close()
+				continue
+			}
+			if errors.Is(err, dialer.ErrUnavailable) || direct && (errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)) {
 				break
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			t.Fatal(err)
 		}
 		c.Write([]byte("still"))
 		buf := make([]byte, 5)
@@ -395,7 +417,7 @@ func TestShutdown(t *testing.T) {
 	t.Run("forces", func(t *testing.T) {
 		t.Parallel()
 		tg := startTarget(t, echo)
-		ts := startServer(t, newServer(), false)
+		ts := startServerMode(t, newServer(), false, direct)
 		c, err := ts.dialer().DialSprite(testCtx(t), "s", "tcp", tg.addr())
 		if err != nil {
 			t.Fatal(err)

@@ -30,9 +30,15 @@ type testServer struct {
 	ClientTLS *tls.Config
 }
 
-// startServer serves srv on 127.0.0.1:0, over TLS if useTLS. Cleanup closes
-// every tunnel and waits for the HTTP server's goroutines.
-func startServer(t *testing.T, srv *Server, useTLS bool) *testServer {
+// startServer serves srv on 127.0.0.1:0 behind an http.Server, over TLS if
+// useTLS. Cleanup closes every tunnel and waits for the server's
+// goroutines.
+func startServer(t testing.TB, srv *Server, useTLS bool) *testServer {
+	return startServerMode(t, srv, useTLS, false)
+}
+
+// startServerMode is startServer, with Serve's fast path if direct.
+func startServerMode(t testing.TB, srv *Server, useTLS, direct bool) *testServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -48,8 +54,21 @@ func startServer(t *testing.T, srv *Server, useTLS bool) *testServer {
 		ts.URL = "https://" + ln.Addr().String()
 		ts.ClientTLS = pair.ClientConfig()
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
+	if direct {
+		go func() {
+			defer close(done)
+			if err := srv.Serve(ln); err != ErrServerClosed {
+				t.Errorf("Serve = %v, want ErrServerClosed", err)
+			}
+		}()
+		t.Cleanup(func() {
+			srv.Close()
+			<-done
+		})
+		return ts
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		defer close(done)
 		hs.Serve(ln)
@@ -61,6 +80,12 @@ func startServer(t *testing.T, srv *Server, useTLS bool) *testServer {
 	})
 	return ts
 }
+
+// modes are the two ways of serving: ServeHTTP behind net/http, and Serve.
+var modes = []struct {
+	name   string
+	direct bool
+}{{"http", false}, {"serve", true}}
 
 // dialer returns a client Dialer for ts with the test token.
 func (ts *testServer) dialer() *Dialer {
@@ -82,7 +107,7 @@ type target struct {
 	conns []net.Conn
 }
 
-func startTarget(t *testing.T, handle func(net.Conn)) *target {
+func startTarget(t testing.TB, handle func(net.Conn)) *target {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -149,7 +174,7 @@ func closedPort(t *testing.T) int {
 	return port
 }
 
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return ctx
@@ -224,3 +249,8 @@ func mustIs(t *testing.T, err, target error) {
 var errConnRefused = syscall.ECONNREFUSED
 
 var errDeadline = os.ErrDeadlineExceeded
+
+func startServerB(b *testing.B, srv *Server, direct bool) *testServer {
+	return startServerMode(b, srv, false, direct)
+}
+func startTargetB(b *testing.B) *target { return startTarget(b, echo) }

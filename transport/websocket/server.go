@@ -73,11 +73,13 @@ type Server struct {
 	ctx     context.Context // cancelled to force every tunnel closed
 	cancel  context.CancelFunc
 
-	mu       sync.Mutex
-	shutting bool
-	live     int
-	perToken map[[sha256.Size]byte]int
-	idle     chan struct{} // closed when live drops to 0 during Shutdown
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{} // those Serve accepts on
+	conns     sync.WaitGroup            // Serve loops and their connections
+	shutting  bool
+	live      int
+	perToken  map[[sha256.Size]byte]int
+	idle      chan struct{} // closed when live drops to 0 during Shutdown
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -118,11 +120,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	resolver := s.Sprites
-	if resolver == nil {
-		resolver = &HostNetwork{}
-	}
-	network, err := resolver.ResolveSprite(r.Context(), name)
+	network, err := s.resolver().ResolveSprite(r.Context(), name)
 	if err != nil {
 		s.refused(r, name, err)
 		if errors.Is(err, dialer.ErrUnknownSprite) {
@@ -249,15 +247,19 @@ func targetString(target net.Conn, addr string) string {
 	return addr
 }
 
-// Shutdown stops the server from opening tunnels (new requests get 503)
-// and waits for the live ones to end. When ctx ends first, it closes them,
-// waits for their goroutines, and returns ctx's error. The http.Server
-// serving the handler is the caller's to shut down; hijacked tunnels are
-// invisible to it, which is why this method exists.
+// Shutdown stops the server from opening tunnels (new requests get 503,
+// and the listeners given to Serve are closed) and waits for the live ones
+// to end. When ctx ends first, it closes them, waits for their goroutines,
+// and returns ctx's error. An http.Server serving the handler is the
+// caller's to shut down; hijacked tunnels are invisible to it, which is why
+// this method exists.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
 	s.mu.Lock()
 	s.shutting = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
 	if s.idle == nil {
 		s.idle = make(chan struct{})
 		if s.live == 0 {
@@ -266,13 +268,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	idle := s.idle
 	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		<-idle
+		s.conns.Wait()
+		close(done)
+	}()
 	select {
-	case <-idle:
+	case <-done:
 		return nil
 	case <-ctx.Done():
 	}
 	s.cancel()
-	<-idle
+	<-done
 	return ctx.Err()
 }
 
@@ -358,12 +366,11 @@ func parsePath(p string) (name, endpoint string, ok bool) {
 
 // bearer returns the request's bearer token, or "".
 func bearer(r *http.Request) string {
-	h := r.Header.Get("Authorization")
-	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-		return strings.TrimSpace(h[7:])
-	}
-	return ""
+	return bearerValue(r.Header.Get("Authorization"))
 }
+
+// errTooManyFiles is the accept error that a pause may cure.
+var errTooManyFiles = syscall.EMFILE
 
 // httpError answers with the protocol's JSON error body.
 func httpError(w http.ResponseWriter, status int, code, message string) {

@@ -19,37 +19,39 @@ import (
 func TestEcho(t *testing.T) {
 	t.Parallel()
 	for _, useTLS := range []bool{false, true} {
-		name := "ws"
-		if useTLS {
-			name = "wss"
+		for _, m := range modes {
+			name := "ws-" + m.name
+			if useTLS {
+				name = "wss-" + m.name
+			}
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				tg := startTarget(t, echo)
+				ts := startServerMode(t, newServer(), useTLS, m.direct)
+				c, err := ts.dialer().DialSprite(testCtx(t), "my-sprite", "tcp", tg.addr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if got := c.RemoteAddr().String(); got != tg.addr() {
+					t.Errorf("RemoteAddr = %s, want the target %s", got, tg.addr())
+				}
+				if c.LocalAddr() == nil {
+					t.Error("LocalAddr is nil")
+				}
+				msg := []byte("hello through the tunnel\n")
+				if _, err := c.Write(msg); err != nil {
+					t.Fatal(err)
+				}
+				got := make([]byte, len(msg))
+				if _, err := io.ReadFull(c, got); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, msg) {
+					t.Fatalf("echo = %q, want %q", got, msg)
+				}
+			})
 		}
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			tg := startTarget(t, echo)
-			ts := startServer(t, newServer(), useTLS)
-			c, err := ts.dialer().DialSprite(testCtx(t), "my-sprite", "tcp", tg.addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			if got := c.RemoteAddr().String(); got != tg.addr() {
-				t.Errorf("RemoteAddr = %s, want the target %s", got, tg.addr())
-			}
-			if c.LocalAddr() == nil {
-				t.Error("LocalAddr is nil")
-			}
-			msg := []byte("hello through the tunnel\n")
-			if _, err := c.Write(msg); err != nil {
-				t.Fatal(err)
-			}
-			got := make([]byte, len(msg))
-			if _, err := io.ReadFull(c, got); err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, msg) {
-				t.Fatalf("echo = %q, want %q", got, msg)
-			}
-		})
 	}
 }
 
@@ -103,10 +105,19 @@ func TestBulkChecksum(t *testing.T) {
 
 func TestDialErrors(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t, &Server{
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			testDialErrors(t, m.direct)
+		})
+	}
+}
+
+func testDialErrors(t *testing.T, direct bool) {
+	ts := startServerMode(t, &Server{
 		Auth:    StaticToken(testToken),
 		Sprites: &HostNetwork{Names: []string{"known"}},
-	}, false)
+	}, false, direct)
 	refused := closedPort(t)
 	cases := []struct {
 		name    string
@@ -327,7 +338,16 @@ func TestNetConn(t *testing.T) {
 
 func TestControlEndpointIs404(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t, newServer(), false)
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			testControlEndpointIs404(t, m.direct)
+		})
+	}
+}
+
+func testControlEndpointIs404(t *testing.T, direct bool) {
+	ts := startServerMode(t, newServer(), false, direct)
 	for _, path := range []string{"/v1/sprites/my-sprite/control", "/v1/sprites/my-sprite/other", "/nope"} {
 		resp, err := http.Get(ts.URL + path)
 		if err != nil {

@@ -23,6 +23,7 @@ type writer struct {
 	pend   []byte // the rest of a frame cut short by a write timeout
 	closed bool   // no more data: eof or close frame sent
 	hdr    [maxHeader]byte
+	ctrl   [maxControlPayload]byte // a control frame's payload on its way out
 }
 
 // pendingControl holds control frames that the read side asked for, to be
@@ -236,21 +237,22 @@ func (c *Conn) flushControl() {
 // writeControlLocked sends the pending control frames.
 func (c *Conn) writeControlLocked() {
 	c.ctrlMu.Lock()
-	ctrl := c.ctrl
-	c.ctrl = pendingControl{}
+	pong, ping, closing, code := c.ctrl.pong, c.ctrl.ping, c.ctrl.close, c.ctrl.closeCode
+	n := copy(c.wr.ctrl[:], c.ctrl.pongData[:c.ctrl.pongN])
+	c.ctrl.pong, c.ctrl.ping, c.ctrl.close = false, false, false
 	c.ctrlPending.Store(false)
 	c.ctrlMu.Unlock()
 	if c.wr.err != nil || c.closed.Load() {
 		return
 	}
-	if ctrl.pong {
-		c.writeFrameLocked(opPong, ctrl.pongData[:ctrl.pongN])
+	if pong {
+		c.writeFrameLocked(opPong, c.wr.ctrl[:n])
 	}
-	if ctrl.ping {
+	if ping {
 		c.writeFrameLocked(opPing, nil)
 	}
-	if ctrl.close {
-		c.sendCloseLocked(ctrl.closeCode)
+	if closing {
+		c.sendCloseLocked(code)
 	}
 }
 
@@ -260,7 +262,6 @@ func (c *Conn) sendCloseLocked(code int) error {
 	if !c.closeSent.CompareAndSwap(false, true) {
 		return nil
 	}
-	var b [2]byte
-	_, err := c.writeFrameLocked(opClose, closeBody(b[:0], code, ""))
+	_, err := c.writeFrameLocked(opClose, closeBody(c.wr.ctrl[:0], code, ""))
 	return err
 }

@@ -1,0 +1,172 @@
+package websocket
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/spriteproxy/spriteproxy/dialer"
+	"github.com/spriteproxy/spriteproxy/internal/wire"
+)
+
+// ErrServerClosed is returned by Serve once Shutdown or Close has begun.
+var ErrServerClosed = errors.New("websocket: server closed")
+
+// Serve accepts connections on ln and serves tunnels on them until Shutdown
+// or Close, when it returns ErrServerClosed (or the listener's error). It
+// is the server's fast path: it upgrades on the raw connection with pooled
+// buffers instead of going through net/http, so each tunnel costs fewer
+// allocations and syscalls than ServeHTTP behind an http.Server; the
+// protocol is the same, refusals included. For TLS, wrap ln with
+// tls.NewListener. Serve may be called on several listeners at once.
+func (s *Server) Serve(ln net.Listener) error {
+	if err := s.init(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.shutting {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	if s.listeners == nil {
+		s.listeners = make(map[net.Listener]struct{})
+	}
+	s.listeners[ln] = struct{}{}
+	s.conns.Add(1)
+	s.mu.Unlock()
+	defer s.conns.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			shutting := s.shutting
+			s.mu.Unlock()
+			if shutting {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {
+				// Out of descriptors, say: wait a little, as net/http does.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				t := time.NewTimer(backoff)
+				select {
+				case <-t.C:
+				case <-s.ctx.Done():
+					t.Stop()
+					return ErrServerClosed
+				}
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		s.conns.Add(1)
+		go s.serveConn(nc)
+	}
+}
+
+// serveConn upgrades one raw connection and serves its tunnel.
+func (s *Server) serveConn(nc net.Conn) {
+	defer s.conns.Done()
+	stop := context.AfterFunc(s.ctx, func() { nc.SetDeadline(aLongTimeAgo) })
+	nc.SetDeadline(time.Now().Add(cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)))
+	var (
+		name, path, auth string
+		network          dialer.ContextDialer
+		key              [sha256.Size]byte
+		entered          bool
+	)
+	u := ws.Upgrader{
+		OnRequest: func(uri []byte) error {
+			path, _, _ = strings.Cut(string(uri), "?")
+			var endpoint string
+			var ok bool
+			if name, endpoint, ok = parsePath(path); !ok || endpoint != "proxy" {
+				return reject(http.StatusNotFound, "not_found", "no such endpoint")
+			}
+			return nil
+		},
+		OnHeader: func(k, v []byte) error {
+			if strings.EqualFold(string(k), "Authorization") {
+				auth = string(v)
+			}
+			return nil
+		},
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			token := bearerValue(auth)
+			ctx := s.ctx
+			if s.Auth != nil {
+				if err := s.Auth.Authenticate(ctx, token, name); err != nil {
+					s.log("request refused", "sprite", name, "client", nc.RemoteAddr(), "err", err)
+					if errors.Is(err, dialer.ErrForbidden) {
+						return nil, reject(http.StatusForbidden, "forbidden", "token not allowed for sprite "+name)
+					}
+					return nil, reject(http.StatusUnauthorized, "unauthorized", "bad or missing token")
+				}
+			}
+			var err error
+			if network, err = s.resolver().ResolveSprite(ctx, name); err != nil {
+				s.log("request refused", "sprite", name, "client", nc.RemoteAddr(), "err", err)
+				if errors.Is(err, dialer.ErrUnknownSprite) {
+					return nil, reject(http.StatusNotFound, "not_found", "unknown sprite "+name)
+				}
+				return nil, reject(http.StatusBadGateway, "unavailable", err.Error())
+			}
+			key = sha256.Sum256([]byte(token))
+			if status, why := s.enter(key); status != 0 {
+				s.log("request refused", "sprite", name, "client", nc.RemoteAddr(), "err", why)
+				return nil, reject(status, "unavailable", why)
+			}
+			entered = true
+			return nil, nil
+		},
+	}
+	_, err := u.Upgrade(nc)
+	if entered {
+		defer s.leave(key)
+	}
+	if err != nil || !stop() {
+		nc.Close()
+		return
+	}
+	c := newConn(nc, false, s.cfg, nil)
+	s.serve(c, name, network)
+}
+
+// reject makes the Upgrader answer with status and the protocol's JSON
+// error body.
+func reject(status int, code, message string) error {
+	return ws.RejectConnectionError(
+		ws.RejectionStatus(status),
+		ws.RejectionHeader(ws.HandshakeHeaderString("Content-Type: application/json\r\n")),
+		ws.RejectionReason(strings.TrimSuffix(string(wire.Marshal(wire.ErrorBody{Error: code, Message: message})), "\n")),
+	)
+}
+
+func (s *Server) resolver() Resolver {
+	if s.Sprites == nil {
+		return &HostNetwork{}
+	}
+	return s.Sprites
+}
+
+// bearerValue returns the token of an Authorization header value, or "".
+func bearerValue(h string) string {
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
