@@ -1,0 +1,146 @@
+package pump
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// tcpPair returns two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		ch <- c
+	}()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := <-ch
+	if b == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// noSplice hides a TCPConn's type, forcing the buffered copy path.
+type noSplice struct{ net.Conn }
+
+func (n noSplice) CloseWrite() error { return n.Conn.(*net.TCPConn).CloseWrite() }
+
+// TestRunHalfClose: the left end writes a request and shuts down its write
+// side; the right end reads it all, answers and shuts down; both see the
+// whole stream then EOF, through the pump, on both copy paths.
+func TestRunHalfClose(t *testing.T) {
+	t.Parallel()
+	for _, splice := range []bool{true, false} {
+		t.Run(map[bool]string{true: "splice", false: "buffered"}[splice], func(t *testing.T) {
+			t.Parallel()
+			left, a := tcpPair(t)
+			b, right := tcpPair(t)
+			var pa, pb net.Conn = a, b
+			if !splice {
+				pa, pb = noSplice{a}, noSplice{b}
+			}
+			var cnt Counters
+			done := make(chan error, 1)
+			go func() { done <- Run(context.Background(), pa, pb, &cnt) }()
+
+			req := bytes.Repeat([]byte("q"), 3<<20)
+			reply := bytes.Repeat([]byte("r"), 5<<20)
+			go func() {
+				left.Write(req)
+				left.(*net.TCPConn).CloseWrite()
+			}()
+			got, err := io.ReadAll(right)
+			if err != nil || !bytes.Equal(got, req) {
+				t.Fatalf("right read %d bytes, %v", len(got), err)
+			}
+			right.Write(reply)
+			right.(*net.TCPConn).CloseWrite()
+			back, err := io.ReadAll(left)
+			if err != nil || !bytes.Equal(back, reply) {
+				t.Fatalf("left read %d bytes, %v", len(back), err)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("Run = %v", err)
+			}
+			if cnt.AToB.Load() != int64(len(req)) || cnt.BToA.Load() != int64(len(reply)) {
+				t.Fatalf("counters %d/%d, want %d/%d", cnt.AToB.Load(), cnt.BToA.Load(), len(req), len(reply))
+			}
+		})
+	}
+}
+
+// TestRunContextCancel: cancelling ctx ends the copy and closes both ends.
+func TestRunContextCancel(t *testing.T) {
+	t.Parallel()
+	left, a := tcpPair(t)
+	b, right := tcpPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, a, b, nil) }()
+	left.Write([]byte("x"))
+	io.ReadFull(right, make([]byte, 1))
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+	// Both far ends see their connection end.
+	for _, c := range []net.Conn{left, right} {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, errDeadline) {
+			t.Fatalf("far end still open after cancel: %v", err)
+		}
+	}
+}
+
+var errDeadline = os.ErrDeadlineExceeded
+
+// TestRunError: a reset on one side ends both directions with that error.
+func TestRunError(t *testing.T) {
+	t.Parallel()
+	left, a := tcpPair(t)
+	b, right := tcpPair(t)
+	done := make(chan error, 1)
+	go func() { done <- Run(context.Background(), a, b, nil) }()
+	left.(*net.TCPConn).SetLinger(0)
+	left.Close() // a reset
+	if err := <-done; err == nil {
+		t.Fatal("Run = nil after a reset")
+	}
+	right.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(right); errors.Is(err, errDeadline) {
+		t.Fatal("the other side was left open")
+	}
+}
+
+// TestCopyCountsLive: the buffered path adds to the counter per chunk.
+func TestCopyCountsLive(t *testing.T) {
+	t.Parallel()
+	var n atomic.Int64
+	src := bytes.NewReader(make([]byte, 300<<10))
+	var dst bytes.Buffer
+	total, err := Copy(&dst, src, &n)
+	if err != nil || total != 300<<10 || n.Load() != total || dst.Len() != int(total) {
+		t.Fatalf("Copy = %d, %v; counter %d", total, err, n.Load())
+	}
+}
