@@ -88,3 +88,19 @@ func HostPort(host string, port int) string {
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 	return net.JoinHostPort(host, strconv.Itoa(port))
 }
+
+// CheckSprite returns an error matching ErrBadAddress unless name can be a
+// sprite's name in the protocol's URL: 1-255 bytes of [A-Za-z0-9._-], and
+// not "." or "..".
+func CheckSprite(name string) error {
+	if name == "" || len(name) > 255 || name == "." || name == ".." {
+		return fmt.Errorf("%w: sprite name %q", ErrBadAddress, name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("%w: sprite name %q has a byte %q outside [A-Za-z0-9._-]", ErrBadAddress, name, c)
+		}
+	}
+	return nil
+}

@@ -113,10 +113,10 @@ func (c *Client) ProxySocket(ctx context.Context, network, spriteName, addr stri
 	return c.dialer.DialSprite(ctx, spriteName, network, addr)
 }
 
-// checkSprite refuses an empty sprite name, which no transport can reach.
+// checkSprite refuses a sprite name that no URL of the protocol can carry.
 func checkSprite(name string) error {
-	if name == "" {
-		return fmt.Errorf("proxy: %w: empty sprite name", dialer.ErrBadAddress)
+	if err := dialer.CheckSprite(name); err != nil {
+		return fmt.Errorf("proxy: %w", err)
 	}
 	return nil
 }

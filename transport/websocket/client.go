@@ -138,7 +138,7 @@ func (d *Dialer) dial(ctx context.Context, sprite, network, address string) (*Co
 	if err != nil {
 		return nil, err
 	}
-	if err := checkSpriteName(sprite); err != nil {
+	if err := dialer.CheckSprite(sprite); err != nil {
 		return nil, err
 	}
 	if err := d.init(); err != nil {
@@ -313,20 +313,6 @@ func targetAddr(target, host string, port int) net.Addr {
 		target = dialer.HostPort(host, port)
 	}
 	return &dialer.Addr{Address: target}
-}
-
-// checkSpriteName refuses names that cannot be one path segment.
-func checkSpriteName(name string) error {
-	if name == "" || len(name) > 255 || name == "." || name == ".." {
-		return fmt.Errorf("%w: sprite name %q", dialer.ErrBadAddress, name)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return fmt.Errorf("%w: sprite name %q has a byte %q outside [A-Za-z0-9._-]", dialer.ErrBadAddress, name, c)
-		}
-	}
-	return nil
 }
 
 // writeMessage sends a text message during the handshake.

@@ -358,7 +358,7 @@ func parsePath(p string) (name, endpoint string, ok bool) {
 		return "", "", false
 	}
 	name, endpoint, ok = strings.Cut(rest, "/")
-	if !ok || checkSpriteName(name) != nil || strings.Contains(endpoint, "/") {
+	if !ok || dialer.CheckSprite(name) != nil || strings.Contains(endpoint, "/") {
 		return "", "", false
 	}
 	return name, endpoint, true
