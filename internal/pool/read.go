@@ -77,7 +77,7 @@ func Read(r io.Reader) (bp *[]byte, n int, err error) {
 func wrapReadError(c net.Conn, err error) error {
 	var op *net.OpError
 	if errors.As(err, &op) {
-		return err
+		err = op.Err // the raw path says "raw-read"; name it as Read would
 	}
 	return &net.OpError{Op: "read", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
