@@ -10,7 +10,6 @@ import (
 	"github.com/spriteproxy/spriteproxy/benchmarks/internal/rig"
 	"github.com/spriteproxy/spriteproxy/netstack"
 	"github.com/spriteproxy/spriteproxy/proxy"
-	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
 
 // A path is one way for bytes to reach a target: straight, through a relay,
@@ -175,8 +174,7 @@ func netstackChain(tb testing.TB, handle func(net.Conn)) *fixture {
 	fx.onClose(fx.target.Close)
 	sln, err := hosts["server"].Listen("tcp", ":80")
 	fx.check(tb, err)
-	ws := &websocket.Server{Auth: websocket.StaticToken(rig.Token), Sprites: n}
-	srv, err := rig.Serve(sln, ws, false, func() { ws.Close() })
+	srv, err := rig.ServeOurs(sln, n, false)
 	fx.check(tb, err)
 	fx.onClose(srv.Close)
 	sp := proxy.New(rig.Token, proxy.WithBaseURL("http://server:80"), proxy.WithNetDial(hosts["client"].DialContext)).Sprite(rig.Sprite)

@@ -65,14 +65,27 @@ func (s *Server) Close() {
 	<-s.done
 }
 
-// StartOurs serves spriteproxy's websocket.Server (defaults, the bench
-// token) on 127.0.0.1, over TLS 1.3 if useTLS.
+// StartOurs serves spriteproxy's websocket.Server on 127.0.0.1, over TLS
+// 1.3 if useTLS.
 func StartOurs(useTLS bool) (*Server, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	ws := &websocket.Server{Auth: websocket.StaticToken(Token)}
+	return ServeOurs(ln, nil, useTLS)
+}
+
+// ServeOurs serves spriteproxy's websocket.Server on ln, placing sprites
+// with sprites (nil: this machine's network): the defaults but for the
+// bench token and no cap on tunnels (the reference has none, and
+// BenchmarkIdleTunnel opens thousands with one token).
+func ServeOurs(ln net.Listener, sprites websocket.Resolver, useTLS bool) (*Server, error) {
+	ws := &websocket.Server{
+		Auth:               websocket.StaticToken(Token),
+		Sprites:            sprites,
+		MaxTunnels:         -1,
+		MaxTunnelsPerToken: -1,
+	}
 	s, err := Serve(ln, ws, useTLS, func() { ws.Close() })
 	if err != nil {
 		return nil, err

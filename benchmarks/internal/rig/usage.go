@@ -35,3 +35,11 @@ func ReadMem() Mem {
 	runtime.ReadMemStats(&ms)
 	return Mem{HeapAlloc: ms.HeapAlloc, StackInuse: ms.StackInuse, RSS: rss(), Goroutines: runtime.NumGoroutine()}
 }
+
+// Mallocs returns the number of heap objects allocated so far, by every
+// goroutine of the process. It stops the world briefly.
+func Mallocs() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.Mallocs
+}

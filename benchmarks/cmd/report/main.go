@@ -1,0 +1,282 @@
+// Command report runs spriteproxy's benchmarks with repetitions and writes
+// a markdown table of medians, min–max, ratios to raw TCP and to the
+// reference SDK's way, and the targets of issue #6 with pass or fail.
+//
+//	go run ./benchmarks/cmd/report                      # full: -count 5, 1 s per row, 2,000 idle tunnels
+//	go run ./benchmarks/cmd/report -quick               # CI: -count 3, 200 ms per row, 200 idle tunnels
+//	go run ./benchmarks/cmd/report -readme benchmarks/README.md
+//	go run ./benchmarks/cmd/report -in saved.txt        # re-render saved `go test -bench` output
+//
+// It runs, from the module's root, `go test -run '^$' -bench
+// '^Benchmark(Bulk|Parallel|Setup)$' -count 1 -benchtime T ./benchmarks/`
+// C times (rounds, so that every row of a round ran close in time to its
+// baselines and a ratio can be taken within a round), and then
+// BenchmarkIdleTunnel with -benchtime 1x (it measures once per run),
+// echoing the output to stderr as it comes.
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Markers around the generated part of a README.
+const (
+	beginMarker = "<!-- report:begin -->"
+	endMarker   = "<!-- report:end -->"
+)
+
+type mode struct {
+	count, idleCount int
+	benchtime        string
+	tunnels          int
+}
+
+var (
+	full  = mode{count: 5, idleCount: 3, benchtime: "1s", tunnels: 2000}
+	quick = mode{count: 3, idleCount: 1, benchtime: "200ms", tunnels: 200}
+)
+
+func main() {
+	var (
+		isQuick   = flag.Bool("quick", false, "quick mode for CI: -count 3, -benchtime 200ms, 200 idle tunnels, one idle run")
+		count     = flag.Int("count", 0, "repetitions of each throughput and setup row (0: the mode's)")
+		idleCount = flag.Int("idle-count", 0, "repetitions of BenchmarkIdleTunnel (0: the mode's)")
+		benchtime = flag.String("benchtime", "", "go test -benchtime for the throughput and setup rows (empty: the mode's)")
+		tunnels   = flag.Int("tunnels", 0, "idle tunnels per BenchmarkIdleTunnel run (0: the mode's)")
+		bench     = flag.String("bench", "^Benchmark(Bulk|Parallel|Setup)$", "go test -bench for the throughput and setup rows")
+		noIdle    = flag.Bool("no-idle", false, "skip BenchmarkIdleTunnel")
+		in        = flag.String("in", "", "render this saved `go test -bench` output instead of running")
+		raw       = flag.String("raw", "", "also save the raw `go test` output to this file")
+		out       = flag.String("o", "", "write the markdown here (default stdout)")
+		readme    = flag.String("readme", "", "replace the part of this file between "+beginMarker+" and "+endMarker+" with the report")
+	)
+	flag.Parse()
+	m := full
+	if *isQuick {
+		m = quick
+	}
+	m.count = or(*count, m.count)
+	m.idleCount = or(*idleCount, m.idleCount)
+	m.tunnels = or(*tunnels, m.tunnels)
+	if *benchtime != "" {
+		m.benchtime = *benchtime
+	}
+
+	var (
+		output   []byte
+		commands []string
+		loads    []float64 // the 1-minute load average before each run
+	)
+	if *in != "" {
+		b, err := os.ReadFile(*in)
+		check(err)
+		output = b
+		commands = []string{"(rendered from " + *in + ")"}
+	} else {
+		root, err := moduleRoot()
+		check(err)
+		mainArgs := []string{"test", "-run", "^$", "-bench", *bench, "-count", "1",
+			"-benchtime", m.benchtime, "-timeout", "60m", "./benchmarks/"}
+		idleArgs := []string{"test", "-run", "^$", "-bench", "^BenchmarkIdleTunnel$", "-count", "1",
+			"-benchtime", "1x", "-timeout", "60m", "./benchmarks/", "-tunnels", strconv.Itoa(m.tunnels)}
+		var runs [][]string
+		for range m.count {
+			runs = append(runs, mainArgs)
+		}
+		commands = append(commands, fmt.Sprintf("go %s   # %s", shellQuote(mainArgs), times(m.count)))
+		if !*noIdle {
+			for range m.idleCount {
+				runs = append(runs, idleArgs)
+			}
+			commands = append(commands, fmt.Sprintf("go %s   # %s", shellQuote(idleArgs), times(m.idleCount)))
+		}
+		var all bytes.Buffer
+		for i, args := range runs {
+			l := loadAverage()
+			loads = append(loads, l)
+			fmt.Fprintf(os.Stderr, "# run %d of %d, load average %.2f\n$ go %s\n", i+1, len(runs), l, shellQuote(args))
+			cmd := exec.Command("go", args...)
+			cmd.Dir = root
+			cmd.Stdout = io.MultiWriter(&all, os.Stderr)
+			cmd.Stderr = io.MultiWriter(&all, os.Stderr)
+			if err := cmd.Run(); err != nil {
+				if *raw != "" {
+					os.WriteFile(*raw, all.Bytes(), 0o644)
+				}
+				check(fmt.Errorf("go %s: %w", strings.Join(args, " "), err))
+			}
+		}
+		output = all.Bytes()
+		if *raw != "" {
+			check(os.WriteFile(*raw, output, 0o644))
+		}
+	}
+	set, err := Parse(bytes.NewReader(output))
+	check(err)
+	if len(set.Runs) == 0 {
+		check(errors.New("no benchmark results in the output"))
+	}
+
+	var md bytes.Buffer
+	writeHeader(&md, set, m, commands, loads, *isQuick, *in != "")
+	Render(&md, set)
+
+	switch {
+	case *readme != "":
+		check(replaceBetweenMarkers(*readme, md.Bytes()))
+	case *out != "":
+		check(os.WriteFile(*out, md.Bytes(), 0o644))
+	default:
+		os.Stdout.Write(md.Bytes())
+	}
+}
+
+// writeHeader says when, where and how the figures were taken.
+func writeHeader(w io.Writer, s *Set, m mode, commands []string, loads []float64, isQuick, rendered bool) {
+	name := "full"
+	if isQuick {
+		name = "quick"
+	}
+	fmt.Fprintf(w, "Measured %s", time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	if rendered {
+		fmt.Fprint(w, " (rendered; the run itself may be older)")
+	}
+	fmt.Fprintf(w, " on %d cores (`nproc`), %s, %s, %s %s/%s, GOMAXPROCS %d.\n\n",
+		runtime.NumCPU(), cpuModel(s), kernel(), runtime.Version(), runtime.GOOS, runtime.GOARCH, s.Procs)
+	if !rendered {
+		fmt.Fprintf(w, "Mode %s: %d rounds of every throughput and setup row, %s each, then %d of BenchmarkIdleTunnel with %d tunnels. "+
+			"Figures are medians [min–max] over the rounds; a ratio is the median of the ratios taken within each round (both rows ran minutes apart at most).",
+			name, m.count, m.benchtime, m.idleCount, m.tunnels)
+		if len(loads) > 0 {
+			fmt.Fprintf(w, " Load average (1 min) before each round: %.2f–%.2f; other work on the machine lowers and spreads the figures.", slices.Min(loads), slices.Max(loads))
+		}
+		fmt.Fprint(w, "\n\n")
+	}
+	fmt.Fprintln(w, "Commands, from the module root:")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "```")
+	for _, c := range commands {
+		fmt.Fprintln(w, c)
+	}
+	fmt.Fprintln(w, "```")
+	fmt.Fprintln(w)
+}
+
+// cpuModel is the first "model name" of /proc/cpuinfo, else the cpu line
+// of the benchmark output.
+func cpuModel(s *Set) string {
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				return strings.TrimSpace(v)
+			}
+		}
+	}
+	if c := s.Header["cpu"]; c != "" {
+		return c
+	}
+	return "unknown CPU"
+}
+
+// loadAverage is the 1-minute load average, or 0 where unknown.
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
+
+func kernel() string {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return runtime.GOOS
+	}
+	return "Linux " + strings.TrimSpace(string(b))
+}
+
+// moduleRoot is the directory of the main module's go.mod.
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("not inside the spriteproxy module")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+// replaceBetweenMarkers puts report between the markers of file.
+func replaceBetweenMarkers(file string, report []byte) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	i := bytes.Index(b, []byte(beginMarker))
+	j := bytes.Index(b, []byte(endMarker))
+	if i < 0 || j < i {
+		return fmt.Errorf("%s has no %s ... %s section", file, beginMarker, endMarker)
+	}
+	var nb bytes.Buffer
+	nb.Write(b[:i+len(beginMarker)])
+	nb.WriteString("\n")
+	nb.Write(report)
+	nb.Write(b[j:])
+	return os.WriteFile(file, nb.Bytes(), 0o644)
+}
+
+// shellQuote joins args as a shell would need them.
+func shellQuote(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if strings.ContainsAny(a, "^$|()*? '\"\\") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		q[i] = a
+	}
+	return strings.Join(q, " ")
+}
+
+func or(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(1)
+	}
+}
+
+// times is "once", "twice" or "N times".
+func times(n int) string {
+	switch n {
+	case 1:
+		return "once"
+	case 2:
+		return "twice"
+	}
+	return strconv.Itoa(n) + " times"
+}

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// testdata/quick-run.txt is the raw output of `go run ./benchmarks/cmd/report
+// -quick` on the project's 2-core machine: three rounds of the throughput
+// and setup rows, then one of BenchmarkIdleTunnel.
+func loadSample(t *testing.T) *Set {
+	t.Helper()
+	f, err := os.Open("testdata/quick-run.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s, err := Parse(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestParseSample(t *testing.T) {
+	s := loadSample(t)
+	if s.Procs != 2 {
+		t.Errorf("Procs = %d, want 2", s.Procs)
+	}
+	if s.Header["cpu"] != "AMD EPYC" || s.Header["goos"] != "linux" {
+		t.Errorf("Header = %v", s.Header)
+	}
+	if s.Order[0] != "BenchmarkBulk/tcp/1KiB" {
+		t.Errorf("first benchmark %q", s.Order[0])
+	}
+	if got := len(s.Order); got != 27+6+4+2 {
+		t.Errorf("%d benchmarks, want 39", got)
+	}
+	runs := s.Runs["BenchmarkBulk/socket-ws/32KiB"]
+	if len(runs) != 3 {
+		t.Fatalf("%d runs of socket-ws/32KiB, want 3", len(runs))
+	}
+	if runs[0]["N"] != 4170 || runs[0]["MB/s"] != 372.82 || runs[1]["allocs/msg"] != 0.4854 || runs[2]["B/op"] != 12 {
+		t.Errorf("socket-ws/32KiB runs = %v", runs)
+	}
+	st := s.Stat("BenchmarkBulk/socket-ws/32KiB", "MB/s")
+	if st != (Stat{Median: 778.26, Min: 372.82, Max: 1202.87, Count: 3}) {
+		t.Errorf("Stat = %+v", st)
+	}
+	if got := s.Stat("BenchmarkSetup/tcp", "conns/s").Median; got != 11413 {
+		t.Errorf("setup tcp median %v, want 11413", got)
+	}
+	if got := s.Stat("BenchmarkIdleTunnel/ours", "client-heap-B/tunnel"); got.Median != 2064 || got.Count != 1 {
+		t.Errorf("idle ours client heap %+v", got)
+	}
+	if s.Stat("BenchmarkBulk/tcp/32KiB", "no-such-unit").OK() || s.Stat("BenchmarkNope", "MB/s").OK() {
+		t.Error("a missing figure has a Stat")
+	}
+}
+
+func TestParseLines(t *testing.T) {
+	in := `goos: linux
+BenchmarkA
+    some_test.go:12: a log line
+BenchmarkA-8   	 10	 100 ns/op	 5.5 MB/s
+--- FAIL: BenchmarkB
+BenchmarkB-8   	--- FAIL
+BenchmarkC	 3	 7 ns/op
+PASS
+ok  	example	1.0s
+`
+	s, err := Parse(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Order) != 2 || s.Runs["BenchmarkA"][0]["MB/s"] != 5.5 || s.Runs["BenchmarkC"][0]["ns/op"] != 7 {
+		t.Errorf("parsed %v %v", s.Order, s.Runs)
+	}
+	if _, err := Parse(strings.NewReader("BenchmarkA-2 10 100 ns/op 5.5\n")); err == nil {
+		t.Error("a value without a unit parsed")
+	}
+	if _, err := Parse(strings.NewReader("BenchmarkA-2 10 fast ns/op\n")); err == nil {
+		t.Error("a value that is not a number parsed")
+	}
+}
+
+func TestRatioPairsRounds(t *testing.T) {
+	// Round 2 ran on a loaded machine: both rows halved. Paired, the ratio
+	// stays 0.5; the ratio of medians would not see the pairing.
+	in := `BenchmarkBulk/tcp/32KiB-2 1 1 ns/op 1000 MB/s
+BenchmarkBulk/socket-ws/32KiB-2 1 1 ns/op 500 MB/s
+BenchmarkBulk/tcp/32KiB-2 1 1 ns/op 400 MB/s
+BenchmarkBulk/socket-ws/32KiB-2 1 1 ns/op 200 MB/s
+BenchmarkBulk/tcp/32KiB-2 1 1 ns/op 900 MB/s
+BenchmarkBulk/socket-ws/32KiB-2 1 1 ns/op 450 MB/s
+`
+	s, err := Parse(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := ratio(s, "BenchmarkBulk/socket-ws/32KiB", "BenchmarkBulk/tcp/32KiB", "MB/s"); !ok || r != 0.5 {
+		t.Errorf("ratio = %v, %v; want 0.5", r, ok)
+	}
+	if _, ok := ratio(s, "BenchmarkBulk/socket-ws/32KiB", "BenchmarkBulk/ref-socket/32KiB", "MB/s"); ok {
+		t.Error("a ratio to a row that did not run")
+	}
+}
+
+func TestRenderSample(t *testing.T) {
+	var b bytes.Buffer
+	Render(&b, loadSample(t))
+	out := b.String()
+	for _, want := range []string{
+		"| heap per idle tunnel, client | 2.01 MiB | ≤ 4 KiB | 2.0 KiB | pass |",
+		"| socket-ws: ProxySocket, ws:// | 32KiB | 778 [373–1203] |",
+		"| client | reference | 2.01 MiB |",
+		"| tcp | 11413 [10768–12170] | — | — |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "not run") {
+		t.Errorf("a target is not run:\n%s", out)
+	}
+	if got := strings.Count(out, "\n| ") - 4*1; got < len(targets)+27+6+4+4 {
+		t.Errorf("only %d table rows", got)
+	}
+}
+
+func TestTwins(t *testing.T) {
+	for _, c := range []struct{ name, tcp, ref string }{
+		{"BenchmarkBulk/port-wss/1MiB", "BenchmarkBulk/tcp/1MiB", "BenchmarkBulk/ref-port/1MiB"},
+		{"BenchmarkBulk/netstack/1KiB", "BenchmarkBulk/tcp/1KiB", "BenchmarkBulk/ref-socket/1KiB"},
+		{"BenchmarkBulk/relay/1KiB", "BenchmarkBulk/tcp/1KiB", ""},
+		{"BenchmarkSetup/socket-ws", "BenchmarkSetup/tcp", "BenchmarkSetup/ref-socket"},
+		{"BenchmarkParallel/ref-socket/8streams", "BenchmarkParallel/tcp/8streams", ""},
+	} {
+		if got := tcpTwin(c.name); got != c.tcp {
+			t.Errorf("tcpTwin(%s) = %s", c.name, got)
+		}
+		if got := refTwin(c.name); got != c.ref {
+			t.Errorf("refTwin(%s) = %s", c.name, got)
+		}
+	}
+}
+
+func TestReplaceBetweenMarkers(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "README.md")
+	os.WriteFile(file, []byte("# T\n\nintro\n"+beginMarker+"\nold table\n"+endMarker+"\n\nafter\n"), 0o644)
+	if err := replaceBetweenMarkers(file, []byte("new table\n")); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(file)
+	want := "# T\n\nintro\n" + beginMarker + "\nnew table\n" + endMarker + "\n\nafter\n"
+	if string(got) != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+	os.WriteFile(file, []byte("no markers"), 0o644)
+	if err := replaceBetweenMarkers(file, nil); err == nil {
+		t.Error("a file without markers was accepted")
+	}
+}
