@@ -99,6 +99,9 @@ func (h *Host) dial(ctx context.Context, network string, ap netip.AddrPort) (net
 	}
 	if terr != nil {
 		ep.Close()
+		if h.closed() { // the abort came from Close
+			return fail(net.ErrClosed)
+		}
 		return fail(sysError("connect", terr))
 	}
 	return newConn(ep, wq), nil

@@ -13,11 +13,31 @@ import (
 	"time"
 
 	"github.com/spriteproxy/spriteproxy/dialer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// blackhole makes h drop every packet sent to it, as a host that vanished
-// without a trace would: dials to it hang until their context ends.
-func blackhole(h *Host) { h.link.Attach(nil) }
+// blackhole makes h swallow every packet sent to it, as a host that
+// vanished without a trace would: dials to it hang until their context
+// ends. The returned channel receives a value for each packet swallowed.
+func blackhole(h *Host) <-chan struct{} {
+	s := sink(make(chan struct{}, 64))
+	h.link.disp.Store(&dispatcher{s})
+	return s
+}
+
+// sink is a stack.NetworkDispatcher that drops every packet, telling its
+// channel (if it has room).
+type sink chan struct{}
+
+func (s sink) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {
+	select {
+	case s <- struct{}{}:
+	default:
+	}
+}
+
+func (s sink) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
 
 // TestDialInFlight checks a dial whose context ends while the SYN is
 // unanswered: a deadline gives a timeout, a cancel gives context.Canceled,
@@ -34,7 +54,7 @@ func TestDialInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blackhole(b)
+	swallowed := blackhole(b)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -67,7 +87,10 @@ func TestDialInFlight(t *testing.T) {
 		_, err := a.DialContext(context.Background(), "tcp", "b:80")
 		errc <- err
 	}()
-	time.Sleep(10 * time.Millisecond) // let the dial start; either way it must end
+	for len(swallowed) > 0 { // forget the earlier dials' SYNs
+		<-swallowed
+	}
+	<-swallowed // this dial's SYN: it is in flight
 	a.Close()
 	if err := <-errc; !errors.Is(err, net.ErrClosed) {
 		t.Errorf("host closed during dial: %v", err)
