@@ -1,0 +1,114 @@
+// Command spriteproxy reaches TCP services inside sprites through encrypted
+// WebSocket tunnels, and serves the sprite side of those tunnels.
+//
+//	spriteproxy serve   --listen ADDR [--tls-cert F --tls-key F] [--token-file F] [--allow RULE]... [--sprite NAME]...
+//	spriteproxy forward [--api URL] [--token T] [--tls-ca F] [--json] SPRITE MAPPING...
+//	spriteproxy demo    [--keep]
+//
+// serve is the server of the Sprites v1 proxy protocol (PROTOCOL.md) on this
+// machine's network; forward listens on local ports and tunnels every
+// connection to a port inside a sprite, through serve or the hosted Sprites
+// API; demo runs both in one process, on loopback, and moves data through.
+//
+// Exit status: 0 on success and after Ctrl-C (SIGINT) or SIGTERM, 1 when
+// something failed (a port in use, a rejected token, an unreachable server),
+// 2 for a usage error (a bad flag or mapping).
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// Exit statuses.
+const (
+	exitOK    = 0
+	exitFail  = 1 // something the user can act on went wrong
+	exitUsage = 2 // bad flags or arguments
+)
+
+// Environment variables read by the subcommands.
+const (
+	envToken = "SPRITEPROXY_TOKEN"
+	envAPI   = "SPRITEPROXY_API"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// After the first signal, the default handling is back: a second
+		// Ctrl-C ends a slow drain at once.
+		<-ctx.Done()
+		stop()
+	}()
+	c := &cli{
+		stdout:   os.Stdout,
+		stderr:   os.Stderr,
+		getenv:   os.Getenv,
+		terminal: isTerminal(os.Stdout) && os.Getenv("TERM") != "dumb",
+	}
+	os.Exit(c.run(ctx, os.Args[1:]))
+}
+
+// isTerminal reports whether f is a character device (a terminal), without
+// a dependency: a pipe or a file is not one.
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// cli is one invocation of the command, with its surroundings made explicit
+// so that tests run it in-process.
+type cli struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	// terminal says stdout is a terminal: forward draws a live status line.
+	terminal bool
+	// statusEvery is how often the status line is redrawn; 0 means 1 s.
+	statusEvery time.Duration
+}
+
+const usage = `spriteproxy reaches TCP services inside sprites through WebSocket tunnels.
+
+Usage:
+  spriteproxy serve   [flags]                  serve the sprite side on this machine
+  spriteproxy forward [flags] SPRITE MAPPING...  forward local ports into a sprite
+  spriteproxy demo    [--keep]                 see it work, all in one process on loopback
+
+Run "spriteproxy COMMAND -h" for the flags of a command.
+`
+
+// run runs the command line args (without the program name) until it is
+// done or ctx ends (a signal: a clean stop), and returns the exit status.
+func (c *cli) run(ctx context.Context, args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(c.stderr, usage)
+		return exitUsage
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "serve":
+		return c.serve(ctx, rest)
+	case "forward":
+		return c.forward(ctx, rest)
+	case "demo":
+		return c.demo(ctx, rest)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(c.stdout, usage)
+		return exitOK
+	default:
+		fmt.Fprintf(c.stderr, "spriteproxy: unknown command %q: expected serve, forward or demo (spriteproxy -h)\n", cmd)
+		return exitUsage
+	}
+}
+
+// failf prints one line to stderr, prefixed by the command, and returns
+// code.
+func (c *cli) failf(code int, cmd, format string, args ...any) int {
+	fmt.Fprintf(c.stderr, "spriteproxy %s: %s\n", cmd, fmt.Sprintf(format, args...))
+	return code
+}

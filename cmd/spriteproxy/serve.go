@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spriteproxy/spriteproxy/transport/websocket"
+)
+
+const serveSynopsis = "spriteproxy serve [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--token-file FILE] [--allow RULE]... [--sprite NAME]...\n\n" +
+	"The token may also come from $" + envToken + ". Tunnels reach the sprite's loopback\n" +
+	"(this machine's) and what --allow adds: a CIDR, an address or a host name,\n" +
+	"each with an optional :PORT or :LOW-HIGH (10.0.0.0/8:5432, [fd00::1], db.internal:1-1024)."
+
+func (c *cli) serve(ctx context.Context, args []string) int {
+	fs := newFlagSet("serve")
+	listen := fs.String("listen", "127.0.0.1:8080", "the `address` to listen on; port 0 picks a free one (the start line says which)")
+	certFile := fs.String("tls-cert", "", "PEM certificate `FILE` (chain first to last); with --tls-key, serves https")
+	keyFile := fs.String("tls-key", "", "PEM private key `FILE` of --tls-cert")
+	tokenFile := fs.String("token-file", "", "`FILE` holding the bearer token clients must send (default $"+envToken+")")
+	noAuth := fs.Bool("insecure-no-auth", false, "accept every client, with no token: only for a trusted network")
+	var allow, names listFlag
+	fs.Var(&allow, "allow", "let tunnels reach `RULE` besides loopback: CIDR|ADDR|HOST[:PORT|:LOW-HIGH] (repeatable)")
+	fs.Var(&names, "sprite", "serve the sprite `NAME` only (repeatable; default: any name)")
+	drain := fs.Duration("drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long open tunnels may take to end before they are cut")
+	verbose := fs.Bool("v", false, "log every tunnel and refusal")
+	pos, err := c.parseFlags(fs, args, serveSynopsis)
+	if errors.Is(err, errHelp) {
+		return exitOK
+	}
+	if err != nil {
+		return c.failf(exitUsage, "serve", "%v", err)
+	}
+	if len(pos) > 0 {
+		return c.failf(exitUsage, "serve", "unexpected argument %q (see spriteproxy serve -h)", pos[0])
+	}
+
+	// The token, or the explicit choice of none.
+	var auth websocket.Authenticator
+	authDesc := "token"
+	switch {
+	case *noAuth && (*tokenFile != ""):
+		return c.failf(exitUsage, "serve", "--insecure-no-auth and --token-file contradict each other")
+	case *noAuth:
+		authDesc = "none"
+	case *tokenFile != "":
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return c.failf(exitFail, "serve", "--token-file: %v", err)
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return c.failf(exitFail, "serve", "--token-file: %s is empty", *tokenFile)
+		}
+		auth = websocket.StaticToken(tok)
+	case c.getenv(envToken) != "":
+		auth = websocket.StaticToken(c.getenv(envToken))
+	default:
+		return c.failf(exitUsage, "serve", "no token: pass --token-file FILE or set %s (or --insecure-no-auth to accept every client)", envToken)
+	}
+
+	policy := &websocket.Policy{}
+	for _, a := range allow {
+		r, err := websocket.ParseRule(a)
+		if err != nil {
+			return c.failf(exitUsage, "serve", "bad --allow %q: %v; expected CIDR, ADDRESS or HOST, with an optional :PORT or :LOW-HIGH", a, err)
+		}
+		policy.Allow = append(policy.Allow, r)
+	}
+	for _, n := range names {
+		if err := checkSpriteName(n); err != nil {
+			return c.failf(exitUsage, "serve", "--sprite: %v", err)
+		}
+	}
+
+	var tlsConfig *tls.Config
+	switch {
+	case (*certFile == "") != (*keyFile == ""):
+		return c.failf(exitUsage, "serve", "--tls-cert and --tls-key go together")
+	case *certFile != "":
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			return c.failf(exitFail, "serve", "loading the TLS certificate: %v", err)
+		}
+		// HTTP/1.1 only: the upgrade to WebSocket needs it.
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+	}
+
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return c.failf(exitFail, "serve", "cannot listen on %s: the address is already in use", *listen)
+		}
+		return c.failf(exitFail, "serve", "cannot listen on %s: %v", *listen, short(err))
+	}
+	addr := ln.Addr().(*net.TCPAddr)
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	}
+
+	srv := &websocket.Server{
+		Auth:    auth,
+		Sprites: &websocket.HostNetwork{Names: names},
+		Policy:  policy,
+	}
+	if *verbose {
+		srv.Logger = logger
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 10 * time.Second, // the TLS handshake too
+		ErrorLog:          log.New(&slogWriter{logger}, "", 0),
+	}
+
+	spritesDesc := "any"
+	if len(names) > 0 {
+		spritesDesc = strings.Join(names, ",")
+	}
+	tlsDesc := "off"
+	if tlsConfig != nil {
+		tlsDesc = "on"
+	}
+	allowDesc := "loopback"
+	for _, r := range policy.Allow {
+		allowDesc += "," + r.String()
+	}
+	logger.Info("spriteproxy serving", "addr", addr.String(), "tls", tlsDesc, "auth", authDesc,
+		"sprites", spritesDesc, "targets", allowDesc)
+	if !addr.IP.IsLoopback() {
+		if tlsConfig == nil {
+			logger.Warn("serving without TLS on a non-loopback address: tokens and data cross the network in clear text; use --tls-cert and --tls-key", "addr", addr.String())
+		}
+		if auth == nil {
+			logger.Warn("serving with no authentication on a non-loopback address: anyone who reaches it can open tunnels", "addr", addr.String())
+		}
+	}
+
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	select {
+	case err := <-served:
+		srv.Close()
+		return c.failf(exitFail, "serve", "serving: %v", err)
+	case <-ctx.Done():
+	}
+
+	// Stop accepting, let open tunnels end within the drain timeout, then
+	// cut what is left.
+	logger.Info("shutting down", "tunnels", srv.Live(), "drain_timeout", drain.String())
+	dctx, cancel := context.WithTimeout(context.Background(), *drain)
+	defer cancel()
+	hs.Shutdown(dctx) // closes the listener; hijacked tunnels are srv's
+	if err := srv.Shutdown(dctx); err != nil {
+		logger.Warn("drain timed out: open tunnels were cut", "drain_timeout", drain.String())
+	}
+	<-served
+	logger.Info("stopped")
+	return exitOK
+}
+
+// slogWriter turns the http.Server's log lines (TLS handshake errors and
+// the like) into warnings.
+type slogWriter struct{ l *slog.Logger }
+
+func (w *slogWriter) Write(p []byte) (int, error) {
+	w.l.Warn(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
