@@ -1,0 +1,389 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spriteproxy/spriteproxy/internal/testcert"
+)
+
+const testToken = "s3cret-test-token"
+
+// The token never shows in what the command prints.
+func noToken(t *testing.T, outs ...string) {
+	t.Helper()
+	for _, o := range outs {
+		if strings.Contains(o, testToken) {
+			t.Errorf("the token leaked: %q", o)
+		}
+	}
+}
+
+func TestRunUsage(t *testing.T) {
+	t.Parallel()
+	code, _, stderr := runCLI(t, env())
+	if code != exitUsage || !strings.Contains(stderr, "Usage:") {
+		t.Errorf("no args: %d %q", code, stderr)
+	}
+	code, _, stderr = runCLI(t, env(), "frobnicate")
+	if code != exitUsage {
+		t.Errorf("unknown command: %d", code)
+	}
+	oneLine(t, stderr, `unknown command "frobnicate"`)
+	code, stdout, _ := runCLI(t, env(), "help")
+	if code != exitOK || !strings.Contains(stdout, "spriteproxy forward") {
+		t.Errorf("help: %d %q", code, stdout)
+	}
+	for _, cmd := range []string{"serve", "forward", "demo"} {
+		code, stdout, stderr := runCLI(t, env(), cmd, "-h")
+		if code != exitOK || !strings.Contains(stdout, "Usage: spriteproxy "+cmd) || stderr != "" {
+			t.Errorf("%s -h: %d %q %q", cmd, code, stdout, stderr)
+		}
+	}
+}
+
+// forward through an in-process serve: --json lines name the real ports,
+// data goes through each mapping, and a stop is a clean exit.
+func TestForwardThroughServe(t *testing.T) {
+	t.Parallel()
+	srv, addr := startServe(t, env(envToken, testToken))
+	port := echoService(t)
+
+	fwd := start(t, env(envToken, testToken, envAPI, "http://"+addr),
+		"forward", "--json", "box", fmt.Sprintf("0:%d", port), fmt.Sprintf("0:127.0.0.1:%d", port), "--no-target-check")
+	lines := fwd.stdout.waitFor(t, regexp.MustCompile(`(?s)^(\{.*\}\n)(\{.*\}\n)$`), 10*time.Second)
+	for i, line := range lines[1:] {
+		var m mappingJSON
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("line %d %q: %v", i, line, err)
+		}
+		wantHost := []string{"localhost", "127.0.0.1"}[i]
+		if m.Sprite != "box" || m.RemotePort != port || m.RemoteHost != wantHost || m.LocalPort == 0 ||
+			m.Local != "127.0.0.1:"+strconv.Itoa(m.LocalPort) {
+			t.Errorf("line %d: %+v", i, m)
+		}
+		roundTrip(t, m.Local, 100<<10)
+		roundTrip(t, fmt.Sprintf("[::1]:%d", m.LocalPort), 1000)
+	}
+	if code := fwd.stop(t); code != exitOK {
+		t.Errorf("forward exit %d; stderr:\n%s", code, fwd.stderr.String())
+	}
+	if s := fwd.stderr.String(); s != "" {
+		t.Errorf("forward said: %q", s)
+	}
+	if code := srv.stop(t); code != exitOK {
+		t.Errorf("serve exit %d", code)
+	}
+	srv.stderr.waitFor(t, regexp.MustCompile(`msg=stopped`), time.Second)
+	noToken(t, srv.stderr.String(), fwd.stdout.String())
+}
+
+// The text output is one "LOCAL -> SPRITE:PORT" line per mapping.
+func TestForwardTextOutput(t *testing.T) {
+	t.Parallel()
+	_, addr := startServe(t, env(envToken, testToken))
+	port := echoService(t)
+	port6 := echoServiceOn(t, "[::1]:0")
+	fwd := start(t, env(envToken, testToken), "forward", "--api", "http://"+addr, "box",
+		fmt.Sprintf("0:%d", port), fmt.Sprintf("0:[::1]:%d", port6))
+	m := fwd.stdout.waitFor(t, regexp.MustCompile(`^127\.0\.0\.1:(\d+) -> box:(\d+)\n127\.0\.0\.1:(\d+) -> box:\[::1\]:(\d+)\n$`), 10*time.Second)
+	if m[2] != strconv.Itoa(port) || m[4] != strconv.Itoa(port6) {
+		t.Errorf("got %q", m[0])
+	}
+	roundTrip(t, "127.0.0.1:"+m[1], 10000)
+	roundTrip(t, "127.0.0.1:"+m[3], 10000)
+	if code := fwd.stop(t); code != exitOK {
+		t.Errorf("exit %d", code)
+	}
+}
+
+// Every error a user can act on is one line on stderr and a non-zero exit,
+// with nothing on stdout and nothing left running.
+func TestForwardErrors(t *testing.T) {
+	t.Parallel()
+	pair, err := testcert.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pair.CertPEM, 0o600)
+	os.WriteFile(keyFile, pair.KeyPEM, 0o600)
+	notPEM := filepath.Join(dir, "not.pem")
+	os.WriteFile(notPEM, []byte("hello"), 0o600)
+
+	_, plain := startServe(t, env(envToken, testToken), "--sprite", "box")
+	_, secure := startServe(t, env(envToken, testToken), "--sprite", "box", "--tls-cert", certFile, "--tls-key", keyFile)
+	port := echoService(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { busy.Close() }) // after the parallel subtests
+	busyPort := busy.Addr().(*net.TCPAddr).Port
+	dead := freePort(t)
+
+	api := "http://" + plain
+	good := fmt.Sprintf("0:%d", port)
+	tests := []struct {
+		name string
+		env  func(string) string
+		args []string
+		code int
+		say  []string
+	}{
+		{"token rejected", env(envToken, "wrong"), []string{"--api", api, "box", good},
+			exitFail, []string{"token rejected by " + api + " (401)", "--token or SPRITEPROXY_TOKEN"}},
+		{"no token", env(), []string{"--api", api, "box", good},
+			exitFail, []string{"(401)", "no token was given"}},
+		{"unknown sprite", env(envToken, testToken), []string{"--api", api, "nobox", good},
+			exitFail, []string{`unknown sprite "nobox" (404`}},
+		{"unknown sprite without target check", env(envToken, testToken), []string{"--api", api, "--no-target-check", "nobox", good},
+			exitFail, []string{`unknown sprite "nobox" (404`}},
+		{"server unreachable", env(envToken, testToken), []string{"--api", fmt.Sprintf("http://127.0.0.1:%d", dead), "box", good},
+			exitFail, []string{"server unreachable", "connection refused"}},
+		{"target refused", env(envToken, testToken), []string{"--api", api, "box", fmt.Sprintf("0:%d", dead)},
+			exitFail, []string{"target refused", fmt.Sprintf(`localhost:%d inside sprite "box"`, dead)}},
+		{"target forbidden", env(envToken, testToken), []string{"--api", api, "box", "0:10.1.2.3:5432"},
+			exitFail, []string{"target not allowed", "10.1.2.3:5432", "--allow"}},
+		{"port in use", env(envToken, testToken), []string{"--api", api, "box", good, fmt.Sprintf("%d:%d", busyPort, port)},
+			exitFail, []string{fmt.Sprintf("local port %d is already in use (mapping 2", busyPort)}},
+		{"self-signed without --tls-ca", env(envToken, testToken), []string{"--api", "https://" + secure, "box", good},
+			exitFail, []string{"unknown authority", "--tls-ca"}},
+		{"plain http to a TLS server", env(envToken, testToken), []string{"--api", "https://" + plain, "box", good},
+			exitFail, []string{"does not speak TLS"}},
+		{"bad mapping", env(envToken, testToken), []string{"--api", api, "box", good, "0:fdf::1:80"},
+			exitUsage, []string{`bad mapping "0:fdf::1:80" (argument 3)`, "in brackets"}},
+		{"no mapping", env(envToken, testToken), []string{"--api", api, "box"},
+			exitUsage, []string{"expected SPRITE MAPPING"}},
+		{"bad sprite name", env(envToken, testToken), []string{"--api", api, "a/b", good},
+			exitUsage, []string{`bad sprite name "a/b"`}},
+		{"bad api", env(envToken, testToken), []string{"--api", "ftp://x", "box", good},
+			exitUsage, []string{"bad API URL", "http, https, ws or wss"}},
+		{"bad flag", env(envToken, testToken), []string{"--frob", "box", good},
+			exitUsage, []string{"flag provided but not defined: -frob"}},
+		{"tls-ca not PEM", env(envToken, testToken), []string{"--api", api, "--tls-ca", notPEM, "box", good},
+			exitUsage, []string{"no PEM certificate"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			code, stdout, stderr := runCLI(t, tt.env, append([]string{"forward"}, tt.args...)...)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d", code, tt.code)
+			}
+			oneLine(t, stderr, append([]string{"spriteproxy forward: "}, tt.say...)...)
+			if stdout != "" {
+				t.Errorf("stdout: %q", stdout)
+			}
+			noToken(t, stdout, stderr)
+		})
+	}
+
+	// With TLS and the right CA, the same server works.
+	t.Run("tls-ca", func(t *testing.T) {
+		t.Parallel()
+		fwd := start(t, env(envToken, testToken), "forward", "--api", "https://"+secure, "--tls-ca", certFile, "box", good)
+		m := fwd.stdout.waitFor(t, regexp.MustCompile(`^(\S+) -> box:\d+\n`), 10*time.Second)
+		roundTrip(t, m[1], 1<<20)
+		if code := fwd.stop(t); code != exitOK {
+			t.Errorf("exit %d: %s", code, fwd.stderr.String())
+		}
+	})
+}
+
+// With --no-target-check, forward starts though the target is down, and
+// says why each connection to it fails.
+func TestForwardReportsFailedConnections(t *testing.T) {
+	t.Parallel()
+	_, addr := startServe(t, env(envToken, testToken))
+	dead := freePort(t)
+	fwd := start(t, env(envToken, testToken), "forward", "--api", "http://"+addr, "--no-target-check", "box", fmt.Sprintf("0:%d", dead))
+	m := fwd.stdout.waitFor(t, regexp.MustCompile(`^(\S+) -> box:\d+\n`), 10*time.Second)
+	c, err := net.Dial("tcp", m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err == nil {
+		t.Errorf("read %d bytes from a connection to a dead target", n)
+	}
+	c.Close()
+	fwd.stderr.waitFor(t, regexp.MustCompile(`spriteproxy forward: a connection failed: target refused: nothing listens on localhost:\d+ inside sprite "box"\n`), 10*time.Second)
+	if code := fwd.stop(t); code != exitOK {
+		t.Errorf("exit %d", code)
+	}
+}
+
+// On a terminal, forward redraws a status line with the counters, and
+// wipes it at the end.
+func TestForwardStatusLine(t *testing.T) {
+	t.Parallel()
+	_, addr := startServe(t, env(envToken, testToken))
+	port := echoService(t)
+	fwd := startCLI(t, &cli{getenv: env(envToken, testToken), terminal: true, statusEvery: 5 * time.Millisecond},
+		"forward", "--api", "http://"+addr, "box", fmt.Sprintf("0:%d", port))
+	m := fwd.stdout.waitFor(t, regexp.MustCompile(`^(\S+) -> box:\d+\n`), 10*time.Second)
+	fwd.stdout.waitFor(t, regexp.MustCompile(`\r\x1b\[K0 open, 0 total · ↑ 0 B ↓ 0 B`), 10*time.Second)
+	roundTrip(t, m[1], 3000)
+	fwd.stdout.waitFor(t, regexp.MustCompile(`\r\x1b\[K0 open, 1 total · ↑ 2\.9 KiB ↓ 2\.9 KiB`), 10*time.Second)
+	if code := fwd.stop(t); code != exitOK {
+		t.Errorf("exit %d", code)
+	}
+	if out := fwd.stdout.String(); !strings.HasSuffix(out, "\r\x1b[K") {
+		t.Errorf("status line not wiped at the end: %q", out[max(0, len(out)-80):])
+	}
+
+	// Not on a pipe.
+	fwd = start(t, env(envToken, testToken), "forward", "--api", "http://"+addr, "box", fmt.Sprintf("0:%d", port))
+	fwd.stdout.waitFor(t, regexp.MustCompile(`-> box:\d+\n`), 10*time.Second)
+	fwd.stop(t)
+	if out := fwd.stdout.String(); strings.Contains(out, "\r") {
+		t.Errorf("status line on a pipe: %q", out)
+	}
+}
+
+func TestServeUsage(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { busy.Close() }) // after the parallel subtests
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, []byte("\n"), 0o600)
+	tests := []struct {
+		name string
+		env  func(string) string
+		args []string
+		code int
+		say  string
+	}{
+		{"no token", env(), nil, exitUsage, "no token: pass --token-file FILE or set SPRITEPROXY_TOKEN (or --insecure-no-auth"},
+		{"empty token file", env(), []string{"--token-file", empty}, exitFail, "is empty"},
+		{"missing token file", env(), []string{"--token-file", filepath.Join(dir, "nope")}, exitFail, "--token-file"},
+		{"no auth and a token", env(), []string{"--token-file", empty, "--insecure-no-auth"}, exitUsage, "contradict"},
+		{"cert without key", env(envToken, testToken), []string{"--tls-cert", empty}, exitUsage, "--tls-cert and --tls-key go together"},
+		{"bad cert", env(envToken, testToken), []string{"--tls-cert", empty, "--tls-key", empty}, exitFail, "loading the TLS certificate"},
+		{"bad allow", env(envToken, testToken), []string{"--allow", "10.0.0.0/99"}, exitUsage, `bad --allow "10.0.0.0/99"`},
+		{"bad sprite", env(envToken, testToken), []string{"--sprite", "a b"}, exitUsage, `bad sprite name "a b"`},
+		{"address in use", env(envToken, testToken), []string{"--listen", busy.Addr().String()}, exitFail, "already in use"},
+		{"argument", env(envToken, testToken), []string{"extra"}, exitUsage, `unexpected argument "extra"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			code, stdout, stderr := runCLI(t, tt.env, append([]string{"serve", "--listen", "127.0.0.1:0"}, tt.args...)...)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d", code, tt.code)
+			}
+			oneLine(t, stderr, "spriteproxy serve: ", tt.say)
+			if stdout != "" {
+				t.Errorf("stdout: %q", stdout)
+			}
+			noToken(t, stderr)
+		})
+	}
+}
+
+// serve logs one line at start with the address and TLS, and warns when a
+// non-loopback address has no TLS or no authentication.
+func TestServeStartLine(t *testing.T) {
+	t.Parallel()
+	srv, _ := startServe(t, env(envToken, testToken), "--allow", "10.0.0.0/8:5432", "--sprite", "a", "--sprite", "b")
+	srv.stop(t)
+	lines := strings.Split(strings.TrimSpace(srv.stderr.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("want the start line and two at the stop, got:\n%s", srv.stderr.String())
+	}
+	for _, want := range []string{"addr=127.0.0.1:", "tls=off", "auth=token", "sprites=a,b", "targets=loopback,10.0.0.0/8:5432"} {
+		if !strings.Contains(lines[0], want) {
+			t.Errorf("start line %q does not say %q", lines[0], want)
+		}
+	}
+
+	// 0.0.0.0:0 is not loopback; the test connects to nothing, so it binds
+	// to every address only for an instant.
+	srv = start(t, env(), "serve", "--listen", "0.0.0.0:0", "--insecure-no-auth")
+	srv.stderr.waitFor(t, regexp.MustCompile(`level=WARN msg="serving with no authentication`), 10*time.Second)
+	srv.stop(t)
+	if s := srv.stderr.String(); !strings.Contains(s, `level=WARN msg="serving without TLS on a non-loopback address`) || !strings.Contains(s, "auth=none") {
+		t.Errorf("no warnings:\n%s", s)
+	}
+}
+
+// A tunnel that stays open past the drain timeout is cut, and serve still
+// exits 0.
+func TestServeDrainTimeout(t *testing.T) {
+	t.Parallel()
+	srv, addr := startServe(t, env(envToken, testToken), "--drain-timeout", "50ms")
+	port := echoService(t)
+	fwd := start(t, env(envToken, testToken), "forward", "--api", "http://"+addr, "box", fmt.Sprintf("0:%d", port))
+	m := fwd.stdout.waitFor(t, regexp.MustCompile(`^(\S+) -> box:\d+\n`), 10*time.Second)
+	c, err := net.Dial("tcp", m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 1)); err != nil { // the tunnel is up
+		t.Fatal(err)
+	}
+	if code := srv.stop(t); code != exitOK {
+		t.Errorf("serve exit %d", code)
+	}
+	s := srv.stderr.String()
+	// tunnels=1, or 2 while the start-up check's own tunnel is still ending.
+	if !regexp.MustCompile(`tunnels=[12] `).MatchString(s) || !strings.Contains(s, "drain timed out") {
+		t.Errorf("serve said:\n%s", s)
+	}
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Error("the connection outlived the server")
+	}
+	fwd.stop(t)
+}
+
+func TestDemo(t *testing.T) {
+	t.Parallel()
+	code, stdout, stderr := runCLI(t, env(), "demo", "--mib", "2")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{
+		`sprite "demo" runs an echo service on its port 7`,
+		" -> demo:7\n",
+		"sent 2 MiB to the echo service through the tunnel and read the same 2 MiB back",
+		"MiB/s each way",
+		"the bytes arrived intact",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("demo did not say %q:\n%s", want, stdout)
+		}
+	}
+	if stderr != "" {
+		t.Errorf("stderr: %q", stderr)
+	}
+}
+
+// demo --keep forwards until stopped, and says how to connect.
+func TestDemoKeep(t *testing.T) {
+	t.Parallel()
+	r := start(t, env(), "demo", "--keep", "--mib", "1")
+	m := r.stdout.waitFor(t, regexp.MustCompile(`try it: nc 127\.0\.0\.1 (\d+) `), 30*time.Second)
+	roundTrip(t, "127.0.0.1:"+m[1], 5000)
+	if code := r.stop(t); code != exitOK {
+		t.Errorf("exit %d: %s", code, r.stderr.String())
+	}
+}
