@@ -59,6 +59,33 @@ func TestHalfClose(t *testing.T) {
 		}
 	})
 
+	t.Run("CloseRead", func(t *testing.T) {
+		t.Parallel()
+		l := listen(t, b, "tcp", ":0")
+		got := make(chan string, 1)
+		serve(t, l, func(c net.Conn) {
+			req, _ := io.ReadAll(c)
+			got <- string(req)
+		})
+		c, err := a.Dial("tcp", fmt.Sprintf("b:%d", port(l)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.(interface{ CloseRead() error }).CloseRead(); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Errorf("Read after CloseRead: %d, %v; want io.EOF", n, err)
+		}
+		// Writing still works.
+		c.Write([]byte("still writing"))
+		c.(interface{ CloseWrite() error }).CloseWrite()
+		if s := <-got; s != "still writing" {
+			t.Errorf("server got %q", s)
+		}
+	})
+
 	t.Run("ServerFirst", func(t *testing.T) {
 		t.Parallel()
 		// The server greets and half-closes, then reads the client's

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -211,4 +212,61 @@ func TestConcurrentStreams(t *testing.T) {
 	}
 	wg.Wait()
 	checkNoLoss(t, n, a, b)
+}
+
+// TestSmallMTU runs transfers with 1500-byte packets and 64 KiB buffers,
+// where segmentation, window updates and zero windows happen all the time.
+func TestSmallMTU(t *testing.T) {
+	t.Parallel()
+	n := NewNetwork(&Options{MTU: 1500, BufferSize: 64 << 10})
+	defer n.Close()
+	a, _ := n.NewHost("a")
+	b, _ := n.NewHost("b")
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			transfer(t, a, b, 2<<20, uint64(i))
+		}()
+	}
+	wg.Wait()
+	checkNoLoss(t, n, a, b)
+}
+
+// TestOptions checks defaults and that nonsense options panic at
+// construction.
+func TestOptions(t *testing.T) {
+	t.Parallel()
+	o := (*Options)(nil).withDefaults()
+	if o.MTU != 65536 || o.BufferSize != 4<<20 || o.IPv4Prefix.String() != "10.99.0.0/16" || o.IPv6Prefix.String() != "fd00:99::/64" {
+		t.Errorf("defaults: %+v", o)
+	}
+	for _, bad := range []Options{
+		{MTU: 100},
+		{MTU: 1 << 20},
+		{BufferSize: 10},
+		{IPv4Prefix: netip.MustParsePrefix("fd00::/64")},
+		{IPv4Prefix: netip.MustParsePrefix("10.0.0.0/31")},
+		{IPv6Prefix: netip.MustParsePrefix("10.0.0.0/8")},
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("NewNetwork(%+v) did not panic", bad)
+				}
+			}()
+			NewNetwork(&bad).Close()
+		}()
+	}
+	// A custom prefix is where hosts get their addresses.
+	n := NewNetwork(&Options{IPv4Prefix: netip.MustParsePrefix("192.168.50.0/24"), IPv6Prefix: netip.MustParsePrefix("fd12::/120")})
+	defer n.Close()
+	h, err := n.NewHost("h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(h.Addrs()); got != "[192.168.50.2 fd12::2]" {
+		t.Errorf("addresses %s", got)
+	}
 }
