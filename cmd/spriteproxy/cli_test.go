@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -311,13 +312,40 @@ func TestServeStartLine(t *testing.T) {
 		}
 	}
 
-	// 0.0.0.0:0 is not loopback; the test connects to nothing, so it binds
-	// to every address only for an instant.
-	srv = start(t, env(), "serve", "--listen", "0.0.0.0:0", "--insecure-no-auth")
-	srv.stderr.waitFor(t, regexp.MustCompile(`level=WARN msg="serving with no authentication`), 10*time.Second)
+	srv = start(t, env(), "serve", "--listen", "127.0.0.1:0", "--insecure-no-auth")
+	srv.stderr.waitFor(t, serveAddrRE, 10*time.Second)
 	srv.stop(t)
-	if s := srv.stderr.String(); !strings.Contains(s, `level=WARN msg="serving without TLS on a non-loopback address`) || !strings.Contains(s, "auth=none") {
-		t.Errorf("no warnings:\n%s", s)
+	if s := srv.stderr.String(); !strings.Contains(s, "auth=none") || strings.Contains(s, "WARN") {
+		t.Errorf("no auth on loopback:\n%s", s)
+	}
+}
+
+// Serving on an address other machines may reach warns about what is
+// missing (tested without binding one).
+func TestStartWarnings(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		addr      string
+		tls, auth bool
+		want      []string
+	}{
+		{"127.0.0.1:8080", false, false, nil},
+		{"[::1]:8080", false, false, nil},
+		{"10.0.0.1:8080", true, true, nil},
+		{"0.0.0.0:8080", false, true, []string{"serving without TLS"}},
+		{"[::]:8080", true, false, []string{"serving with no authentication"}},
+		{"192.0.2.1:8080", false, false, []string{"serving without TLS", "serving with no authentication"}},
+	} {
+		ws := startWarnings(net.TCPAddrFromAddrPort(netip.MustParseAddrPort(tt.addr)), tt.tls, tt.auth)
+		if len(ws) != len(tt.want) {
+			t.Errorf("%s tls=%v auth=%v: %q", tt.addr, tt.tls, tt.auth, ws)
+			continue
+		}
+		for i := range ws {
+			if !strings.HasPrefix(ws[i], tt.want[i]) {
+				t.Errorf("%s: %q, want %q", tt.addr, ws[i], tt.want[i])
+			}
+		}
 	}
 }
 

@@ -141,13 +141,8 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 	}
 	logger.Info("spriteproxy serving", "addr", addr.String(), "tls", tlsDesc, "auth", authDesc,
 		"sprites", spritesDesc, "targets", allowDesc)
-	if !addr.IP.IsLoopback() {
-		if tlsConfig == nil {
-			logger.Warn("serving without TLS on a non-loopback address: tokens and data cross the network in clear text; use --tls-cert and --tls-key", "addr", addr.String())
-		}
-		if auth == nil {
-			logger.Warn("serving with no authentication on a non-loopback address: anyone who reaches it can open tunnels", "addr", addr.String())
-		}
+	for _, w := range startWarnings(addr, tlsConfig != nil, auth != nil) {
+		logger.Warn(w, "addr", addr.String())
 	}
 
 	served := make(chan error, 1)
@@ -171,6 +166,22 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 	<-served
 	logger.Info("stopped")
 	return exitOK
+}
+
+// startWarnings are the warnings serve logs at start: no TLS, or no
+// authentication, on an address other machines may reach.
+func startWarnings(addr *net.TCPAddr, tls, auth bool) []string {
+	if addr.IP.IsLoopback() {
+		return nil
+	}
+	var ws []string
+	if !tls {
+		ws = append(ws, "serving without TLS on a non-loopback address: tokens and data cross the network in clear text; use --tls-cert and --tls-key")
+	}
+	if !auth {
+		ws = append(ws, "serving with no authentication on a non-loopback address: anyone who reaches it can open tunnels")
+	}
+	return ws
 }
 
 // slogWriter turns the http.Server's log lines (TLS handshake errors and
