@@ -3,19 +3,7 @@ package rig
 import (
 	"runtime"
 	"runtime/debug"
-	"syscall"
-	"time"
 )
-
-// CPUTime returns the user plus system CPU time this process has used, all
-// threads together (getrusage RUSAGE_SELF).
-func CPUTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // Mem is the process's memory at one moment.
 type Mem struct {
