@@ -50,7 +50,7 @@ func fits(network string, a netip.Addr) bool {
 }
 
 // lookup resolves host, as seen from h, to the addresses a dial on network
-// tries in order: an IP literal; "" or "localhost" for the loopback
+// tries in order (IPv4 first): an IP literal; "" or "localhost" for the loopback
 // addresses; a name of the network for that host's addresses.
 func (h *Host) lookup(network, host string) ([]netip.Addr, error) {
 	var addrs []netip.Addr
@@ -75,8 +75,13 @@ func (h *Host) lookup(network, host string) ([]netip.Addr, error) {
 		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 	}
 	var out []netip.Addr
+	for _, a := range addrs { // IPv4 first, whatever order NewHost was given
+		if a.Is4() && fits(network, a) {
+			out = append(out, a)
+		}
+	}
 	for _, a := range addrs {
-		if fits(network, a) {
+		if a.Is6() && fits(network, a) {
 			out = append(out, a)
 		}
 	}
