@@ -12,7 +12,7 @@ import (
 // TestPaths runs each path the way the benchmarks do, briefly: a stream
 // with its checked prefix and 1 MiB after it, then a 1-byte echo.
 func TestPaths(t *testing.T) {
-	for _, p := range allPaths {
+	for _, p := range append(allPaths, pathSocketWSHTTP) {
 		t.Run(p.name, func(t *testing.T) {
 			fx := p.setup(t, nil)
 			defer fx.Close()

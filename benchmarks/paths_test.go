@@ -98,7 +98,13 @@ var (
 		fx.open = dialTCP(f.Addr().String())
 		return fx
 	}}
-	pathSocketWS  = path{"socket-ws", oursSocket(false)}
+	pathSocketWS     = path{"socket-ws", oursSocket(false)}
+	pathSocketWSHTTP = path{"socket-ws-http", func(tb testing.TB, handle func(net.Conn)) *fixture {
+		fx, sp := oursServerFront(tb, handle, false, rig.FrontHTTP)
+		addr := fx.target.Addr().String()
+		fx.open = func(ctx context.Context) (net.Conn, error) { return sp.ProxySocket(ctx, "tcp", addr) }
+		return fx
+	}}
 	pathSocketWSS = path{"socket-wss", oursSocket(true)}
 	pathPortWS    = path{"port-ws", oursPort(false)}
 	pathPortWSS   = path{"port-wss", oursPort(true)}
@@ -120,11 +126,18 @@ func refServer(tb testing.TB, handle func(net.Conn)) (*fixture, *reference.Diale
 	return fx, &reference.Dialer{BaseURL: srv.URL, Token: rig.Token}
 }
 
-// oursServer starts spriteproxy's server in front of a loopback target and
-// returns a client's handle on the sprite.
+// oursServer starts spriteproxy's server (websocket.Server.Serve, the fast
+// path) in front of a loopback target and returns a client's handle on the
+// sprite.
 func oursServer(tb testing.TB, handle func(net.Conn), useTLS bool) (*fixture, *proxy.Sprite) {
+	return oursServerFront(tb, handle, useTLS, rig.FrontServe)
+}
+
+func oursServerFront(tb testing.TB, handle func(net.Conn), useTLS bool, front rig.Front) (*fixture, *proxy.Sprite) {
 	fx := loopbackTarget(tb, handle)
-	srv, err := rig.StartOurs(useTLS)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	fx.check(tb, err)
+	srv, err := rig.ServeOurs(ln, nil, useTLS, front)
 	fx.check(tb, err)
 	fx.onClose(srv.Close)
 	client := proxy.New(rig.Token, proxy.WithBaseURL(srv.URL), proxy.WithTLSConfig(srv.ClientTLS))
@@ -155,7 +168,8 @@ func oursPort(useTLS bool) func(testing.TB, func(net.Conn)) *fixture {
 
 // netstackChain is ProxySocket with no OS socket at all: the client, the
 // server and the sprite are three hosts of one in-process netstack.Network;
-// the server's handler is served on a netstack listener, the client's
+// the server's http.Handler is served by net/http on a netstack listener
+// (the way an httptest-style helper would), the client's
 // Dialer dials it with NetDial, and the server places the sprite's targets
 // in the sprite's host (websocket.Server.Sprites is the Network).
 func netstackChain(tb testing.TB, handle func(net.Conn)) *fixture {
@@ -174,7 +188,7 @@ func netstackChain(tb testing.TB, handle func(net.Conn)) *fixture {
 	fx.onClose(fx.target.Close)
 	sln, err := hosts["server"].Listen("tcp", ":80")
 	fx.check(tb, err)
-	srv, err := rig.ServeOurs(sln, n, false)
+	srv, err := rig.ServeOurs(sln, n, false, rig.FrontHTTP)
 	fx.check(tb, err)
 	fx.onClose(srv.Close)
 	sp := proxy.New(rig.Token, proxy.WithBaseURL("http://server:80"), proxy.WithNetDial(hosts["client"].DialContext)).Sprite(rig.Sprite)

@@ -18,7 +18,7 @@ const Token = "bench-token"
 // serve every name on this machine's network.
 const Sprite = "bench"
 
-// Server is a tunnel server serving an http.Handler on a listener.
+// Server is a tunnel server listening on loopback or a netstack host.
 type Server struct {
 	// URL is the base to give a client: http:// or https://.
 	URL string
@@ -27,82 +27,118 @@ type Server struct {
 	// Live reports the tunnels open now.
 	Live func() int
 
-	hs      *http.Server
-	done    chan struct{}
-	closeFn func() // closes the handler's hijacked tunnels
-}
-
-// Serve serves h on ln, under TLS with a fresh certificate if useTLS.
-// closeTunnels closes what the handler hijacked (http.Server does not).
-func Serve(ln net.Listener, h http.Handler, useTLS bool, closeTunnels func()) (*Server, error) {
-	s := &Server{URL: "http://" + ln.Addr().String(), done: make(chan struct{}), closeFn: closeTunnels}
-	if useTLS {
-		pair, err := testcert.New()
-		if err != nil {
-			ln.Close()
-			return nil, err
-		}
-		cfg := pair.ServerConfig()
-		cfg.MinVersion = tls.VersionTLS13
-		ln = tls.NewListener(ln, cfg)
-		s.URL = "https://" + ln.Addr().String()
-		s.ClientTLS = pair.ClientConfig()
-		s.ClientTLS.MinVersion = tls.VersionTLS13
-	}
-	s.hs = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		defer close(s.done)
-		s.hs.Serve(ln)
-	}()
-	return s, nil
+	close func()
 }
 
 // Close closes the listener and every tunnel, and waits for the server's
 // goroutines.
-func (s *Server) Close() {
-	s.hs.Close()
-	s.closeFn()
-	<-s.done
+func (s *Server) Close() { s.close() }
+
+// listen wraps ln in TLS 1.3 with a fresh certificate if useTLS, and
+// returns the server's URL and the client's TLS config.
+func listen(ln net.Listener, useTLS bool) (net.Listener, string, *tls.Config, error) {
+	if !useTLS {
+		return ln, "http://" + ln.Addr().String(), nil, nil
+	}
+	pair, err := testcert.New()
+	if err != nil {
+		ln.Close()
+		return nil, "", nil, err
+	}
+	cfg := pair.ServerConfig()
+	cfg.MinVersion = tls.VersionTLS13
+	client := pair.ClientConfig()
+	client.MinVersion = tls.VersionTLS13
+	return tls.NewListener(ln, cfg), "https://" + ln.Addr().String(), client, nil
 }
 
-// StartOurs serves spriteproxy's websocket.Server on 127.0.0.1, over TLS
-// 1.3 if useTLS.
+// ServeHTTP serves h behind a net/http Server on ln (TLS 1.3 if useTLS).
+// closeTunnels closes what the handler hijacked, which http.Server does
+// not track.
+func ServeHTTP(ln net.Listener, h http.Handler, useTLS bool, closeTunnels func()) (*Server, error) {
+	ln, url, clientTLS, err := listen(ln, useTLS)
+	if err != nil {
+		return nil, err
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		hs.Serve(ln)
+	}()
+	return &Server{URL: url, ClientTLS: clientTLS, close: func() {
+		hs.Close()
+		closeTunnels()
+		<-done
+	}}, nil
+}
+
+// Front says how spriteproxy's server takes connections.
+type Front int
+
+const (
+	// FrontServe is websocket.Server.Serve on the listener: the server's
+	// fast path, which upgrades on the raw connection.
+	FrontServe Front = iota
+	// FrontHTTP is the websocket.Server as an http.Handler behind a
+	// net/http Server.
+	FrontHTTP
+)
+
+// StartOurs serves spriteproxy's websocket.Server on 127.0.0.1 with Serve,
+// over TLS 1.3 if useTLS.
 func StartOurs(useTLS bool) (*Server, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	return ServeOurs(ln, nil, useTLS)
+	return ServeOurs(ln, nil, useTLS, FrontServe)
 }
 
 // ServeOurs serves spriteproxy's websocket.Server on ln, placing sprites
 // with sprites (nil: this machine's network): the defaults but for the
 // bench token and no cap on tunnels (the reference has none, and
 // BenchmarkIdleTunnel opens thousands with one token).
-func ServeOurs(ln net.Listener, sprites websocket.Resolver, useTLS bool) (*Server, error) {
+func ServeOurs(ln net.Listener, sprites websocket.Resolver, useTLS bool, front Front) (*Server, error) {
 	ws := &websocket.Server{
 		Auth:               websocket.StaticToken(Token),
 		Sprites:            sprites,
 		MaxTunnels:         -1,
 		MaxTunnelsPerToken: -1,
 	}
-	s, err := Serve(ln, ws, useTLS, func() { ws.Close() })
+	if front == FrontHTTP {
+		s, err := ServeHTTP(ln, ws, useTLS, func() { ws.Close() })
+		if err != nil {
+			return nil, err
+		}
+		s.Live = ws.Live
+		return s, nil
+	}
+	ln, url, clientTLS, err := listen(ln, useTLS)
 	if err != nil {
 		return nil, err
 	}
-	s.Live = ws.Live
-	return s, nil
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ws.Serve(ln)
+	}()
+	return &Server{URL: url, ClientTLS: clientTLS, Live: ws.Live, close: func() {
+		ws.Close()
+		ln.Close()
+		<-done
+	}}, nil
 }
 
-// StartReference serves the reference tunnel server on 127.0.0.1, over TLS
-// 1.3 if useTLS.
+// StartReference serves the reference tunnel server (an http.Handler) on
+// 127.0.0.1 behind a net/http Server, over TLS 1.3 if useTLS.
 func StartReference(useTLS bool) (*Server, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	rs := &reference.Server{Token: Token}
-	s, err := Serve(ln, rs, useTLS, func() { rs.Close() })
+	s, err := ServeHTTP(ln, rs, useTLS, func() { rs.Close() })
 	if err != nil {
 		return nil, err
 	}
