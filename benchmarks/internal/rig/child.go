@@ -59,6 +59,9 @@ func ChildMain(role string) int {
 		say("url %s", s.srv.URL)
 		h = s
 	} else {
+		// The payload that carry sends is made now, so that it is in the
+		// baseline and not weighed as the tunnels'.
+		Payload()
 		h = &clientChild{kind: kind}
 	}
 	defer h.close()
