@@ -2,8 +2,11 @@
 // gVisor userspace TCP/IP stack with its own addresses, so that services,
 // clients and a whole tunnel chain can run in one process without any OS
 // socket or port. Tests built on it run in parallel with no port
-// collisions, and are not slowed by it: a bulk copy between two hosts runs
-// at least as fast as the OS's loopback TCP.
+// collisions, and are not slowed by it: on a 2-core machine a bulk copy
+// between two hosts ran 1-2x as fast as the OS's loopback TCP with 32-256
+// KiB writes (0.5-1.2x with 4 KiB writes, where gVisor's per-segment cost
+// shows), and a connection took about 1.3x as long to set up (see
+// BenchmarkBulk and BenchmarkDial).
 //
 //	n := netstack.NewNetwork(nil)
 //	defer n.Close()
