@@ -3,6 +3,7 @@ package websocket
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"context"
 	"errors"
 	"io"
@@ -371,4 +372,51 @@ func TestClientResetMidStream(t *testing.T) {
 	if err := ts.Shutdown(testCtx(t)); err != nil {
 		t.Fatalf("the tunnel did not end on the server: %v", err)
 	}
+}
+
+// TestServeRawRequests: the fast path answers what net/http would, and
+// caps what it reads.
+func TestServeRawRequests(t *testing.T) {
+	t.Parallel()
+	plain := startServerMode(t, newServer(), false, true)
+	secure := startServerMode(t, newServer(), true, true)
+	hostOf := func(u string) string { return u[strings.Index(u, "://")+3:] }
+
+	t.Run("endless header line", func(t *testing.T) {
+		t.Parallel()
+		c, err := net.Dial("tcp", hostOf(plain.URL))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		go func() {
+			c.Write([]byte("GET /v1/sprites/s/proxy HTTP/1.1\r\nX-Long: "))
+			c.Write(bytes.Repeat([]byte("a"), 64<<10))
+		}()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("no answer to a 64 KiB header: %v", err)
+		}
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("status %d, want 431", resp.StatusCode)
+		}
+	})
+	t.Run("TLS to a plain server", func(t *testing.T) {
+		t.Parallel()
+		d := &Dialer{BaseURL: "https://" + hostOf(plain.URL), Token: testToken}
+		_, err := d.DialSprite(testCtx(t), "s", "tcp", "localhost:1")
+		var rhe tls.RecordHeaderError
+		if !errors.As(err, &rhe) {
+			t.Fatalf("got %v, want the TLS stack's RecordHeaderError", err)
+		}
+	})
+	t.Run("plain HTTP to a TLS server", func(t *testing.T) {
+		t.Parallel()
+		d := &Dialer{BaseURL: "http://" + hostOf(secure.URL), Token: testToken}
+		_, err := d.DialSprite(testCtx(t), "s", "tcp", "localhost:1")
+		if err == nil || !strings.Contains(err.Error(), "400") && !errors.Is(err, dialer.ErrBadRequest) {
+			t.Fatalf("got %v, want the 400 of a plain request to TLS", err)
+		}
+	})
 }

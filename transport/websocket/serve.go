@@ -3,9 +3,12 @@ package websocket
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -134,16 +137,113 @@ func (s *Server) serveConn(nc net.Conn) {
 			return nil, nil
 		},
 	}
-	_, err := u.Upgrade(nc)
+	if tc, ok := nc.(*tls.Conn); ok {
+		if err := tc.Handshake(); err != nil {
+			answerPlainHTTP(err)
+			stop()
+			nc.Close()
+			return
+		}
+	}
+	ur := &upgradeReader{r: nc, left: maxUpgradeRequest}
+	_, err := u.Upgrade(struct {
+		io.Reader
+		io.Writer
+	}{ur, nc})
 	if entered {
 		defer s.leave(key)
 	}
-	if err != nil || !stop() {
+	if err != nil {
+		ur.answer(nc, err)
+		stop()
+		nc.Close()
+		return
+	}
+	if !stop() {
 		nc.Close()
 		return
 	}
 	c := newConn(nc, false, s.cfg, nil)
 	s.serve(c, name, network)
+}
+
+// answerPlainHTTP tells a client that spoke plain HTTP to a TLS listener
+// what went wrong, as net/http does, instead of closing on it silently.
+func answerPlainHTTP(err error) {
+	var re tls.RecordHeaderError
+	if !errors.As(err, &re) || re.Conn == nil || !looksLikeHTTP(re.RecordHeader[:]) {
+		return
+	}
+	body := wire.Marshal(wire.ErrorBody{Error: dialer.CodeBadRequest, Message: "client sent an HTTP request to an HTTPS server"})
+	re.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+	io.WriteString(re.Conn, "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: "+
+		strconv.Itoa(len(body))+"\r\n\r\n"+string(body))
+}
+
+func looksLikeHTTP(hdr []byte) bool {
+	switch string(hdr) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
+}
+
+// maxUpgradeRequest caps the upgrade request (request line and headers):
+// the Upgrader itself would buffer a line without end.
+const maxUpgradeRequest = 16 << 10
+
+var (
+	errRequestTooLarge = errors.New("upgrade request over 16 KiB")
+	errTLSHandshake    = errors.New("a TLS handshake sent to a plain server")
+)
+
+// upgradeReader feeds the Upgrader: it caps the request's size, and sees a
+// TLS handshake coming to a plain listener (whose ClientHello has no line
+// end to wait for).
+type upgradeReader struct {
+	r       io.Reader
+	left    int64
+	started bool
+	tls     bool
+}
+
+func (u *upgradeReader) Read(p []byte) (int, error) {
+	if u.left <= 0 {
+		return 0, errRequestTooLarge
+	}
+	if int64(len(p)) > u.left {
+		p = p[:u.left]
+	}
+	n, err := u.r.Read(p)
+	if !u.started && n > 0 {
+		u.started = true
+		if p[0] == 0x16 { // a TLS handshake record
+			u.tls = true
+			return 0, errTLSHandshake
+		}
+	}
+	u.left -= int64(n)
+	return n, err
+}
+
+// answer tells the client why an upgrade failed where the Upgrader wrote
+// nothing: a request line it could not parse, a request too large, or TLS
+// spoken to a plain server (the client's TLS stack then reports a server
+// that does not speak TLS).
+func (u *upgradeReader) answer(w net.Conn, err error) {
+	var status string
+	switch {
+	case u.tls:
+		status = "400 Bad Request\r\n\r\nthis server speaks plain ws://, not TLS\n"
+	case errors.Is(err, errRequestTooLarge):
+		status = "431 Request Header Fields Too Large\r\n\r\n"
+	case errors.Is(err, ws.ErrMalformedRequest):
+		status = "400 Bad Request\r\n\r\n"
+	default:
+		return // the Upgrader answered, or the client is gone
+	}
+	w.SetWriteDeadline(time.Now().Add(time.Second))
+	io.WriteString(w, "HTTP/1.1 "+strings.Replace(status, "\r\n", "\r\nConnection: close\r\n", 1))
 }
 
 // reject makes the Upgrader answer with status and the protocol's JSON
