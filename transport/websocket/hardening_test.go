@@ -3,8 +3,8 @@ package websocket
 import (
 	"bufio"
 	"bytes"
-	"crypto/tls"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
