@@ -3,6 +3,7 @@ package pool
 import (
 	"bytes"
 	"errors"
+	"github.com/spriteproxy/spriteproxy/internal/testnet"
 	"io"
 	"net"
 	"os"
@@ -10,27 +11,9 @@ import (
 	"time"
 )
 
-func tcpPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() { c, _ := ln.Accept(); ch <- c }()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := <-ch
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
-}
-
 func TestReadTCP(t *testing.T) {
 	t.Parallel()
-	a, b := tcpPair(t)
+	a, b := testnet.TCPPair(t)
 	a.Write([]byte("hello"))
 	bp, n, err := Read(b)
 	if err != nil || string((*bp)[Headroom:Headroom+n]) != "hello" {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/spriteproxy/spriteproxy/internal/testnet"
 	"io"
 	"net"
 	"os"
@@ -15,31 +16,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// tcpPair returns two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		ch <- c
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := <-ch
-	if b == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
-}
 
 // noSplice hides a TCPConn's type, forcing the buffered copy path.
 type noSplice struct{ net.Conn }
@@ -54,8 +30,8 @@ func TestRunHalfClose(t *testing.T) {
 	for _, splice := range []bool{true, false} {
 		t.Run(map[bool]string{true: "splice", false: "buffered"}[splice], func(t *testing.T) {
 			t.Parallel()
-			left, a := tcpPair(t)
-			b, right := tcpPair(t)
+			left, a := testnet.TCPPair(t)
+			b, right := testnet.TCPPair(t)
 			var pa, pb net.Conn = a, b
 			if !splice {
 				pa, pb = noSplice{a}, noSplice{b}
@@ -93,8 +69,8 @@ func TestRunHalfClose(t *testing.T) {
 // TestRunContextCancel: cancelling ctx ends the copy and closes both ends.
 func TestRunContextCancel(t *testing.T) {
 	t.Parallel()
-	left, a := tcpPair(t)
-	b, right := tcpPair(t)
+	left, a := testnet.TCPPair(t)
+	b, right := testnet.TCPPair(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, a, b, nil) }()
@@ -118,8 +94,8 @@ var errDeadline = os.ErrDeadlineExceeded
 // TestRunError: a reset on one side ends both directions with that error.
 func TestRunError(t *testing.T) {
 	t.Parallel()
-	left, a := tcpPair(t)
-	b, right := tcpPair(t)
+	left, a := testnet.TCPPair(t)
+	b, right := testnet.TCPPair(t)
 	done := make(chan error, 1)
 	go func() { done <- Run(context.Background(), a, b, nil) }()
 	left.(*net.TCPConn).SetLinger(0)

@@ -5,11 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/spriteproxy/spriteproxy/internal/testnet"
 	"io"
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,28 +24,6 @@ func ctxFor(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// serve runs handle for every connection accepted on ln until ln closes.
-func serve(t *testing.T, ln net.Listener, handle func(net.Conn)) {
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
 }
 
 // upper answers each request (read until EOF) in upper case, then ends its
@@ -84,7 +62,7 @@ func TestNoOSSockets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		serve(t, ln, upper)
+		testnet.Serve(t, ln, upper)
 		ctx := ctxFor(t)
 		sprite := srv.Client().Sprite("db")
 
@@ -128,10 +106,10 @@ func TestHalfCloseBothWays(t *testing.T) {
 	srv := NewServer(t)
 	sprite := srv.Sprite("svc")
 	ln1, _ := sprite.Listen("tcp", ":1")
-	serve(t, ln1, upper)
+	testnet.Serve(t, ln1, upper)
 	got := make(chan []byte, 1)
 	ln2, _ := sprite.Listen("tcp", ":2")
-	serve(t, ln2, func(c net.Conn) {
+	testnet.Serve(t, ln2, func(c net.Conn) {
 		c.Write([]byte("banner"))
 		c.(interface{ CloseWrite() error }).CloseWrite()
 		all, _ := io.ReadAll(c)
@@ -179,7 +157,7 @@ func TestManyParallel(t *testing.T) {
 			t.Parallel()
 			srv := NewServer(t)
 			ln, _ := srv.Sprite("app").Listen("tcp", ":8080") // the same port everywhere
-			serve(t, ln, upper)
+			testnet.Serve(t, ln, upper)
 			ps, err := srv.Client().Sprite("app").ProxyPort(ctxFor(t), 8080, 8080)
 			if err != nil {
 				t.Fatal(err)
@@ -228,7 +206,7 @@ func TestLoopbackTCP(t *testing.T) {
 		t.Fatalf("URL %s is not on loopback", srv.URL)
 	}
 	ln, _ := srv.Sprite("db").Listen("tcp", ":5432")
-	serve(t, ln, upper)
+	testnet.Serve(t, ln, upper)
 	ps, err := srv.Client().Sprite("db").ProxyPort(ctxFor(t), 0, 5432)
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package websocket
 
 import (
+	"github.com/spriteproxy/spriteproxy/internal/testnet"
 	"io"
 	"net"
 	"testing"
@@ -17,7 +18,7 @@ func sink(c net.Conn, done chan<- int64) {
 func BenchmarkWrite32K(b *testing.B) {
 	buf := make([]byte, 32<<10)
 	b.Run("tcp", func(b *testing.B) {
-		a, c := tcpPair(&testing.T{})
+		a, c := testnet.TCPPair(b)
 		done := make(chan int64, 1)
 		go sink(c, done)
 		b.SetBytes(int64(len(buf)))
@@ -31,9 +32,8 @@ func BenchmarkWrite32K(b *testing.B) {
 	})
 	for _, dir := range []string{"client-to-server", "server-to-client"} {
 		b.Run(dir, func(b *testing.B) {
-			t := &testing.T{}
 			cfg, _ := Tuning{}.config()
-			x, y := tcpPair(t)
+			x, y := testnet.TCPPair(b)
 			cl, sv := newConn(x, true, cfg, nil), newConn(y, false, cfg, nil)
 			w, r := cl, sv
 			if dir == "server-to-client" {
@@ -97,9 +97,8 @@ func BenchmarkCopyTo32K(b *testing.B) {
 		<-done
 	}
 	b.Run("tcp-relay", func(b *testing.B) {
-		t := &testing.T{}
-		in1, in2 := tcpPair(t)
-		out1, out2 := tcpPair(t)
+		in1, in2 := testnet.TCPPair(b)
+		out1, out2 := testnet.TCPPair(b)
 		sunk := make(chan int64, 1)
 		go sink(out2, sunk)
 		run(b, in1, func() { io.Copy(out1, in2); out1.(*net.TCPConn).CloseWrite(); <-sunk })
@@ -109,11 +108,10 @@ func BenchmarkCopyTo32K(b *testing.B) {
 		out2.Close()
 	})
 	b.Run("tunnel", func(b *testing.B) {
-		t := &testing.T{}
 		cfg, _ := Tuning{}.config()
-		x, y := tcpPair(t)
+		x, y := testnet.TCPPair(b)
 		cl, sv := newConn(x, true, cfg, nil), newConn(y, false, cfg, nil)
-		out1, out2 := tcpPair(t)
+		out1, out2 := testnet.TCPPair(b)
 		sunk := make(chan int64, 1)
 		go sink(out2, sunk)
 		run(b, cl, func() { sv.CopyTo(out1, nil); out1.(*net.TCPConn).CloseWrite(); <-sunk })
@@ -126,8 +124,7 @@ func BenchmarkCopyTo32K(b *testing.B) {
 // BenchmarkSetup is a tunnel's whole life for one byte: dial, echo one
 // byte, close; next to the same over plain TCP.
 func BenchmarkSetup(b *testing.B) {
-	t := &testing.T{}
-	tg := startTargetB(b)
+	tg := startTarget(b, echo)
 	one := []byte{1}
 	b.Run("tcp", func(b *testing.B) {
 		b.ReportAllocs()
@@ -143,9 +140,9 @@ func BenchmarkSetup(b *testing.B) {
 	})
 	for _, m := range modes {
 		b.Run("tunnel-"+m.name, func(b *testing.B) {
-			ts := startServerB(b, newServer(), m.direct)
+			ts := startServerMode(b, newServer(), false, m.direct)
 			d := ts.dialer()
-			ctx := testCtx(t)
+			ctx := testCtx(b)
 			b.ReportAllocs()
 			for b.Loop() {
 				c, err := d.DialSprite(ctx, "s", "tcp", tg.addr())

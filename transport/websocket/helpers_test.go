@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"github.com/spriteproxy/spriteproxy/internal/testnet"
 	"io"
 	"net"
 	"net/http"
@@ -97,51 +98,15 @@ func newServer() *Server {
 	return &Server{Auth: StaticToken(testToken)}
 }
 
-// target is a TCP service on loopback whose connections run handle.
-// Cleanup closes the listener and every connection and waits for handlers.
+// target is a TCP service on loopback whose connections run handle;
+// cleanup closes it and waits for its handlers.
 type target struct {
-	ln    net.Listener
-	port  int
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns []net.Conn
+	port int
 }
 
 func startTarget(t testing.TB, handle func(net.Conn)) *target {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tg := &target{ln: ln, port: ln.Addr().(*net.TCPAddr).Port}
-	tg.wg.Add(1)
-	go func() {
-		defer tg.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			tg.mu.Lock()
-			tg.conns = append(tg.conns, c)
-			tg.mu.Unlock()
-			tg.wg.Add(1)
-			go func() {
-				defer tg.wg.Done()
-				handle(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		tg.mu.Lock()
-		for _, c := range tg.conns {
-			c.Close()
-		}
-		tg.mu.Unlock()
-		tg.wg.Wait()
-	})
-	return tg
+	return &target{port: testnet.Listen(t, handle)}
 }
 
 // echo copies a connection back to itself, passes the end of stream on,
@@ -180,34 +145,6 @@ func testCtx(t testing.TB) context.Context {
 	return ctx
 }
 
-// tcpPair returns two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (a, b net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- res{c, err}
-	}()
-	a, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	return a, r.c
-}
-
 // connPair returns a client and a server *Conn joined over loopback TCP,
 // past the handshake, with half_close as given.
 func connPair(t *testing.T, halfClose bool, tune Tuning) (client, server *Conn) {
@@ -216,7 +153,7 @@ func connPair(t *testing.T, halfClose bool, tune Tuning) (client, server *Conn) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b := tcpPair(t)
+	a, b := testnet.TCPPair(t)
 	client, server = newConn(a, true, cfg, nil), newConn(b, false, cfg, nil)
 	client.halfClose, server.halfClose = halfClose, halfClose
 	client.startKeepalive()
@@ -249,8 +186,3 @@ func mustIs(t *testing.T, err, target error) {
 var errConnRefused = syscall.ECONNREFUSED
 
 var errDeadline = os.ErrDeadlineExceeded
-
-func startServerB(b *testing.B, srv *Server, direct bool) *testServer {
-	return startServerMode(b, srv, false, direct)
-}
-func startTargetB(b *testing.B) *target { return startTarget(b, echo) }

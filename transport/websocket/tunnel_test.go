@@ -313,9 +313,12 @@ func TestNetConn(t *testing.T) {
 		t.Parallel()
 		ts := startServer(t, newServer(), false)
 		accepted := make(chan net.Conn, 1)
+		release := make(chan struct{})
 		tg := startTarget(t, func(c net.Conn) {
 			accepted <- c
+			<-release // the conn is nettest's until then
 		})
+		t.Cleanup(func() { close(release) })
 		nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
 			c1, err = ts.dialer().DialSprite(testCtx(t), "s", "tcp", tg.addr())
 			if err != nil {
