@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/spriteproxy/spriteproxy/dialer"
 	"github.com/spriteproxy/spriteproxy/internal/testcert"
+	"github.com/spriteproxy/spriteproxy/proxy"
 	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
 
@@ -275,4 +278,68 @@ func (m portMap) DialContext(ctx context.Context, network, address string) (net.
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, "tcp", real)
+}
+
+// The server process killed mid-stream: a ProxySocket reading from it and
+// a ProxyPort session's forwarded connection both end with an error at
+// once (the kernel resets the dead process's sockets), not after a hang;
+// the session itself stays up and reports the failure of new connections.
+func TestProcessServerKilledMidStream(t *testing.T) {
+	t.Parallel()
+	bin, _ := buildBinaries(t)
+	srv, api, ca := serveProcess(t, bin)
+	port := echoService(t)
+	tlsConf, err := loadCA(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sprite := proxy.New(testToken, proxy.WithBaseURL(api), proxy.WithTLSConfig(tlsConf)).Sprite("box")
+
+	sock, err := sprite.ProxySocket(ctx, "tcp", "localhost:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	ps, err := sprite.ProxyPort(ctx, 0, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	local, err := net.Dial("tcp", ps.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	// Both streams are live: an echo each way.
+	for _, c := range []net.Conn{sock, local} {
+		c.Write([]byte("ping"))
+		if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	srv.cmd.Process.Kill()
+	srv.wait(t, 30*time.Second)
+	for name, c := range map[string]net.Conn{"ProxySocket": sock, "ProxyPort": local} {
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err := io.Copy(io.Discard, c)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("%s: still waiting after the server died", name)
+		}
+	}
+	// The session outlives its broken stream: a new connection is accepted
+	// and then fails (the server is gone), and the session is still open.
+	again, err := net.Dial("tcp", ps.LocalAddr().String())
+	if err == nil {
+		again.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.Copy(io.Discard, again); errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Error("a new connection hung with the server gone")
+		}
+		again.Close()
+	}
+	if st := ps.Stats(); st.Failed == 0 && err == nil {
+		t.Errorf("stats %+v: no failed stream counted", st)
+	}
 }

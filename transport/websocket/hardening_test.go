@@ -420,3 +420,23 @@ func TestServeRawRequests(t *testing.T) {
 		}
 	})
 }
+
+// TestSlowRequest: a client that never finishes its upgrade request is
+// dropped by Serve after the handshake timeout, and nothing is left behind.
+func TestSlowRequest(t *testing.T) {
+	t.Parallel()
+	srv := newServer()
+	srv.HandshakeTimeout = 100 * time.Millisecond
+	ts := startServerMode(t, srv, false, true)
+	c, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("GET /v1/sprites/s/proxy HTTP/1.1\r\nHost: x\r\n")) // and never the end
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.ReadAll(c)
+	if errors.Is(err, errDeadline) {
+		t.Fatal("the server kept a request that never ended")
+	}
+}
