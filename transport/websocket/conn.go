@@ -46,8 +46,9 @@ type Conn struct {
 	halfClose bool // the half_close extension was negotiated
 
 	// Read side, guarded by rmu.
-	rmu sync.Mutex
-	rd  reader
+	rmu   sync.Mutex
+	rd    reader
+	rbufs net.Buffers // CopyTo's payloads on their way out, kept here so they do not escape
 
 	// Write side, guarded by wmu.
 	wmu    sync.Mutex

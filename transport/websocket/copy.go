@@ -2,7 +2,6 @@ package websocket
 
 import (
 	"io"
-	"net"
 	"sync/atomic"
 
 	"github.com/spriteproxy/spriteproxy/internal/pool"
@@ -156,9 +155,13 @@ func (c *Conn) copyChunkLocked(w io.Writer, segsp *[][]byte) (int64, error) {
 	}
 	var n int64
 	if len(segs) > 0 {
-		bufs := net.Buffers(segs)
+		// The Buffers live in the Conn: a local one would escape to the
+		// heap through WriteTo's pointer receiver, once per read.
+		c.rbufs = segs
 		var err error
-		if n, err = bufs.WriteTo(w); err != nil {
+		n, err = c.rbufs.WriteTo(w)
+		c.rbufs = nil
+		if err != nil {
 			return n, err
 		}
 	}
