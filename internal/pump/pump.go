@@ -43,6 +43,16 @@ type CopierTo interface {
 	CopyTo(w io.Writer, count *atomic.Int64) (int64, error)
 }
 
+// ErrClosedByPeer is returned by a CopierTo whose peer has closed the
+// stream both ways (not just ended its writing): the pump then ends the
+// pair at once, gracefully, instead of waiting for the other direction,
+// and Run reports a normal end.
+var ErrClosedByPeer = errors.New("pump: peer closed both ways")
+
+// errEnded is the abort reason of a normal end brought forward by
+// ErrClosedByPeer.
+var errEnded = errors.New("pump: ended by the peer")
+
 // Run copies between a and b in both directions until both have ended, one
 // has failed, or ctx is done; then it closes both and returns. It returns
 // nil when both directions reached end of stream, ctx's error if ctx ended
@@ -100,6 +110,10 @@ func (p *pair) forward(done chan<- error, count *atomic.Int64) {
 // aborts the pair, so that the other direction stops too.
 func (p *pair) copy(dst, src net.Conn, count *atomic.Int64) error {
 	_, err := Copy(dst, src, count)
+	if errors.Is(err, ErrClosedByPeer) {
+		p.abort(errEnded)
+		return nil
+	}
 	if err == nil {
 		err = closeWrite(dst)
 	}
@@ -121,7 +135,7 @@ func (p *pair) abort(reason error) {
 		p.mu.Lock()
 		p.reason = reason
 		p.mu.Unlock()
-		if reason != nil {
+		if reason != nil && reason != errEnded {
 			closeNow(p.a)
 			closeNow(p.b)
 			return

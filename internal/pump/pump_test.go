@@ -120,3 +120,34 @@ func TestCopyCountsLive(t *testing.T) {
 		t.Fatalf("Copy = %d, %v; counter %d", total, err, n.Load())
 	}
 }
+
+// closedByPeer is a conn whose copy out ends with ErrClosedByPeer once its
+// peer is done, as a tunnel closed both ways does.
+type closedByPeer struct {
+	net.Conn
+	gone chan struct{}
+}
+
+func (c closedByPeer) CopyTo(w io.Writer, _ *atomic.Int64) (int64, error) {
+	<-c.gone
+	return 0, ErrClosedByPeer
+}
+
+// TestRunClosedByPeer: a peer that closed both ways ends the pair at once,
+// as a normal end, though the other direction still has nothing to say.
+func TestRunClosedByPeer(t *testing.T) {
+	t.Parallel()
+	_, a := testnet.TCPPair(t)
+	b, right := testnet.TCPPair(t)
+	gone := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- Run(context.Background(), closedByPeer{a, gone}, b, nil) }()
+	close(gone)
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v, want a normal end", err)
+	}
+	right.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(right); errors.Is(err, errDeadline) {
+		t.Fatal("the other side was left open")
+	}
+}

@@ -56,9 +56,7 @@ func BenchmarkWrite32K(b *testing.B) {
 // TestSteadyStateAllocs: writing and reading 32 KiB messages allocates
 // nothing once the pools are warm.
 func TestSteadyStateAllocs(t *testing.T) {
-	if testing.Short() {
-		t.Skip("allocation counts need a quiet run")
-	}
+	skipUnderRace(t)
 	cl, sv := connPair(t, true, Tuning{KeepAlive: -1})
 	buf := make([]byte, 32<<10)
 	rbuf := make([]byte, 64<<10)
@@ -159,9 +157,7 @@ func BenchmarkSetup(b *testing.B) {
 
 // TestCopyToAllocs: the pump's path allocates nothing per chunk once warm.
 func TestCopyToAllocs(t *testing.T) {
-	if testing.Short() {
-		t.Skip("allocation counts need a quiet run")
-	}
+	skipUnderRace(t)
 	cl, sv := connPair(t, true, Tuning{KeepAlive: -1})
 	out, sink := testnet.TCPPair(t)
 	buf := make([]byte, 32<<10)

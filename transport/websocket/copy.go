@@ -62,6 +62,8 @@ func (c *Conn) CopyFrom(r io.Reader, count *atomic.Int64) (int64, error) {
 }
 
 // CopyTo writes the stream to w until its end (nil error) or an error, and
+// returns pump.ErrClosedByPeer when the end was the peer closing the tunnel
+// both ways (a close frame, with half_close negotiated), and
 // adds each chunk to count (which may be nil). It reads as much as the
 // socket holds into one pooled buffer (borrowed once data is ready: an idle
 // tunnel holds none), unmasks the payloads in place, and hands them to w
@@ -80,6 +82,11 @@ func (c *Conn) CopyTo(w io.Writer, count *atomic.Int64) (int64, error) {
 			count.Add(n)
 		}
 		if err == io.EOF {
+			if c.rd.gone {
+				// The peer closed the whole tunnel: whatever the other
+				// direction still carries has no one to read it.
+				return total, pump.ErrClosedByPeer
+			}
 			return total, nil
 		}
 		if err != nil {

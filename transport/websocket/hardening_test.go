@@ -331,6 +331,7 @@ func TestFragmentedAndPingFlood(t *testing.T) {
 func TestTargetDiesMidStream(t *testing.T) {
 	t.Parallel()
 	tg := startTarget(t, func(c net.Conn) {
+		io.ReadFull(c, make([]byte, 1)) // the tunnel is up
 		c.Write(make([]byte, 1<<20))
 		c.(*net.TCPConn).SetLinger(0)
 		c.Close() // a reset
@@ -341,6 +342,7 @@ func TestTargetDiesMidStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	c.Write([]byte("g"))
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, err = io.Copy(io.Discard, c)
 	if errors.Is(err, errDeadline) {

@@ -51,6 +51,7 @@ type reader struct {
 	handshake bool   // a handshake message is awaited: binary frames are an error
 	msg       []byte // the handshake message, once complete
 	eof       bool   // the peer sent {"type":"eof"}
+	gone      bool   // the peer closed both ways (a close frame with half_close, before any eof)
 	err       error  // sticky: io.EOF after the close frame, or a failure
 }
 
@@ -424,6 +425,7 @@ func (c *Conn) closeReceived(payload []byte) error {
 	if c.halfClose || c.closing.Load() {
 		c.queueClose(closeNormal, "")
 	}
+	r.gone = c.halfClose && r.err == io.EOF
 	c.markPeerClosed()
 	return r.err
 }
