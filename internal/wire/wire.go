@@ -17,6 +17,16 @@ import (
 // {"type":"eof"}.
 const FeatureHalfClose = "half_close"
 
+// FeatureEarlyData is the extension by which a server takes the client's
+// first message in the same write as the upgrade request. The server
+// announces it in the upgrade response's ServerFeaturesHeader; a client
+// that saw it there sends the first message early on its next tunnels.
+const FeatureEarlyData = "early_data"
+
+// ServerFeaturesHeader is the upgrade response header in which a server
+// lists the extensions of the upgrade itself (comma-separated).
+const ServerFeaturesHeader = "Sprite-Server-Features"
+
 // MaxHandshakeMessage caps the first message and the reply; a peer that
 // sends more is refused.
 const MaxHandshakeMessage = 4 << 10

@@ -4,17 +4,20 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -60,6 +63,10 @@ type Dialer struct {
 	header  ws.HandshakeHeader
 	cfg     *config
 	tlsConf *tls.Config
+
+	// earlyData: the server's last upgrade response said it takes the
+	// first message with the upgrade request (the early_data extension).
+	earlyData atomic.Bool
 }
 
 var _ dialer.Dialer = (*Dialer)(nil)
@@ -219,14 +226,34 @@ func (d *Dialer) netConn(ctx context.Context) (net.Conn, error) {
 // error nc is closed and c is nil, unless the tunnel was set up (then the
 // caller must close c).
 func (d *Dialer) handshake(nc net.Conn, u *url.URL, host string, port int) (c *Conn, err error) {
+	req := wire.Request{Host: host, Port: port}
+	if !d.DisableHalfClose {
+		req.Features = []string{wire.FeatureHalfClose}
+	}
+	first := wire.Marshal(req)
+
 	var refusal *dialer.HTTPError
+	var early bool // the server says it takes the first message early
 	up := ws.Dialer{
 		Header: d.header,
 		OnStatusError: func(status int, _ []byte, resp io.Reader) {
 			refusal = readRefusal(nc, status, resp)
 		},
+		OnHeader: func(k, v []byte) error {
+			if strings.EqualFold(string(k), wire.ServerFeaturesHeader) && hasToken(string(v), wire.FeatureEarlyData) {
+				early = true
+			}
+			return nil
+		},
 	}
-	br, _, err := up.Upgrade(nc, u)
+	// A server that said it takes the first message early gets it in the
+	// same write as the upgrade request: one round trip fewer.
+	var rw io.ReadWriter = nc
+	sentEarly := d.earlyData.Load()
+	if sentEarly {
+		rw = &earlyWriter{Conn: nc, frame: maskedTextFrame(first)}
+	}
+	br, _, err := up.Upgrade(rw, u)
 	if err != nil {
 		nc.Close()
 		if refusal != nil && refusal.StatusCode >= 400 {
@@ -252,13 +279,12 @@ func (d *Dialer) handshake(nc net.Conn, u *url.URL, host string, port int) (c *C
 	if br != nil {
 		ws.PutReader(br)
 	}
-	req := wire.Request{Host: host, Port: port}
-	if !d.DisableHalfClose {
-		req.Features = []string{wire.FeatureHalfClose}
-	}
-	if err := c.writeMessage(wire.Marshal(req)); err != nil {
-		c.CloseNow()
-		return nil, err
+	d.earlyData.Store(early)
+	if !sentEarly {
+		if err := c.writeMessage(first); err != nil {
+			c.CloseNow()
+			return nil, err
+		}
 	}
 	msg, err := c.readMessage()
 	if err != nil {
@@ -342,4 +368,44 @@ func (c *Conn) CloseNow() error {
 func ctxExpired(ctx context.Context) bool {
 	dl, ok := ctx.Deadline()
 	return ok && !time.Now().Before(dl)
+}
+
+// earlyWriter sends the first message's frame in the same write as the
+// upgrade request, the first Write through it.
+type earlyWriter struct {
+	net.Conn
+	frame []byte
+}
+
+func (w *earlyWriter) Write(p []byte) (int, error) {
+	if w.frame == nil {
+		return w.Conn.Write(p)
+	}
+	// One buffer, so that it is one write (and one TLS record) whatever
+	// the conn.
+	b := append(append(make([]byte, 0, len(p)+len(w.frame)), p...), w.frame...)
+	w.frame = nil
+	n, err := w.Conn.Write(b)
+	return min(n, len(p)), err
+}
+
+// maskedTextFrame frames p as a client's masked text message.
+func maskedTextFrame(p []byte) []byte {
+	var m [4]byte
+	binary.LittleEndian.PutUint32(m[:], rand.Uint32())
+	f := make([]byte, headerLen(len(p), true)+len(p))
+	n := putHeader(f, opText, len(p), &m)
+	copy(f[n:], p)
+	ws.Cipher(f[n:], m, 0)
+	return f
+}
+
+// hasToken reports whether the comma-separated list v holds token.
+func hasToken(v, token string) bool {
+	for _, t := range strings.Split(v, ",") {
+		if strings.EqualFold(strings.TrimSpace(t), token) {
+			return true
+		}
+	}
+	return false
 }

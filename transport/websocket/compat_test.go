@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -475,4 +476,64 @@ type dialerFunc func(ctx context.Context, network, addr string) (net.Conn, error
 
 func (f dialerFunc) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	return f(ctx, network, addr)
+}
+
+// countingConn counts the writes on a client's connection.
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// TestEarlyData: a server that announces early_data gets, from the second
+// tunnel on, the first message in the same write as the upgrade request;
+// a server that does not announce it never does.
+func TestEarlyData(t *testing.T) {
+	t.Parallel()
+	tg := startTarget(t, echo)
+	run := func(t *testing.T, base string, addr string, wantEarly bool) {
+		var writes atomic.Int64
+		var nd net.Dialer
+		d := &Dialer{BaseURL: base, Token: testToken, NetDial: func(ctx context.Context, network, a string) (net.Conn, error) {
+			c, err := nd.DialContext(ctx, network, a)
+			if err != nil {
+				return nil, err
+			}
+			return countingConn{c, &writes}, nil
+		}}
+		for i := range 3 {
+			writes.Store(0)
+			c, err := d.DialSprite(testCtx(t), "s", "tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			handshakeWrites := writes.Load()
+			c.Write([]byte("hi"))
+			if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
+				t.Fatalf("tunnel %d: %v", i, err)
+			}
+			c.Close()
+			want := int64(2)
+			if i > 0 && wantEarly {
+				want = 1
+			}
+			if handshakeWrites != want {
+				t.Fatalf("tunnel %d: %d writes in the handshake, want %d", i, handshakeWrites, want)
+			}
+		}
+	}
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			run(t, startServerMode(t, newServer(), false, m.direct).URL, tg.addr(), true)
+		})
+	}
+	t.Run("server without it", func(t *testing.T) {
+		t.Parallel()
+		run(t, minimalServer(t, "").URL, "localhost:9", false)
+	})
 }

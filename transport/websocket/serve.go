@@ -93,6 +93,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		entered          bool
 	)
 	u := ws.Upgrader{
+		Header: earlyDataHeader,
 		OnRequest: func(uri []byte) error {
 			path, _, _ = strings.Cut(string(uri), "?")
 			var endpoint string
@@ -163,7 +164,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		nc.Close()
 		return
 	}
-	c := newConn(nc, false, s.cfg, nil)
+	c := newConn(nc, false, s.cfg, ur.rest)
 	s.serve(c, name, network)
 }
 
@@ -200,14 +201,26 @@ var (
 // upgradeReader feeds the Upgrader: it caps the request's size, and sees a
 // TLS handshake coming to a plain listener (whose ClientHello has no line
 // end to wait for).
+//
+// It also stops at the end of the request's header: the Upgrader's buffer
+// is pooled and dropped after the upgrade, so bytes the client sent early
+// (the first message, with the early_data extension) must not reach it.
+// They are kept in rest.
 type upgradeReader struct {
 	r       io.Reader
 	left    int64
 	started bool
 	tls     bool
+	lineLen int  // bytes of the current header line, CR aside
+	lines   int  // lines seen
+	done    bool // the header's empty line has been read
+	rest    []byte
 }
 
 func (u *upgradeReader) Read(p []byte) (int, error) {
+	if u.done {
+		return 0, io.EOF
+	}
 	if u.left <= 0 {
 		return 0, errRequestTooLarge
 	}
@@ -220,6 +233,24 @@ func (u *upgradeReader) Read(p []byte) (int, error) {
 		if p[0] == 0x16 { // a TLS handshake record
 			u.tls = true
 			return 0, errTLSHandshake
+		}
+	}
+	for i, b := range p[:n] {
+		switch b {
+		case '\r':
+		case '\n':
+			if u.lineLen == 0 && u.lines > 0 {
+				u.done = true
+				if i+1 < n {
+					u.rest = append([]byte(nil), p[i+1:n]...)
+				}
+				u.left -= int64(i + 1)
+				return i + 1, err
+			}
+			u.lines++
+			u.lineLen = 0
+		default:
+			u.lineLen++
 		}
 	}
 	u.left -= int64(n)
@@ -245,6 +276,10 @@ func (u *upgradeReader) answer(w net.Conn, err error) {
 	w.SetWriteDeadline(time.Now().Add(time.Second))
 	io.WriteString(w, "HTTP/1.1 "+strings.Replace(status, "\r\n", "\r\nConnection: close\r\n", 1))
 }
+
+// earlyDataHeader tells clients that the server takes the first message in
+// the same write as the upgrade request.
+var earlyDataHeader = ws.HandshakeHeaderString(wire.ServerFeaturesHeader + ": " + wire.FeatureEarlyData + "\r\n")
 
 // reject makes the Upgrader answer with status and the protocol's JSON
 // error body.

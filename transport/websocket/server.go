@@ -140,7 +140,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.leave(key)
-	nc, rw, _, err := ws.UpgradeHTTP(r, w)
+	nc, rw, _, err := httpUpgrader.Upgrade(r, w)
 	if err != nil {
 		// gobwas has answered the bad upgrade (400/426) on the hijacked conn.
 		if nc != nil {
@@ -156,6 +156,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := newConn(nc, false, s.cfg, pre)
 	s.serve(c, name, network)
 }
+
+// httpUpgrader upgrades behind net/http, announcing early_data: the bytes a
+// client sends early are in the hijacked connection's buffer, which
+// ServeHTTP keeps.
+var httpUpgrader = ws.HTTPUpgrader{Header: http.Header{wire.ServerFeaturesHeader: {wire.FeatureEarlyData}}}
 
 // serve runs one upgraded tunnel to its end.
 func (s *Server) serve(c *Conn, sprite string, network dialer.ContextDialer) {
