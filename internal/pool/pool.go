@@ -12,7 +12,7 @@ import "sync"
 const (
 	// Size is the payload capacity of a buffer: the largest frame a copy
 	// loop sends, and the most it asks one Read for.
-	Size = 64 << 10
+	Size = 256 << 10
 	// Headroom is the room in front of the payload: the largest WebSocket
 	// frame header (2 + 8 length + 4 mask bytes).
 	Headroom = 14

@@ -12,7 +12,7 @@ import (
 //
 // Behaviour, in detail:
 //   - Write sends its bytes as one binary message (several for writes over
-//     64 KiB on the client, 1 MiB on the server). Read returns the bytes of
+//     256 KiB on the client, 1 MiB on the server). Read returns the bytes of
 //     binary messages of any size, split or joined across Reads; message
 //     boundaries carry no meaning.
 //   - CloseWrite ends the write side: with the half_close extension it sends

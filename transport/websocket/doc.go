@@ -21,7 +21,7 @@
 //
 // # Performance
 //
-// Data frames are as large as the writes (up to 64 KiB when copied, 1 MiB
+// Data frames are as large as the writes (up to 256 KiB when copied, 1 MiB
 // when sent by writev), masking is done in place in a pooled buffer, and
 // reads go straight into the caller's buffer. A *Conn borrows pooled
 // buffers only while data moves: an idle tunnel holds a few hundred bytes.
