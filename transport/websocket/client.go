@@ -41,7 +41,9 @@ type Dialer struct {
 	Token string
 	// TLSConfig configures wss:// connections (custom RootCAs, client
 	// certificates, a minimum version). nil means the system's roots. Its
-	// ServerName, if empty, is the BaseURL's host.
+	// ServerName, if empty, is the BaseURL's host; its MinVersion, if zero,
+	// TLS 1.2; its ClientSessionCache, if nil, a cache of the Dialer's own,
+	// so that tunnels after the first resume the TLS session.
 	TLSConfig *tls.Config
 	// NetDial, if set, gives the connection under the WebSocket (TLS is
 	// layered on it for wss://): it may come from anywhere, e.g. an
@@ -118,6 +120,12 @@ func (d *Dialer) setup() error {
 		}
 		if d.tlsConf.MinVersion == 0 {
 			d.tlsConf.MinVersion = tls.VersionTLS12
+		}
+		if d.tlsConf.ClientSessionCache == nil {
+			// Every tunnel is a TLS connection to the same server:
+			// resuming the session skips the certificate's signature and
+			// its verification on all but the first.
+			d.tlsConf.ClientSessionCache = tls.NewLRUClientSessionCache(16)
 		}
 	}
 	return nil
