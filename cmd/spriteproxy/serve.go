@@ -103,7 +103,9 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 	}
 	logger := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
 
-	ln, err := net.Listen("tcp", *listen)
+	// No TCP keep-alive on accepted conns: the tunnels ping on their own.
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(ctx, "tcp", *listen)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return c.failf(exitFail, "serve", "cannot listen on %s: the address is already in use", *listen)
