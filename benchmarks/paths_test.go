@@ -109,12 +109,17 @@ var (
 	pathPortWS    = path{"port-ws", oursPort(false)}
 	pathPortWSS   = path{"port-wss", oursPort(true)}
 	pathNetstack  = path{"netstack", netstackChain}
+	// The raw_stream extension: the same tunnels, unframed after the
+	// handshake, so that the server splices between client and target.
+	pathSocketRaw = path{"socket-raw", oursSocketFront(false, rig.FrontServeRaw)}
+	pathPortRaw   = path{"port-raw", oursPortFront(false, rig.FrontServeRaw)}
 )
 
 // allPaths is every path, baselines first.
 var allPaths = []path{
 	pathTCP, pathRelay, pathRefSocket, pathRefPort,
 	pathSocketWS, pathSocketWSS, pathPortWS, pathPortWSS, pathNetstack,
+	pathSocketRaw, pathPortRaw,
 }
 
 // refServer starts the reference server in front of a loopback target.
@@ -146,8 +151,13 @@ func oursServerFront(tb testing.TB, handle func(net.Conn), useTLS bool, front ri
 
 // oursSocket is ProxySocket: the benchmark writes to the tunnel itself.
 func oursSocket(useTLS bool) func(testing.TB, func(net.Conn)) *fixture {
+	return oursSocketFront(useTLS, rig.FrontServe)
+}
+
+// oursSocketFront is oursSocket with the server served by front.
+func oursSocketFront(useTLS bool, front rig.Front) func(testing.TB, func(net.Conn)) *fixture {
 	return func(tb testing.TB, handle func(net.Conn)) *fixture {
-		fx, sp := oursServer(tb, handle, useTLS)
+		fx, sp := oursServerFront(tb, handle, useTLS, front)
 		addr := fx.target.Addr().String()
 		fx.open = func(ctx context.Context) (net.Conn, error) { return sp.ProxySocket(ctx, "tcp", addr) }
 		return fx
@@ -156,8 +166,13 @@ func oursSocket(useTLS bool) func(testing.TB, func(net.Conn)) *fixture {
 
 // oursPort is ProxyPort: the benchmark writes to the session's local port.
 func oursPort(useTLS bool) func(testing.TB, func(net.Conn)) *fixture {
+	return oursPortFront(useTLS, rig.FrontServe)
+}
+
+// oursPortFront is oursPort with the server served by front.
+func oursPortFront(useTLS bool, front rig.Front) func(testing.TB, func(net.Conn)) *fixture {
 	return func(tb testing.TB, handle func(net.Conn)) *fixture {
-		fx, sp := oursServer(tb, handle, useTLS)
+		fx, sp := oursServerFront(tb, handle, useTLS, front)
 		ps, err := sp.ProxyPort(context.Background(), 0, fx.target.Port())
 		fx.check(tb, err)
 		fx.onClose(func() { ps.Close() })

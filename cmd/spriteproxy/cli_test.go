@@ -421,3 +421,22 @@ func TestDemoKeep(t *testing.T) {
 		t.Errorf("exit %d: %s", code, r.stderr.String())
 	}
 }
+
+// serve --raw-streams: forward's tunnels go unframed after the handshake
+// (the library's client offers raw_stream), and bytes still arrive whole,
+// half-close included (roundTrip closes its write side and reads to EOF).
+func TestForwardRawStreams(t *testing.T) {
+	t.Parallel()
+	srv, addr := startServe(t, env(envToken, testToken), "--raw-streams", "-v")
+	port := echoService(t)
+	fwd := start(t, env(envToken, testToken, envAPI, "http://"+addr), "forward", "box", fmt.Sprintf("0:%d", port))
+	m := fwd.stdout.waitFor(t, regexp.MustCompile(`^(\S+) -> box:\d+\n`), 10*time.Second)
+	roundTrip(t, m[1], 4<<20)
+	srv.stderr.waitFor(t, regexp.MustCompile(`msg="tunnel open".* raw=true`), 10*time.Second)
+	if code := fwd.stop(t); code != exitOK {
+		t.Errorf("forward exit %d; stderr:\n%s", code, fwd.stderr.String())
+	}
+	if code := srv.stop(t); code != exitOK {
+		t.Errorf("serve exit %d", code)
+	}
+}

@@ -34,6 +34,7 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 	maxTunnels := fs.Int("max-tunnels", 0, "most tunnels open at once; over it, 503 (default 8192)")
 	maxPerToken := fs.Int("max-tunnels-per-token", 0, "most tunnels one token holds open; over it, 429 (default 1024)")
 	idle := fs.Duration("idle-timeout", 0, "close a tunnel that carried no data for this long (default never)")
+	raw := fs.Bool("raw-streams", false, "let clients that offer it carry tunnels unframed after the handshake (the raw_stream extension: splice, no framing); only when nothing between here and the clients inspects WebSocket frames")
 	verbose := fs.Bool("v", false, "log every tunnel and refusal")
 	pos, err := c.parseFlags(fs, args, serveSynopsis)
 	if errors.Is(err, errHelp) {
@@ -124,6 +125,7 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 		MaxTunnels:         *maxTunnels,
 		MaxTunnelsPerToken: *maxPerToken,
 		Tuning:             websocket.Tuning{IdleTimeout: *idle},
+		RawStreams:         *raw,
 	}
 	if *verbose {
 		srv.Logger = logger

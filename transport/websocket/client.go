@@ -52,6 +52,10 @@ type Dialer struct {
 	// DisableHalfClose stops the client from asking for the half_close
 	// extension, so that it speaks exactly like the Sprites SDK.
 	DisableHalfClose bool
+	// DisableRawStream stops the client from offering the raw_stream
+	// extension (unframed bytes after the handshake), which a server uses
+	// only when its operator has turned it on (Server.RawStreams).
+	DisableRawStream bool
 	// Tuning sets the keep-alive, dead-peer and close timeouts and the
 	// message limit; the zero value means the defaults.
 	Tuning Tuning
@@ -143,7 +147,7 @@ func (d *Dialer) DialSprite(ctx context.Context, sprite, network, address string
 		return nil, dialer.OpError(network, sprite, address, err)
 	}
 	if d.Logger != nil {
-		d.Logger.Debug("tunnel open", "sprite", sprite, "addr", address, "target", c.remote, "half_close", c.halfClose)
+		d.Logger.Debug("tunnel open", "sprite", sprite, "addr", address, "target", c.remote, "half_close", c.halfClose, "raw", c.raw)
 	}
 	return c, nil
 }
@@ -236,7 +240,10 @@ func (d *Dialer) netConn(ctx context.Context) (net.Conn, error) {
 func (d *Dialer) handshake(nc net.Conn, u *url.URL, host string, port int) (c *Conn, err error) {
 	req := wire.Request{Host: host, Port: port}
 	if !d.DisableHalfClose {
-		req.Features = []string{wire.FeatureHalfClose}
+		req.Features = append(req.Features, wire.FeatureHalfClose)
+	}
+	if !d.DisableRawStream {
+		req.Features = append(req.Features, wire.FeatureRawStream)
 	}
 	first := wire.Marshal(req)
 
@@ -312,6 +319,7 @@ func (d *Dialer) handshake(nc net.Conn, u *url.URL, host string, port int) (c *C
 		return nil, &dialer.TargetError{Code: rep.Error, Message: rep.Message}
 	}
 	c.halfClose = !d.DisableHalfClose && wire.Has(rep.Features, wire.FeatureHalfClose)
+	c.raw = !d.DisableRawStream && wire.Has(rep.Features, wire.FeatureRawStream)
 	c.remote = targetAddr(rep.Target, host, port)
 	return c, nil
 }
@@ -362,6 +370,9 @@ func (c *Conn) writeMessage(p []byte) error {
 // end; CloseNow is for giving up on a broken or stuck peer. Like Close, it
 // is idempotent, and after either one the other does nothing.
 func (c *Conn) CloseNow() error {
+	if c.raw {
+		return c.rawClose()
+	}
 	c.closeOnce.Do(func() {
 		c.closing.Store(true)
 		c.closed.Store(true)

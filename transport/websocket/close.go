@@ -20,6 +20,9 @@ var aLongTimeAgo = time.Unix(1, 0)
 // with a plain peer this sends the close frame, which the peer reads as the
 // end of the stream. Writes after it fail with syscall.EPIPE.
 func (c *Conn) CloseWrite() error {
+	if c.raw {
+		return c.rawCloseWrite()
+	}
 	c.wmu.Lock()
 	err := c.closeWriteLocked()
 	c.wmu.Unlock()
@@ -54,6 +57,9 @@ func (c *Conn) closeWriteLocked() error {
 // the keep-alive timer. It is idempotent and safe to call concurrently; a
 // blocked Read or Write returns.
 func (c *Conn) Close() error {
+	if c.raw {
+		return c.rawClose()
+	}
 	c.closeOnce.Do(func() { c.closeErr = c.close() })
 	return c.closeErr
 }
@@ -140,6 +146,10 @@ var _ net.Error = (*timeoutError)(nil)
 // startKeepalive arms the keep-alive timer. No goroutine runs while the
 // tunnel is idle: the timer's function runs briefly every tick.
 func (c *Conn) startKeepalive() {
+	if c.raw {
+		c.rawKeepAlive() // no frames to ping with: the kernel probes instead
+		return
+	}
 	if c.cfg.tick <= 0 {
 		return
 	}

@@ -44,6 +44,7 @@ type Conn struct {
 	remote net.Addr
 
 	halfClose bool // the half_close extension was negotiated
+	raw       bool // the raw_stream extension was negotiated: no framing after the handshake
 
 	// Read side, guarded by rmu.
 	rmu   sync.Mutex
@@ -129,8 +130,13 @@ func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(
 // tunnel; it bounds keep-alive pings too.
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
 
-// HalfClose reports whether the peer negotiated the half_close extension.
-func (c *Conn) HalfClose() bool { return c.halfClose }
+// HalfClose reports whether the peer negotiated the half_close extension
+// (or raw_stream, which half-closes as TCP does).
+func (c *Conn) HalfClose() bool { return c.halfClose || c.raw }
+
+// Raw reports whether the tunnel carries the stream unframed (the
+// raw_stream extension).
+func (c *Conn) Raw() bool { return c.raw }
 
 // NetConn returns the connection under the tunnel, for inspection (its TLS
 // state, say); reading or writing it breaks the tunnel.

@@ -28,6 +28,9 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) { return c.CopyTo(w, nil) }
 // buffer is borrowed only once data is ready), and adds each chunk to count
 // (which may be nil). It does not end the write side: see CloseWrite.
 func (c *Conn) CopyFrom(r io.Reader, count *atomic.Int64) (int64, error) {
+	if c.raw {
+		return c.rawCopyFrom(r, count)
+	}
 	var total int64
 	for {
 		bp, n, rerr := pool.Read(r)
@@ -69,6 +72,9 @@ func (c *Conn) CopyFrom(r io.Reader, count *atomic.Int64) (int64, error) {
 // tunnel holds none), unmasks the payloads in place, and hands them to w
 // with one writev however many frames the read held.
 func (c *Conn) CopyTo(w io.Writer, count *atomic.Int64) (int64, error) {
+	if c.raw {
+		return c.rawCopyTo(w, count)
+	}
 	c.reading.Add(1)
 	defer c.reading.Add(-1)
 	var total int64

@@ -61,6 +61,9 @@ var errBinaryBeforeHandshake = fmt.Errorf("%w: binary message before the handsha
 
 // Read reads bytes of the stream. See Conn for the details.
 func (c *Conn) Read(p []byte) (int, error) {
+	if c.raw {
+		return c.rawRead(p)
+	}
 	c.reading.Add(1)
 	defer c.reading.Add(-1)
 	c.lastRead.Store(time.Now().UnixNano())

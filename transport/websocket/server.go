@@ -59,6 +59,12 @@ type Server struct {
 	// request over it gets 429. 0 means DefaultMaxTunnelsPerToken;
 	// negative means no cap.
 	MaxTunnelsPerToken int
+	// RawStreams lets clients that offer it use the raw_stream extension:
+	// after the handshake the connection carries the stream unframed, and
+	// bytes move between it and the target by splice. Turn it on only when
+	// nothing between the server and its clients inspects WebSocket frames
+	// (a TCP load balancer is fine; a proxy that parses frames is not).
+	RawStreams bool
 	// DisableHalfClose makes the server ignore the half_close extension.
 	DisableHalfClose bool
 	// Tuning sets keep-alive, dead-peer and close timeouts and the message
@@ -179,7 +185,7 @@ func (s *Server) serve(c *Conn, sprite string, network dialer.ContextDialer) {
 	}
 	c.nc.SetDeadline(time.Time{})
 	c.startKeepalive()
-	s.log("tunnel open", "sprite", sprite, "client", c.remote, "target", target.RemoteAddr(), "half_close", c.halfClose)
+	s.log("tunnel open", "sprite", sprite, "client", c.remote, "target", target.RemoteAddr(), "half_close", c.halfClose, "raw", c.raw)
 	var n pump.Counters
 	err = pump.Run(s.ctx, c, target, &n)
 	s.log("tunnel closed", "sprite", sprite, "client", c.remote, "target", req, "up", n.AToB.Load(), "down", n.BToA.Load(), "err", err)
@@ -215,12 +221,18 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer) (net.Conn, str
 	}
 	rep := wire.Reply{Status: wire.StatusConnected, Target: targetString(target, addr)}
 	if !s.DisableHalfClose && wire.Has(req.Features, wire.FeatureHalfClose) {
-		rep.Features = []string{wire.FeatureHalfClose}
+		rep.Features = append(rep.Features, wire.FeatureHalfClose)
 		c.halfClose = true
+	}
+	raw := s.RawStreams && wire.Has(req.Features, wire.FeatureRawStream)
+	if raw {
+		rep.Features = append(rep.Features, wire.FeatureRawStream)
 	}
 	if err := c.writeMessage(wire.Marshal(rep)); err != nil {
 		return target, addr, err
 	}
+	// From here on the client reads the stream unframed, and so do we.
+	c.raw = raw
 	return target, addr, nil
 }
 

@@ -39,6 +39,9 @@ type pendingControl struct {
 
 // Write sends p as one binary message (several for large p). See Conn.
 func (c *Conn) Write(p []byte) (int, error) {
+	if c.raw {
+		return c.rawWrite(p)
+	}
 	c.wmu.Lock()
 	n, err := c.writeLocked(p)
 	c.wmu.Unlock()

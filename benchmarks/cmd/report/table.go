@@ -18,6 +18,8 @@ var (
 		{"port-ws", "ProxyPort, ws://"},
 		{"port-wss", "ProxyPort, wss:// (TLS 1.3)"},
 		{"netstack", "ProxySocket, all hops on netstack"},
+		{"socket-raw", "ProxySocket, ws:// with raw_stream (unframed after the handshake)"},
+		{"port-raw", "ProxyPort, ws:// with raw_stream"},
 	}
 	bulkSizes     = []string{"1KiB", "32KiB", "1MiB"}
 	parallelRows  = []string{"tcp", "ref-socket", "socket-ws"}

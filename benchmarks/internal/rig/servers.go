@@ -83,6 +83,9 @@ const (
 	// FrontHTTP is the websocket.Server as an http.Handler behind a
 	// net/http Server.
 	FrontHTTP
+	// FrontServeRaw is FrontServe with the raw_stream extension on: after
+	// the handshake the tunnel carries the stream unframed.
+	FrontServeRaw
 )
 
 // StartOurs serves spriteproxy's websocket.Server on 127.0.0.1 with Serve,
@@ -105,6 +108,7 @@ func ServeOurs(ln net.Listener, sprites websocket.Resolver, useTLS bool, front F
 		Sprites:            sprites,
 		MaxTunnels:         -1,
 		MaxTunnelsPerToken: -1,
+		RawStreams:         front == FrontServeRaw,
 	}
 	if front == FrontHTTP {
 		s, err := ServeHTTP(ln, ws, useTLS, func() { ws.Close() })

@@ -1,0 +1,119 @@
+package websocket
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"sync/atomic"
+
+	"github.com/spriteproxy/spriteproxy/internal/pump"
+)
+
+// A tunnel in raw mode (the raw_stream extension, PROTOCOL.md §6) carries
+// the byte stream with no WebSocket framing once the handshake is done: the
+// connection underneath is the stream, as after an HTTP CONNECT. Nothing is
+// masked or framed, end of stream is the connection's own half-close, and
+// between two TCP sockets the bytes move by splice without entering user
+// space. The methods below are what Conn's methods do in that mode.
+
+// rawKeepAlive has the kernel probe an idle raw tunnel's connection (there
+// are no pings without frames): after a keep-alive interval of silence,
+// every interval, and the connection fails after three unanswered probes,
+// close to the dead-peer timeout of a framed tunnel.
+func (c *Conn) rawKeepAlive() {
+	nc := c.nc
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	tcp, ok := nc.(*net.TCPConn)
+	if !ok || c.cfg.keepAlive <= 0 {
+		return
+	}
+	tcp.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: c.cfg.keepAlive, Interval: c.cfg.keepAlive, Count: 3})
+}
+
+// rawBuffered hands out the bytes the handshake read past the server's
+// reply: they are the stream's first bytes.
+func (c *Conn) rawBuffered(p []byte) int {
+	r := &c.rd
+	if r.pos < r.end {
+		n := copy(p, r.win[r.pos:r.end])
+		r.pos += n
+		return n
+	}
+	if len(r.pre) > 0 {
+		n := copy(p, r.pre)
+		r.pre = r.pre[n:]
+		return n
+	}
+	return 0
+}
+
+func (c *Conn) rawRead(p []byte) (int, error) {
+	c.rmu.Lock()
+	n := c.rawBuffered(p)
+	c.rmu.Unlock()
+	if n > 0 || len(p) == 0 {
+		return n, nil
+	}
+	n, err := c.nc.Read(p)
+	if err != nil && err != io.EOF {
+		err = c.readError(err)
+	}
+	return n, err
+}
+
+func (c *Conn) rawWrite(p []byte) (int, error) {
+	n, err := c.nc.Write(p)
+	if err != nil {
+		err = c.writeError(err)
+	}
+	return n, err
+}
+
+func (c *Conn) rawCloseWrite() error {
+	if hc, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		return hc.CloseWrite()
+	}
+	return c.nc.Close()
+}
+
+func (c *Conn) rawClose() error {
+	c.closeOnce.Do(func() {
+		c.closing.Store(true)
+		c.closed.Store(true)
+		c.markPeerClosed()
+		c.closeErr = c.nc.Close()
+	})
+	return c.closeErr
+}
+
+// rawCopyTo drains the handshake's leftovers into w, then the stream: by
+// splice when both are TCP sockets.
+func (c *Conn) rawCopyTo(w io.Writer, count *atomic.Int64) (int64, error) {
+	var total int64
+	for {
+		var buf [readBufSize]byte
+		c.rmu.Lock()
+		n := c.rawBuffered(buf[:])
+		c.rmu.Unlock()
+		if n == 0 {
+			break
+		}
+		nw, err := w.Write(buf[:n])
+		total += int64(nw)
+		if count != nil {
+			count.Add(int64(nw))
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+	n, err := pump.Copy(w, c.nc, count)
+	return total + n, err
+}
+
+// rawCopyFrom sends what r yields, by splice when both are TCP sockets.
+func (c *Conn) rawCopyFrom(r io.Reader, count *atomic.Int64) (int64, error) {
+	return pump.Copy(c.nc, r, count)
+}
