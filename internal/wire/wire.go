@@ -23,6 +23,12 @@ const FeatureHalfClose = "half_close"
 // that saw it there sends the first message early on its next tunnels.
 const FeatureEarlyData = "early_data"
 
+// FeatureRawStream is the extension by which, once the server has replied
+// "connected", the connection carries the byte stream with no WebSocket
+// framing, as after an HTTP CONNECT. A server offers it only when told
+// that nothing between it and its clients inspects WebSocket frames.
+const FeatureRawStream = "raw_stream"
+
 // ServerFeaturesHeader is the upgrade response header in which a server
 // lists the extensions of the upgrade itself (comma-separated).
 const ServerFeaturesHeader = "Sprite-Server-Features"
