@@ -183,7 +183,7 @@ func TestServerRejectsBadFirstMessage(t *testing.T) {
 // set it sends that and then closes instead of echoing.
 func minimalServer(t *testing.T, banner string) *testServer {
 	t.Helper()
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := func(w http.ResponseWriter, r *http.Request) {
 		conn, _, _, err := ws.UpgradeHTTP(r, w)
 		if err != nil {
 			return
@@ -209,22 +209,8 @@ func minimalServer(t *testing.T, banner string) *testServer {
 				wsutil.WriteServerBinary(conn, msg)
 			}
 		}
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
 	}
-	hs := &http.Server{Handler: h}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		hs.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		hs.Close()
-		<-done
-	})
-	return &testServer{URL: "http://" + ln.Addr().String()}
+	return &testServer{URL: rawServer(t, h)}
 }
 
 // TestClientAgainstMinimalServer: our client against a server that knows no
@@ -300,16 +286,12 @@ func TestDeadPeer(t *testing.T) {
 			}
 		}
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: h}
-	done := make(chan struct{})
-	go func() { defer close(done); hs.Serve(ln) }()
-	defer func() { close(release); hs.Close(); <-done }()
+	base := rawServer(t, h)
+	// Registered after rawServer's cleanup, so it runs first: the handler
+	// ends before the server waits for it.
+	t.Cleanup(func() { close(release) })
 
-	d := &Dialer{BaseURL: "http://" + ln.Addr().String(), Tuning: Tuning{KeepAlive: 30 * time.Millisecond, DeadPeerTimeout: 200 * time.Millisecond}}
+	d := &Dialer{BaseURL: base, Tuning: Tuning{KeepAlive: 30 * time.Millisecond, DeadPeerTimeout: 200 * time.Millisecond}}
 	c, err := d.DialSprite(testCtx(t), "s", "tcp", "localhost:1")
 	if err != nil {
 		t.Fatal(err)
