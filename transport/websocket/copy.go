@@ -19,9 +19,16 @@ var (
 // CopyFrom; it lets io.Copy take the fast path.
 func (c *Conn) ReadFrom(r io.Reader) (int64, error) { return c.CopyFrom(r, nil) }
 
-// WriteTo writes the stream to w until its end (nil error at io.EOF), as
-// with CopyTo; it lets io.Copy take the fast path.
-func (c *Conn) WriteTo(w io.Writer) (int64, error) { return c.CopyTo(w, nil) }
+// WriteTo writes the stream to w until its end (nil error at io.EOF, and
+// when the peer closed the tunnel), as with CopyTo; it lets io.Copy take the
+// fast path.
+func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	n, err := c.CopyTo(w, nil)
+	if err == pump.ErrClosedByPeer {
+		err = nil
+	}
+	return n, err
+}
 
 // CopyFrom sends what r yields until r's end of stream, reading each chunk
 // straight into a pooled frame buffer (no copy between read and send; the

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spriteproxy/spriteproxy/dialer"
+	"github.com/spriteproxy/spriteproxy/internal/pump"
 )
 
 // byteConn is a net.Conn that reads from a fixed byte string and drops
@@ -63,7 +64,7 @@ func FuzzReadFrames(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, client bool) {
 		cfg, _ := Tuning{MaxMessageSize: 1 << 16, CloseTimeout: time.Millisecond}.config()
 		check := func(err error) {
-			if err == nil || err == io.EOF {
+			if err == nil || err == io.EOF || err == pump.ErrClosedByPeer {
 				return
 			}
 			if !errors.Is(err, dialer.ErrTunnelClosed) && !errors.Is(err, dialer.ErrBadRequest) {

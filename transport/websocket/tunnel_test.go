@@ -363,3 +363,18 @@ func testControlEndpointIs404(t *testing.T, direct bool) {
 		}
 	}
 }
+
+// TestWriteToPeerClosed: io.Copy from a tunnel ends with a nil error when
+// the peer closes it (a close frame with half_close), as at EOF.
+func TestWriteToPeerClosed(t *testing.T) {
+	t.Parallel()
+	cl, sv := connPair(t, true, Tuning{})
+	go func() {
+		cl.Write([]byte("last words"))
+		cl.Close()
+	}()
+	var got bytes.Buffer
+	if _, err := io.Copy(&got, sv); err != nil || got.String() != "last words" {
+		t.Fatalf("io.Copy = %q, %v; want the bytes and a nil error", got.String(), err)
+	}
+}
