@@ -8,6 +8,12 @@ import (
 	"github.com/spriteproxy/spriteproxy/internal/pump"
 )
 
+// ErrClosedByPeer is what CopyTo returns when the stream ended because the
+// peer closed the tunnel both ways (a close frame with half_close
+// negotiated) rather than just ending its writing: the caller can stop
+// copying the other way too. WriteTo reports it as a normal end (nil).
+var ErrClosedByPeer = pump.ErrClosedByPeer
+
 var (
 	_ pump.CopierFrom = (*Conn)(nil)
 	_ pump.CopierTo   = (*Conn)(nil)
@@ -72,8 +78,8 @@ func (c *Conn) CopyFrom(r io.Reader, count *atomic.Int64) (int64, error) {
 }
 
 // CopyTo writes the stream to w until its end (nil error) or an error, and
-// returns pump.ErrClosedByPeer when the end was the peer closing the tunnel
-// both ways (a close frame, with half_close negotiated), and
+// returns ErrClosedByPeer when the end was the peer closing the tunnel both
+// ways (a close frame, with half_close negotiated), and
 // adds each chunk to count (which may be nil). It reads as much as the
 // socket holds into one pooled buffer (borrowed once data is ready: an idle
 // tunnel holds none), unmasks the payloads in place, and hands them to w
