@@ -179,8 +179,15 @@ func TestContextCancelClosesSession(t *testing.T) {
 		}
 		conn := dial(t, "tcp4", ps)
 		roundTrip(t, conn, "before")
+		if ps.Err() != nil {
+			t.Fatalf("Err = %v while running", ps.Err())
+		}
 		cancel()
+		<-ps.Done()
 		ps.Wait()
+		if !errors.Is(ps.Err(), context.Canceled) {
+			t.Fatalf("Err = %v after the context ended, want context.Canceled", ps.Err())
+		}
 		assertClosed(t, conn)
 		if st := ps.Stats(); st.Active != 0 {
 			t.Fatalf("Active = %d after the context ended", st.Active)

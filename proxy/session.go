@@ -46,6 +46,25 @@ func (ps *ProxySession) Wait() {
 	ps.s.Wait()
 }
 
+// Done is closed once the session has closed and its goroutines have
+// exited, as Wait returns; nil for a session with no listener.
+func (ps *ProxySession) Done() <-chan struct{} {
+	if ps == nil || ps.s == nil {
+		return nil
+	}
+	return ps.s.Done()
+}
+
+// Err reports why the session ended: nil while it runs and after Close,
+// the context's error (or cause) if its context ended it, or the error of
+// a listener that failed.
+func (ps *ProxySession) Err() error {
+	if ps == nil || ps.s == nil {
+		return nil
+	}
+	return ps.s.Err()
+}
+
 // LocalAddr returns the address the session listens on (127.0.0.1:port
 // where the machine has IPv4; ::1 is served on the same port), or nil for a
 // session with no listener.
