@@ -21,7 +21,8 @@ import (
 )
 
 // Counters count the bytes a pump moved, updated as data moves so that they
-// can be read while it runs.
+// can be read while it runs: per chunk copied, and at least every MiB when
+// two TCP sockets splice.
 type Counters struct {
 	AToB atomic.Int64 // bytes read from a and written to b
 	BToA atomic.Int64 // bytes read from b and written to a
@@ -115,7 +116,14 @@ func (p *pair) copy(dst, src net.Conn, count *atomic.Int64) error {
 		return nil
 	}
 	if err == nil {
-		err = closeWrite(dst)
+		hc, ok := dst.(interface{ CloseWrite() error })
+		if !ok {
+			// dst cannot carry an end of stream alone: closing it ends the
+			// pair, which is a normal end, not the other way's failure.
+			p.abort(errEnded)
+			return nil
+		}
+		err = hc.CloseWrite()
 	}
 	if err != nil {
 		if p.aborted() {
@@ -168,15 +176,6 @@ func (p *pair) cause() error {
 		return p.reason
 	}
 	return nil
-}
-
-// closeWrite passes end of stream on to c: CloseWrite where c has it, and a
-// full Close otherwise (the only end of stream such a conn can express).
-func closeWrite(c net.Conn) error {
-	if hc, ok := c.(interface{ CloseWrite() error }); ok {
-		return hc.CloseWrite()
-	}
-	return c.Close()
 }
 
 // Copy copies src to dst until src's end of stream (nil error) or an error,

@@ -151,3 +151,25 @@ func TestRunClosedByPeer(t *testing.T) {
 		t.Fatal("the other side was left open")
 	}
 }
+
+// noHalfClose is a conn without CloseWrite.
+type noHalfClose struct{ net.Conn }
+
+// TestRunNoHalfClose: when the side that ended writes to a conn that cannot
+// half-close, the pair ends, and that is a normal end.
+func TestRunNoHalfClose(t *testing.T) {
+	t.Parallel()
+	left, a := testnet.TCPPair(t)
+	b, right := testnet.TCPPair(t)
+	done := make(chan error, 1)
+	go func() { done <- Run(context.Background(), a, noHalfClose{b}, nil) }()
+	left.Write([]byte("bye"))
+	left.(*net.TCPConn).CloseWrite()
+	got, _ := io.ReadAll(right)
+	if string(got) != "bye" {
+		t.Fatalf("right read %q", got)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v, want a normal end", err)
+	}
+}
