@@ -206,8 +206,6 @@ func (c *Conn) stopKeepalive() {
 	c.kmu.Unlock()
 }
 
-// discard reads and drops the rest of the stream; for tests and drains.
-var _ io.Reader = (*Conn)(nil)
 
 // maxDiscard bounds what Close reads and drops after a protocol error.
 const maxDiscard = 1 << 20

@@ -25,7 +25,6 @@ const (
 	closeProtocolError = 1002
 	closeNoStatus      = 1005
 	closeTooBig        = 1009
-	closeInternal      = 1011
 )
 
 // maxHeader is the longest frame header: 2 bytes, 8 of length, 4 of mask.
