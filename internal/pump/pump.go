@@ -135,15 +135,16 @@ func (p *pair) copy(dst, src net.Conn, count *atomic.Int64) error {
 }
 
 // abort closes both conns once; reason (nil for a normal end) is kept for
-// cause. A normal end closes gracefully (a tunnel's closing handshake); an
-// abort closes at once, for a conn that can (CloseNow), since its peer is
-// broken or the copy is being forced to stop.
+// cause. When the context forces the stop, conns that can close at once
+// (CloseNow) do, so that a peer that does not read cannot hold it up;
+// otherwise they close gracefully, so that a tunnel's peer still reads the
+// close frame that says why (a protocol error, or the other side's reset).
 func (p *pair) abort(reason error) {
 	p.abortOnce.Do(func() {
 		p.mu.Lock()
 		p.reason = reason
 		p.mu.Unlock()
-		if reason != nil && reason != errEnded {
+		if errors.Is(reason, context.Canceled) || errors.Is(reason, context.DeadlineExceeded) {
 			closeNow(p.a)
 			closeNow(p.b)
 			return
