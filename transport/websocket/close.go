@@ -206,7 +206,6 @@ func (c *Conn) stopKeepalive() {
 	c.kmu.Unlock()
 }
 
-
 // maxDiscard bounds what Close reads and drops after a protocol error.
 const maxDiscard = 1 << 20
 
