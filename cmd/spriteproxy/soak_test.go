@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"github.com/spriteproxy/spriteproxy/internal/testnet"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -13,7 +14,6 @@ import (
 	"os"
 	"regexp"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -216,40 +216,20 @@ func (c chacha) Read(p []byte) (int, error) { return c.r.Read(p) }
 // close of the write side only (then it reads on).
 func faultyService(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
 	var n atomic.Int64
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				tc := c.(*net.TCPConn)
-				tc.SetDeadline(time.Now().Add(time.Minute))
-				switch n.Add(1) % 4 {
-				case 0:
-					io.CopyN(io.Discard, c, 100)
-					tc.SetLinger(0)
-				case 1:
-				case 2:
-					io.CopyN(c, c, 512)
-				case 3:
-					tc.CloseWrite()
-					io.Copy(io.Discard, c)
-				}
-			}()
+	return testnet.Listen(t, func(c net.Conn) {
+		tc := c.(*net.TCPConn)
+		tc.SetDeadline(time.Now().Add(time.Minute))
+		switch n.Add(1) % 4 {
+		case 0:
+			io.CopyN(io.Discard, c, 100)
+			tc.SetLinger(0)
+		case 1:
+		case 2:
+			io.CopyN(c, c, 512)
+		case 3:
+			tc.CloseWrite()
+			io.Copy(io.Discard, c)
 		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return ln.Addr().(*net.TCPAddr).Port
+	})
 }
