@@ -70,6 +70,7 @@ type TargetError struct {
 	Message string // the server's human-readable text, possibly empty
 }
 
+// Error describes the refusal, the server's message included.
 func (e *TargetError) Error() string {
 	s := e.sentinelText()
 	if e.Message != "" && e.Message != s {
@@ -143,6 +144,7 @@ type HTTPError struct {
 	Message    string // the body's "message" field, if the body was JSON
 }
 
+// Error describes the refusal: the status and the server's message.
 func (e *HTTPError) Error() string {
 	s := fmt.Sprintf("server refused the tunnel: %d %s", e.StatusCode, http.StatusText(e.StatusCode))
 	if e.Message != "" {

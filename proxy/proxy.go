@@ -25,11 +25,15 @@ type MappingError struct {
 	Err     error       // why it failed
 }
 
+// Error names the mapping by its index, local port and target, then the
+// cause.
 func (e *MappingError) Error() string {
 	return fmt.Sprintf("proxy: mapping %d (local port %d → %s): %v",
 		e.Index, e.Mapping.LocalPort, dialer.HostPort(e.Mapping.RemoteHost, e.Mapping.RemotePort), e.Err)
 }
 
+// Unwrap returns the cause, so that errors.Is sees dialer's sentinels and
+// syscall errors through it.
 func (e *MappingError) Unwrap() error { return e.Err }
 
 // ProxyPort forwards localPort on this machine's localhost (127.0.0.1 and

@@ -136,6 +136,7 @@ type ProtocolError struct {
 	Reason string // what was wrong
 }
 
+// Error names the close code and what was wrong.
 func (e *ProtocolError) Error() string {
 	return fmt.Sprintf("websocket: protocol error (close %d): %s", e.Code, e.Reason)
 }
@@ -155,6 +156,7 @@ type CloseError struct {
 	Reason string
 }
 
+// Error names the peer's close code and reason.
 func (e *CloseError) Error() string {
 	if e.Reason == "" {
 		return fmt.Sprintf("websocket: peer closed the tunnel with code %d", e.Code)
