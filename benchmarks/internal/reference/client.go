@@ -157,10 +157,19 @@ func (c *Conn) Close() error {
 	return c.closeErr
 }
 
-func (c *Conn) LocalAddr() net.Addr                { return c.ws.LocalAddr() }
-func (c *Conn) RemoteAddr() net.Addr               { return addr(c.remote) }
-func (c *Conn) SetDeadline(t time.Time) error      { return c.ws.NetConn().SetDeadline(t) }
-func (c *Conn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
+// LocalAddr is the WebSocket connection's local address.
+func (c *Conn) LocalAddr() net.Addr { return c.ws.LocalAddr() }
+
+// RemoteAddr is the target the server reported.
+func (c *Conn) RemoteAddr() net.Addr { return addr(c.remote) }
+
+// SetDeadline sets both deadlines of the connection under the WebSocket.
+func (c *Conn) SetDeadline(t time.Time) error { return c.ws.NetConn().SetDeadline(t) }
+
+// SetReadDeadline sets the WebSocket's read deadline.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the WebSocket's write deadline.
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
 
 // addr is the target address the server reported.
