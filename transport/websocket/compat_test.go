@@ -519,3 +519,40 @@ func TestEarlyData(t *testing.T) {
 		run(t, minimalServer(t, "").URL, "localhost:9", false)
 	})
 }
+
+// TestEarlyDataRefusal: a client that sends its first message early still
+// reads the server's refusal (not a reset) when the upgrade is refused.
+func TestEarlyDataRefusal(t *testing.T) {
+	t.Parallel()
+	tg := startTarget(t, echo)
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			var refuse atomic.Bool
+			srv := &Server{Auth: AuthFunc(func(_ context.Context, token, _ string) error {
+				if refuse.Load() {
+					return dialer.ErrUnauthorized
+				}
+				return nil
+			})}
+			ts := startServerMode(t, srv, false, m.direct)
+			d := ts.dialer()
+			c, err := d.DialSprite(testCtx(t), "s", "tcp", tg.addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+			if !d.earlyData.Load() {
+				t.Fatal("the client did not learn early_data")
+			}
+			refuse.Store(true)
+			for i := range 20 {
+				_, err := d.DialSprite(testCtx(t), "s", "tcp", tg.addr())
+				var he *dialer.HTTPError
+				if !errors.As(err, &he) || he.StatusCode != http.StatusUnauthorized {
+					t.Fatalf("early dial %d: %v, want the 401", i, err)
+				}
+			}
+		})
+	}
+}

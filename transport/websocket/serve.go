@@ -157,7 +157,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	if err != nil {
 		ur.answer(nc, err)
 		stop()
-		nc.Close()
+		closeAfterAnswer(nc)
 		return
 	}
 	if !stop() {
@@ -275,6 +275,28 @@ func (u *upgradeReader) answer(w net.Conn, err error) {
 	}
 	w.SetWriteDeadline(time.Now().Add(time.Second))
 	io.WriteString(w, "HTTP/1.1 "+strings.Replace(status, "\r\n", "\r\nConnection: close\r\n", 1))
+}
+
+// closeAfterAnswer closes a connection whose upgrade was refused without
+// destroying the answer: a client with early_data sent its first message
+// behind the request, and closing with those bytes unread would reset the
+// connection, which can reach the client before the refusal does. So the
+// write side ends first (FIN after the answer), then what the client sent
+// is read off briefly, then the connection closes.
+func closeAfterAnswer(nc net.Conn) {
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	nc.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
+	var buf [4096]byte
+	for n := 0; n < 16<<10; {
+		m, err := nc.Read(buf[:])
+		n += m
+		if err != nil {
+			break
+		}
+	}
+	nc.Close()
 }
 
 // earlyDataHeader tells clients that the server takes the first message in
