@@ -1,6 +1,7 @@
 package websocket
 
 import (
+	"crypto/tls"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -36,12 +37,16 @@ import (
 // Buffers are borrowed from a pool only while data moves: an idle Conn holds
 // a few hundred bytes of its own.
 type Conn struct {
-	nc     net.Conn
-	tcp    *net.TCPConn // nc when it is a plain TCP socket (writev, splice)
-	client bool         // frames sent are masked; frames received are not
-	cfg    *config
-	local  net.Addr
-	remote net.Addr
+	nc  net.Conn
+	tcp *net.TCPConn // nc when it is a plain TCP socket (writev, splice)
+	// tlsConn is nc when it is TLS; readDeadline says the caller has set a
+	// read deadline (CopyTo's TLS gathering leaves those alone).
+	tlsConn      *tls.Conn
+	readDeadline atomic.Bool
+	client       bool // frames sent are masked; frames received are not
+	cfg          *config
+	local        net.Addr
+	remote       net.Addr
 
 	halfClose bool // the half_close extension was negotiated
 	raw       bool // the raw_stream extension was negotiated: no framing after the handshake
@@ -99,6 +104,7 @@ func newConn(nc net.Conn, client bool, cfg *config, pre []byte) *Conn {
 		c.local = &net.TCPAddr{}
 	}
 	c.tcp, _ = nc.(*net.TCPConn)
+	c.tlsConn, _ = nc.(*tls.Conn)
 	c.rd.win = c.rd.buf[:]
 	if len(pre) > 0 {
 		c.rd.pre = append([]byte(nil), pre...)
@@ -120,11 +126,17 @@ func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 
 // SetDeadline sets the read and write deadlines of the connection under the
 // tunnel.
-func (c *Conn) SetDeadline(t time.Time) error { return c.nc.SetDeadline(t) }
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.readDeadline.Store(!t.IsZero())
+	return c.nc.SetDeadline(t)
+}
 
 // SetReadDeadline sets the read deadline of the connection under the
 // tunnel.
-func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.readDeadline.Store(!t.IsZero())
+	return c.nc.SetReadDeadline(t)
+}
 
 // SetWriteDeadline sets the write deadline of the connection under the
 // tunnel; it bounds keep-alive pings too.

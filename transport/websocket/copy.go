@@ -3,6 +3,7 @@ package websocket
 import (
 	"io"
 	"sync/atomic"
+	"time"
 
 	"github.com/spriteproxy/spriteproxy/internal/pool"
 	"github.com/spriteproxy/spriteproxy/internal/pump"
@@ -133,6 +134,7 @@ func (c *Conn) copyChunkLocked(w io.Writer, segsp *[][]byte) (int64, error) {
 			return 0, c.readError(c.ioError(err))
 		}
 		r.win, r.pos, r.end = (*bp)[pool.Headroom:], 0, n
+		c.gatherTLS()
 	} else {
 		bp = pool.Get()
 		win := (*bp)[pool.Headroom:]
@@ -195,6 +197,28 @@ func (c *Conn) copyChunkLocked(w io.Writer, segsp *[][]byte) (int64, error) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// gatherTLS reads on while TLS holds whole records already received: a
+// crypto/tls Read returns one record (16 KiB at most), and a writev per
+// record would cost a syscall each. A deadline in the past makes a Read
+// that would have to wait for the network fail at once (crypto/tls keeps
+// the partial record for the next Read); records already buffered decrypt
+// without I/O. Only when the caller has set no read deadline of its own.
+func (c *Conn) gatherTLS() {
+	if c.tlsConn == nil || c.readDeadline.Load() {
+		return
+	}
+	r := &c.rd
+	for len(r.win)-r.end > 17<<10 {
+		c.nc.SetReadDeadline(aLongTimeAgo)
+		n, err := c.nc.Read(r.win[r.end:])
+		r.end += n
+		if err != nil || n == 0 {
+			break
+		}
+	}
+	c.nc.SetReadDeadline(time.Time{})
 }
 
 // restoreWindow puts the reader back on its own small buffer, keeping any

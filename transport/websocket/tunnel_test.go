@@ -378,3 +378,37 @@ func TestWriteToPeerClosed(t *testing.T) {
 		t.Fatalf("io.Copy = %q, %v; want the bytes and a nil error", got.String(), err)
 	}
 }
+
+// TestCopyToKeepsReadDeadline: over wss, CopyTo gathers TLS records with
+// deadlines of its own; a deadline the caller set still ends the copy.
+func TestCopyToKeepsReadDeadline(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	tg := startTarget(t, func(c net.Conn) {
+		c.Write(make([]byte, 300<<10))
+		<-release // then silence
+	})
+	t.Cleanup(func() { close(release) })
+	ts := startServer(t, newServer(), true)
+	c, err := ts.dialer().DialSprite(testCtx(t), "s", "tcp", tg.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	done := make(chan error, 1)
+	var n int64
+	go func() {
+		var err error
+		n, err = io.Copy(io.Discard, c) // WriteTo, then CopyTo
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errDeadline) || n != 300<<10 {
+			t.Fatalf("io.Copy = %d, %v; want all 300 KiB, then the deadline", n, err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the caller's read deadline was lost")
+	}
+}
