@@ -5,9 +5,9 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"sync"
 	"testing"
 
+	"github.com/spriteproxy/spriteproxy/internal/testnet"
 	"github.com/spriteproxy/spriteproxy/netstack"
 )
 
@@ -37,44 +37,10 @@ func listen(t testing.TB, h *netstack.Host, network, addr string) net.Listener {
 	return l
 }
 
-// serve accepts on l and runs handle for each conn in its own goroutine,
-// closing the conn after. When the test ends it closes l and every conn and
-// waits for the goroutines.
+// serve runs handle for each conn accepted on l (testnet.Serve: conns
+// closed after, everything torn down when the test ends).
 func serve(t testing.TB, l net.Listener, handle func(net.Conn)) {
-	t.Helper()
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	testnet.Serve(t, l, handle)
 }
 
 // echo copies what it reads back until EOF, then half-closes.
