@@ -491,7 +491,7 @@ func TestLogging(t *testing.T) {
 	conn.Close()
 	ps.Close()
 	msgs := map[string]int{}
-	for _, r := range h.snapshot() {
+	for _, r := range h.Records() {
 		if r.Level >= slog.LevelInfo {
 			t.Errorf("logged at %v: %q", r.Level, r.Message)
 		}

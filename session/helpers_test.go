@@ -3,8 +3,8 @@ package session
 import (
 	"context"
 	"errors"
+	"github.com/spriteproxy/spriteproxy/internal/testlog"
 	"io"
-	"log/slog"
 	"net"
 	"sync"
 	"syscall"
@@ -222,24 +222,5 @@ func (r *listenRecorder) snapshot() ([]string, []net.Listener) {
 	return append([]string(nil), r.calls...), append([]net.Listener(nil), r.listeners...)
 }
 
-// logRecorder is a slog.Handler that keeps every record at any level.
-type logRecorder struct {
-	mu      sync.Mutex
-	records []slog.Record
-}
-
-func (h *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
-func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
-	h.mu.Lock()
-	h.records = append(h.records, r.Clone())
-	h.mu.Unlock()
-	return nil
-}
-func (h *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *logRecorder) WithGroup(string) slog.Handler      { return h }
-
-func (h *logRecorder) snapshot() []slog.Record {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return append([]slog.Record(nil), h.records...)
-}
+// logRecorder keeps every record the code under test logs.
+type logRecorder = testlog.Recorder

@@ -411,7 +411,7 @@ func TestLogging(t *testing.T) {
 	s.Close()
 
 	counts := map[string]int{}
-	for _, r := range h.snapshot() {
+	for _, r := range h.Records() {
 		if r.Level >= slog.LevelInfo {
 			t.Errorf("logged at %v for normal traffic: %q", r.Level, r.Message)
 		}
