@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/spriteproxy/spriteproxy/internal/testnet"
 	"io"
 	"log/slog"
 	"net"
@@ -95,23 +96,10 @@ func assertClosed(t *testing.T, c net.Conn) {
 	}
 }
 
-// assertReset connects to a session whose stream is to fail and checks that
-// the connection is reset: at connect already, if the reset came first, or
-// at the first read.
+// assertReset checks that a connection to ps is reset (testnet.AssertReset).
 func assertReset(t *testing.T, ps *proxy.ProxySession) {
 	t.Helper()
-	c, err := net.Dial("tcp4", ps.LocalAddr().String())
-	if err != nil {
-		if !errors.Is(err, syscall.ECONNRESET) {
-			t.Fatalf("dial: %v, want a reset or success", err)
-		}
-		return
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if n, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
-		t.Fatalf("read from a failed stream: %d bytes, %v; want a reset", n, err)
-	}
+	testnet.AssertReset(t, "tcp4", ps.LocalAddr().String())
 }
 
 func TestProxyPort(t *testing.T) {

@@ -2,30 +2,20 @@ package session
 
 import (
 	"context"
-	"errors"
 	"github.com/spriteproxy/spriteproxy/internal/testlog"
+	"github.com/spriteproxy/spriteproxy/internal/testnet"
 	"io"
 	"net"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/spriteproxy/spriteproxy/dialer"
 )
 
-// service is a TCP service on loopback standing in for a target inside a
-// sprite. Its cleanup closes the listener and every conn it accepted, and
-// waits for their handlers.
-type service struct {
-	ln    net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
 // startService serves handle on a fresh loopback port of network's family
-// ("tcp4" or "tcp6") and returns its address.
+// ("tcp4" or "tcp6") and returns its address; the test's cleanup closes it
+// with every conn it accepted and waits for their handlers.
 func startService(t *testing.T, network string, handle func(net.Conn)) string {
 	t.Helper()
 	host := "127.0.0.1"
@@ -36,35 +26,7 @@ func startService(t *testing.T, network string, handle func(net.Conn)) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &service{ln: ln}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.conns = append(s.conns, c)
-			s.mu.Unlock()
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		s.mu.Lock()
-		for _, c := range s.conns {
-			c.Close()
-		}
-		s.mu.Unlock()
-		s.wg.Wait()
-	})
+	testnet.Serve(t, ln, handle)
 	return ln.Addr().String()
 }
 
@@ -156,23 +118,11 @@ func dial(t *testing.T, addr net.Addr) *net.TCPConn {
 	return c.(*net.TCPConn)
 }
 
-// assertFails connects to addr, whose stream is to fail, and checks that
-// the connection is reset: at connect already if the reset came first, or
-// at the first read.
+// assertFails checks that a connection to addr is reset
+// (testnet.AssertReset).
 func assertFails(t *testing.T, addr net.Addr) {
 	t.Helper()
-	c, err := net.Dial("tcp", addr.String())
-	if err != nil {
-		if !errors.Is(err, syscall.ECONNRESET) {
-			t.Fatalf("dial: %v, want a reset or success", err)
-		}
-		return
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if n, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
-		t.Fatalf("read from a failed stream: %d bytes, %v; want a reset", n, err)
-	}
+	testnet.AssertReset(t, "tcp", addr.String())
 }
 
 // roundTrip writes msg to c and reads the same number of bytes back.

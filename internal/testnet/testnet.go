@@ -5,9 +5,12 @@
 package testnet
 
 import (
+	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TCPPair returns the two ends of a loopback TCP connection; cleanup
@@ -90,4 +93,24 @@ func Listen(t testing.TB, handle func(net.Conn)) int {
 	}
 	Serve(t, ln, handle)
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// AssertReset dials addr and fails the test unless the connection is reset:
+// at connect already, if the reset beats the connect's completion, or at
+// the first read. It is what a client of a forwarded port sees when its
+// stream could not be opened.
+func AssertReset(t testing.TB, network, addr string) {
+	t.Helper()
+	c, err := net.Dial(network, addr)
+	if err != nil {
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("dial: %v, want a reset or success", err)
+		}
+		return
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read from a failed stream: %d bytes, %v; want a reset", n, err)
+	}
 }
