@@ -29,6 +29,13 @@ const FeatureEarlyData = "early_data"
 // that nothing between it and its clients inspects WebSocket frames.
 const FeatureRawStream = "raw_stream"
 
+// FeatureReuse is the extension by which a connection outlives its stream:
+// each side ends the stream with {"type":"end"} instead of a close frame,
+// and once both have, the client may send the handshake of a new stream on
+// the same connection. It needs half_close, and does not combine with
+// raw_stream (a raw stream ends with the connection).
+const FeatureReuse = "reuse"
+
 // ServerFeaturesHeader is the upgrade response header in which a server
 // lists the extensions of the upgrade itself (comma-separated).
 const ServerFeaturesHeader = "Sprite-Server-Features"
@@ -46,6 +53,10 @@ const (
 // ControlEOF is the control message type that means "the sender will write
 // no more".
 const ControlEOF = "eof"
+
+// ControlEnd is the control message type of the reuse extension: "the
+// sender is done with this stream both ways and sends nothing more on it".
+const ControlEnd = "end"
 
 // Request is the client's first message.
 type Request struct {
@@ -129,6 +140,9 @@ func ParseControl(b []byte) (Control, error) {
 
 // EOFMessage is the encoded {"type":"eof"} control message.
 var EOFMessage = []byte(`{"type":"eof"}`)
+
+// EndMessage is the encoded {"type":"end"} control message.
+var EndMessage = []byte(`{"type":"end"}`)
 
 // Has reports whether features holds f.
 func Has(features []string, f string) bool { return slices.Contains(features, f) }

@@ -28,9 +28,12 @@ import (
 // UserAgent is sent with every upgrade request.
 const UserAgent = "spriteproxy/1"
 
-// Dialer is the client side of the tunnel: a dialer.Dialer that opens one
-// WebSocket per stream to {BaseURL}/v1/sprites/{name}/proxy and speaks the
-// Sprites v1 protocol on it. Its zero value is not usable (BaseURL is
+// Dialer is the client side of the tunnel: a dialer.Dialer that opens a
+// WebSocket to {BaseURL}/v1/sprites/{name}/proxy per stream and speaks the
+// Sprites v1 protocol on it. With a server that takes the reuse extension
+// (spriteproxy's does), a tunnel closed cleanly leaves its WebSocket idle
+// for the next tunnel to the same sprite, as HTTP keep-alive does:
+// CloseIdleConnections closes those. Its zero value is not usable (BaseURL is
 // required); it is safe for concurrent use once dialing has begun, when it
 // must no longer be changed.
 type Dialer struct {
@@ -56,6 +59,17 @@ type Dialer struct {
 	// extension (unframed bytes after the handshake), which a server uses
 	// only when its operator has turned it on (Server.RawStreams).
 	DisableRawStream bool
+	// DisableReuse stops the client from offering the reuse extension,
+	// by which a tunnel closed cleanly leaves its connection open for the
+	// next tunnel to the same sprite (no TCP, TLS or WebSocket handshake
+	// then). With it, every tunnel has a connection of its own.
+	DisableReuse bool
+	// MaxIdlePerSprite caps the idle connections kept per sprite for
+	// reuse: 0 means DefaultMaxIdlePerSprite, negative keeps none.
+	MaxIdlePerSprite int
+	// IdleConnTimeout is how long an idle connection is kept for reuse; 0
+	// means DefaultIdleConnTimeout.
+	IdleConnTimeout time.Duration
 	// Tuning sets the keep-alive, dead-peer and close timeouts and the
 	// message limit; the zero value means the defaults.
 	Tuning Tuning
@@ -73,6 +87,9 @@ type Dialer struct {
 	// earlyData: the server's last upgrade response said it takes the
 	// first message with the upgrade request (the early_data extension).
 	earlyData atomic.Bool
+
+	pmu  sync.Mutex
+	idle map[string][]*idleLink // connections kept for reuse, by sprite
 }
 
 var _ dialer.Dialer = (*Dialer)(nil)
@@ -147,7 +164,7 @@ func (d *Dialer) DialSprite(ctx context.Context, sprite, network, address string
 		return nil, dialer.OpError(network, sprite, address, err)
 	}
 	if d.Logger != nil {
-		d.Logger.Debug("tunnel open", "sprite", sprite, "addr", address, "target", c.remote, "half_close", c.halfClose, "raw", c.raw)
+		d.Logger.Debug("tunnel open", "sprite", sprite, "addr", address, "target", c.remote, "half_close", c.halfClose, "raw", c.raw, "reuse", c.reuse)
 	}
 	return c, nil
 }
@@ -166,6 +183,17 @@ func (d *Dialer) dial(ctx context.Context, sprite, network, address string) (*Co
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if !d.DisableReuse && !d.DisableHalfClose {
+		for l := d.takeIdle(sprite); l != nil; l = d.takeIdle(sprite) {
+			c, retry, err := d.dialReused(ctx, l, sprite, host, port)
+			if !retry {
+				return c, err
+			}
+			// The server closed it while it was idle: so it may have
+			// done with the others, which are as old.
+			d.dropIdle(sprite)
+		}
+	}
 	u := *d.base
 	u.Path = d.base.Path + "/v1/sprites/" + sprite + "/proxy"
 
@@ -179,7 +207,7 @@ func (d *Dialer) dial(ctx context.Context, sprite, network, address string) (*Co
 		nc.SetDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(aLongTimeAgo) })
-	c, err := d.handshake(nc, &u, host, port)
+	c, err := d.handshake(nc, &u, sprite, host, port)
 	if err != nil && isTimeout(err) && ctxExpired(ctx) {
 		// The deadline taken from ctx fired before ctx's own timer.
 		err = context.DeadlineExceeded
@@ -237,15 +265,8 @@ func (d *Dialer) netConn(ctx context.Context) (net.Conn, error) {
 // handshake upgrades nc to a WebSocket at u and asks for host:port. On an
 // error nc is closed and c is nil, unless the tunnel was set up (then the
 // caller must close c).
-func (d *Dialer) handshake(nc net.Conn, u *url.URL, host string, port int) (c *Conn, err error) {
-	req := wire.Request{Host: host, Port: port}
-	if !d.DisableHalfClose {
-		req.Features = append(req.Features, wire.FeatureHalfClose)
-	}
-	if !d.DisableRawStream {
-		req.Features = append(req.Features, wire.FeatureRawStream)
-	}
-	first := wire.Marshal(req)
+func (d *Dialer) handshake(nc net.Conn, u *url.URL, sprite, host string, port int) (c *Conn, err error) {
+	first := d.firstMessage(host, port)
 
 	var refusal *dialer.HTTPError
 	var early bool // the server says it takes the first message early
@@ -295,10 +316,35 @@ func (d *Dialer) handshake(nc net.Conn, u *url.URL, host string, port int) (c *C
 		ws.PutReader(br)
 	}
 	d.earlyData.Store(early)
-	if !sentEarly {
+	if _, err := d.request(c, first, sentEarly, sprite, host, port); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// firstMessage is the handshake message asking for host:port.
+func (d *Dialer) firstMessage(host string, port int) []byte {
+	req := wire.Request{Host: host, Port: port}
+	if !d.DisableHalfClose {
+		req.Features = append(req.Features, wire.FeatureHalfClose)
+		if !d.DisableReuse {
+			req.Features = append(req.Features, wire.FeatureReuse)
+		}
+	}
+	if !d.DisableRawStream {
+		req.Features = append(req.Features, wire.FeatureRawStream)
+	}
+	return wire.Marshal(req)
+}
+
+// request sends the handshake message first on c (unless it went out
+// already) and reads the reply. On an error c is closed; replied says
+// whether the server had answered.
+func (d *Dialer) request(c *Conn, first []byte, sent bool, sprite, host string, port int) (replied bool, err error) {
+	if !sent {
 		if err := c.writeMessage(first); err != nil {
 			c.CloseNow()
-			return nil, err
+			return false, err
 		}
 	}
 	msg, err := c.readMessage()
@@ -307,21 +353,53 @@ func (d *Dialer) handshake(nc net.Conn, u *url.URL, host string, port int) (c *C
 		if errors.Is(err, io.EOF) {
 			err = fmt.Errorf("%w: server closed the tunnel before replying", dialer.ErrTunnelClosed)
 		}
-		return nil, err
+		return false, err
 	}
 	rep, err := wire.ParseReply(msg)
 	if err != nil {
 		c.CloseNow()
-		return nil, err
+		return true, err
 	}
 	if rep.Status == wire.StatusError {
 		c.Close()
-		return nil, &dialer.TargetError{Code: rep.Error, Message: rep.Message}
+		return true, &dialer.TargetError{Code: rep.Error, Message: rep.Message}
 	}
 	c.halfClose = !d.DisableHalfClose && wire.Has(rep.Features, wire.FeatureHalfClose)
 	c.raw = !d.DisableRawStream && wire.Has(rep.Features, wire.FeatureRawStream)
+	c.reuse = c.halfClose && !c.raw && !d.DisableReuse && wire.Has(rep.Features, wire.FeatureReuse)
+	if c.reuse {
+		c.onReuse = func(l *link) { d.putIdle(sprite, l) }
+	}
 	c.remote = targetAddr(rep.Target, host, port)
-	return c, nil
+	return true, nil
+}
+
+// dialReused asks for host:port on an idle link. retry says that the
+// link was found closed before the server read the request (so the target
+// was not dialed): the caller should try another connection.
+func (d *Dialer) dialReused(ctx context.Context, l *link, sprite, host string, port int) (c *Conn, retry bool, err error) {
+	nc := l.nc
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(aLongTimeAgo) })
+	c = newConn(nc, true, d.cfg, l.pre)
+	replied, err := d.request(c, d.firstMessage(host, port), false, sprite, host, port)
+	if err != nil && isTimeout(err) && ctxExpired(ctx) {
+		err = context.DeadlineExceeded
+	}
+	if !stop() || ctx.Err() != nil {
+		c.CloseNow()
+		if ctx.Err() != nil {
+			return nil, false, ctx.Err()
+		}
+	}
+	if err != nil {
+		return nil, !replied, err
+	}
+	nc.SetDeadline(time.Time{})
+	c.startKeepalive()
+	return c, false, nil
 }
 
 // clientDialer dials the server. TCP keep-alive is off: the tunnel's pings

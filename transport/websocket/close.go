@@ -60,7 +60,13 @@ func (c *Conn) Close() error {
 	if c.raw {
 		return c.rawClose()
 	}
-	c.closeOnce.Do(func() { c.closeErr = c.close() })
+	c.closeOnce.Do(func() {
+		if c.reuse {
+			c.closeErr = c.closeReuse()
+			return
+		}
+		c.closeErr = c.close()
+	})
 	return c.closeErr
 }
 

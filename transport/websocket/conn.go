@@ -50,6 +50,15 @@ type Conn struct {
 
 	halfClose bool // the half_close extension was negotiated
 	raw       bool // the raw_stream extension was negotiated: no framing after the handshake
+	reuse     bool // the reuse extension was negotiated: the stream ends with end messages
+	// onReuse takes the connection once the stream has ended cleanly under
+	// reuse (the client's pool, or the server's loop).
+	onReuse func(*link)
+	endRecv atomic.Bool // the peer's {"type":"end"} was read
+	// dmu guards the connection's deadlines against detach: once the
+	// connection carries another stream, this Conn must not touch it.
+	dmu      sync.RWMutex
+	detached bool
 
 	// Read side, guarded by rmu.
 	rmu   sync.Mutex
@@ -127,6 +136,11 @@ func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 // SetDeadline sets the read and write deadlines of the connection under the
 // tunnel.
 func (c *Conn) SetDeadline(t time.Time) error {
+	c.dmu.RLock()
+	defer c.dmu.RUnlock()
+	if c.detached {
+		return c.opError("set deadline", net.ErrClosed)
+	}
 	c.readDeadline.Store(!t.IsZero())
 	return c.nc.SetDeadline(t)
 }
@@ -134,13 +148,25 @@ func (c *Conn) SetDeadline(t time.Time) error {
 // SetReadDeadline sets the read deadline of the connection under the
 // tunnel.
 func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.dmu.RLock()
+	defer c.dmu.RUnlock()
+	if c.detached {
+		return c.opError("set deadline", net.ErrClosed)
+	}
 	c.readDeadline.Store(!t.IsZero())
 	return c.nc.SetReadDeadline(t)
 }
 
 // SetWriteDeadline sets the write deadline of the connection under the
 // tunnel; it bounds keep-alive pings too.
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.dmu.RLock()
+	defer c.dmu.RUnlock()
+	if c.detached {
+		return c.opError("set deadline", net.ErrClosed)
+	}
+	return c.nc.SetWriteDeadline(t)
+}
 
 // HalfClose reports whether the peer negotiated the half_close extension
 // (or raw_stream, which half-closes as TCP does).
@@ -151,7 +177,8 @@ func (c *Conn) HalfClose() bool { return c.halfClose || c.raw }
 func (c *Conn) Raw() bool { return c.raw }
 
 // NetConn returns the connection under the tunnel, for inspection (its TLS
-// state, say); reading or writing it breaks the tunnel.
+// state, say); reading or writing it breaks the tunnel. Once a tunnel with
+// the reuse extension is closed, the connection may carry another tunnel.
 func (c *Conn) NetConn() net.Conn { return c.nc }
 
 // markPeerClosed records that nothing more will be read from the peer.

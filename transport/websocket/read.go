@@ -401,8 +401,13 @@ func (c *Conn) textReceived() {
 	if !c.halfClose {
 		return // a plain peer's text messages carry nothing for us
 	}
-	if ctl, err := wire.ParseControl(r.text); err == nil && ctl.Type == wire.ControlEOF {
-		r.eof = true
+	if ctl, err := wire.ParseControl(r.text); err == nil {
+		switch {
+		case ctl.Type == wire.ControlEOF:
+			r.eof = true
+		case ctl.Type == wire.ControlEnd && c.reuse:
+			c.endReceived()
+		}
 	}
 	// Unknown control types are ignored, as the protocol says.
 }

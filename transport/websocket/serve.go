@@ -89,8 +89,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	var (
 		name, path, auth string
 		network          dialer.ContextDialer
-		key              [sha256.Size]byte
-		entered          bool
+		sl               slot
 	)
 	u := ws.Upgrader{
 		Header: earlyDataHeader,
@@ -129,12 +128,12 @@ func (s *Server) serveConn(nc net.Conn) {
 				}
 				return nil, reject(http.StatusBadGateway, "unavailable", err.Error())
 			}
-			key = sha256.Sum256([]byte(token))
-			if status, why := s.enter(key); status != 0 {
+			sl.key, sl.token, sl.sprite = sha256.Sum256([]byte(token)), token, name
+			if status, why := s.enter(sl.key); status != 0 {
 				s.log("request refused", "sprite", name, "client", nc.RemoteAddr(), "err", why)
 				return nil, reject(status, "unavailable", why)
 			}
-			entered = true
+			sl.held = true
 			return nil, nil
 		},
 	}
@@ -151,9 +150,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		io.Reader
 		io.Writer
 	}{ur, nc})
-	if entered {
-		defer s.leave(key)
-	}
+	defer s.release(&sl)
 	if err != nil {
 		ur.answer(nc, err)
 		stop()
@@ -165,7 +162,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		return
 	}
 	c := newConn(nc, false, s.cfg, ur.rest)
-	s.serve(c, name, network)
+	s.serve(c, name, network, &sl)
 }
 
 // answerPlainHTTP tells a client that spoke plain HTTP to a TLS listener

@@ -65,8 +65,21 @@ type Server struct {
 	// nothing between the server and its clients inspects WebSocket frames
 	// (a TCP load balancer is fine; a proxy that parses frames is not).
 	RawStreams bool
-	// DisableHalfClose makes the server ignore the half_close extension.
+	// DisableHalfClose makes the server ignore the half_close extension
+	// (and so reuse, which needs it).
 	DisableHalfClose bool
+	// DisableReuse makes the server ignore the reuse extension, by which
+	// a client's connection carries its next tunnel once a tunnel on it
+	// has ended cleanly.
+	DisableReuse bool
+	// IdleConnTimeout is how long a connection whose tunnel ended (reuse)
+	// waits for the client's next handshake; 0 means
+	// DefaultServerIdleTimeout.
+	IdleConnTimeout time.Duration
+	// MaxIdleConns caps the connections kept waiting for a next tunnel;
+	// past it, a connection closes when its tunnel ends. 0 means
+	// DefaultMaxIdleConns; negative means no cap.
+	MaxIdleConns int
 	// Tuning sets keep-alive, dead-peer and close timeouts and the message
 	// limit; the zero value means the defaults.
 	Tuning Tuning
@@ -86,6 +99,7 @@ type Server struct {
 	live      int
 	perToken  map[[sha256.Size]byte]int
 	idle      chan struct{} // closed when live drops to 0 during Shutdown
+	waiting   map[*Conn]struct{} // idle connections waiting for a next handshake
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -136,8 +150,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	key := sha256.Sum256([]byte(bearer(r)))
-	if status, why := s.enter(key); status != 0 {
+	sl := &slot{key: sha256.Sum256([]byte(bearer(r))), token: bearer(r), sprite: name}
+	if status, why := s.enter(sl.key); status != 0 {
 		s.refused(r, name, errors.New(why))
 		if status == http.StatusServiceUnavailable {
 			w.Header().Set("Retry-After", "1")
@@ -145,7 +159,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, status, "unavailable", why)
 		return
 	}
-	defer s.leave(key)
+	sl.held = true
+	defer s.release(sl)
 	nc, rw, _, err := httpUpgrader.Upgrade(r, w)
 	if err != nil {
 		// gobwas has answered the bad upgrade (400/426) on the hijacked conn.
@@ -160,7 +175,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		pre, _ = rw.Reader.Peek(rw.Reader.Buffered())
 	}
 	c := newConn(nc, false, s.cfg, pre)
-	s.serve(c, name, network)
+	s.serve(c, name, network, sl)
 }
 
 // httpUpgrader upgrades behind net/http, announcing early_data: the bytes a
@@ -168,12 +183,60 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // ServeHTTP keeps.
 var httpUpgrader = ws.HTTPUpgrader{Header: http.Header{wire.ServerFeaturesHeader: {wire.FeatureEarlyData}}}
 
-// serve runs one upgraded tunnel to its end.
-func (s *Server) serve(c *Conn, sprite string, network dialer.ContextDialer) {
+// slot is a connection's place in the tunnel counts: held while a tunnel
+// is open on it, not while it waits idle for the next one.
+type slot struct {
+	key    [sha256.Size]byte
+	held   bool
+	token  string // checked again for each tunnel on a reused connection
+	sprite string
+}
+
+// release gives the slot back if it is held.
+func (s *Server) release(sl *slot) {
+	if sl.held {
+		sl.held = false
+		s.leave(sl.key)
+	}
+}
+
+// serve runs the tunnels of one upgraded connection: the first, and with
+// the reuse extension those the client asks for after it, until the
+// connection closes. sl is held for the first.
+func (s *Server) serve(c *Conn, sprite string, network dialer.ContextDialer, sl *slot) {
+	wait := cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)
+	for {
+		next := s.serveTunnel(c, sprite, network, sl, wait)
+		s.release(sl)
+		if next == nil {
+			return
+		}
+		c = newConn(next.nc, false, s.cfg, next.pre)
+		if !s.park(c) {
+			c.goAway()
+			return
+		}
+		wait = cmpOr(s.IdleConnTimeout, DefaultServerIdleTimeout)
+	}
+}
+
+// serveTunnel serves one tunnel on c, the handshake waited for up to wait;
+// it returns the connection if the tunnel ended cleanly under reuse.
+func (s *Server) serveTunnel(c *Conn, sprite string, network dialer.ContextDialer, sl *slot, wait time.Duration) *link {
+	var next *link
+	c.onReuse = func(l *link) { next = l }
 	stop := context.AfterFunc(s.ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
-	target, req, err := s.handshake(c, network)
+	target, req, err := s.handshake(c, network, sl, wait)
 	if !stop() {
 		err = errors.Join(err, s.ctx.Err())
+	}
+	if errors.Is(err, errIdleClosed) || errors.Is(err, errNoSlot) {
+		// The client closed its idle connection, or the server is shutting
+		// down, or (errNoSlot) the next tunnel would be over a limit:
+		// closing before any reply makes a client that asked dial afresh,
+		// where it gets the HTTP refusal.
+		c.goAway()
+		return nil
 	}
 	if err != nil {
 		if target != nil {
@@ -181,21 +244,80 @@ func (s *Server) serve(c *Conn, sprite string, network dialer.ContextDialer) {
 		}
 		c.Close()
 		s.log("tunnel refused", "sprite", sprite, "client", c.remote, "err", err)
-		return
+		return nil
 	}
 	c.nc.SetDeadline(time.Time{})
 	c.startKeepalive()
-	s.log("tunnel open", "sprite", sprite, "client", c.remote, "target", target.RemoteAddr(), "half_close", c.halfClose, "raw", c.raw)
+	s.log("tunnel open", "sprite", sprite, "client", c.remote, "target", target.RemoteAddr(), "half_close", c.halfClose, "raw", c.raw, "reuse", c.reuse)
 	var n pump.Counters
 	err = pump.Run(s.ctx, c, target, &n)
-	s.log("tunnel closed", "sprite", sprite, "client", c.remote, "target", req, "up", n.AToB.Load(), "down", n.BToA.Load(), "err", err)
+	s.log("tunnel closed", "sprite", sprite, "client", c.remote, "target", req, "up", n.AToB.Load(), "down", n.BToA.Load(), "err", err, "reused", next != nil)
+	return next
 }
+
+// park counts c among the idle connections that Shutdown closes at once,
+// unless the server is shutting down or has as many as it keeps.
+func (s *Server) park(c *Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutting {
+		return false
+	}
+	if max := limit(s.MaxIdleConns, DefaultMaxIdleConns); max > 0 && len(s.waiting) >= max {
+		return false
+	}
+	if s.waiting == nil {
+		s.waiting = make(map[*Conn]struct{})
+	}
+	s.waiting[c] = struct{}{}
+	return true
+}
+
+// unpark takes c off the idle connections; it reports false if Shutdown
+// has begun (c is then to be closed).
+func (s *Server) unpark(c *Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.waiting[c]
+	delete(s.waiting, c)
+	return ok && !s.shutting
+}
+
+var (
+	// errIdleClosed: an idle connection ended without a next handshake.
+	errIdleClosed = errors.New("idle connection closed")
+	// errNoSlot: a reused connection's next tunnel is over a limit, or its
+	// token is no longer accepted.
+	errNoSlot = errors.New("over the tunnel limits")
+)
 
 // handshake reads the first message, checks it, dials the target and
 // replies. On an error the reply (if one is due) has been sent.
-func (s *Server) handshake(c *Conn, network dialer.ContextDialer) (net.Conn, string, error) {
-	c.nc.SetReadDeadline(time.Now().Add(cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)))
+//
+// On a reused connection (sl not held), the wait for the message is an idle
+// one that Shutdown cuts short, and the tunnel takes its slot once the
+// message is in.
+func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot, wait time.Duration) (net.Conn, string, error) {
+	c.nc.SetReadDeadline(time.Now().Add(wait))
 	msg, err := c.readMessage()
+	if !sl.held {
+		if !s.unpark(c) || err != nil && !errors.Is(err, dialer.ErrBadRequest) {
+			return nil, "", errIdleClosed
+		}
+		if err == nil {
+			// Each tunnel is authorized: the token may have been revoked
+			// since the connection's upgrade.
+			if s.Auth != nil {
+				if err := s.Auth.Authenticate(s.ctx, sl.token, sl.sprite); err != nil {
+					return nil, "", errors.Join(errNoSlot, err)
+				}
+			}
+			if status, _ := s.enter(sl.key); status != 0 {
+				return nil, "", errNoSlot
+			}
+			sl.held = true
+		}
+	}
 	if err != nil {
 		if errors.Is(err, dialer.ErrBadRequest) {
 			s.replyError(c, dialer.CodeBadRequest, err.Error())
@@ -227,6 +349,10 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer) (net.Conn, str
 	raw := s.RawStreams && wire.Has(req.Features, wire.FeatureRawStream)
 	if raw {
 		rep.Features = append(rep.Features, wire.FeatureRawStream)
+	}
+	if c.halfClose && !raw && !s.DisableReuse && wire.Has(req.Features, wire.FeatureReuse) {
+		rep.Features = append(rep.Features, wire.FeatureReuse)
+		c.reuse = true
 	}
 	if err := c.writeMessage(wire.Marshal(rep)); err != nil {
 		return target, addr, err
@@ -276,6 +402,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutting = true
 	for ln := range s.listeners {
 		ln.Close()
+	}
+	for c := range s.waiting {
+		c.nc.SetReadDeadline(aLongTimeAgo) // idle: no tunnel to drain
 	}
 	if s.idle == nil {
 		s.idle = make(chan struct{})

@@ -81,7 +81,8 @@ func (c *Conn) writableLocked() error {
 		return w.err
 	case c.closing.Load() || c.closed.Load():
 		return net.ErrClosed
-	case w.closed:
+	case w.closed, c.endRecv.Load():
+		// After the peer's end (reuse), it reads nothing more.
 		return syscall.EPIPE
 	}
 	if c.ctrlPending.Load() {

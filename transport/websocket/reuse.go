@@ -1,0 +1,276 @@
+package websocket
+
+import (
+	"io"
+	"net"
+	"runtime"
+	"time"
+
+	"github.com/spriteproxy/spriteproxy/internal/wire"
+)
+
+// The reuse extension (PROTOCOL.md §7): a stream ends with an exchange of
+// {"type":"end"} messages instead of close frames, after which the
+// connection, its TCP, TLS and WebSocket handshakes already paid for,
+// carries the client's next handshake. A *Conn is still one stream: when
+// its stream ends cleanly it hands its connection on as a link and is
+// closed, so that nothing a caller does with it later reaches the next
+// stream.
+
+// Reuse defaults.
+const (
+	// DefaultMaxIdlePerSprite is how many idle connections a Dialer keeps
+	// per sprite for later tunnels.
+	DefaultMaxIdlePerSprite = 8
+	// DefaultIdleConnTimeout is how long a Dialer keeps an idle connection.
+	DefaultIdleConnTimeout = 30 * time.Second
+	// DefaultServerIdleTimeout is how long the server waits on an idle
+	// connection for the client's next handshake. It is longer than the
+	// client's own timeout, so that clients close idle connections first.
+	DefaultServerIdleTimeout = 2 * time.Minute
+	// DefaultMaxIdleConns caps the idle connections a server keeps open.
+	DefaultMaxIdleConns = 1024
+)
+
+// link is a connection whose stream ended cleanly, ready for the next one.
+type link struct {
+	nc  net.Conn
+	pre []byte // bytes read past the end of the last stream
+}
+
+// endReceived acts on the peer's {"type":"end"}: the peer sends nothing
+// more on this stream. Before an eof it means the peer closed both ways.
+func (c *Conn) endReceived() {
+	r := &c.rd
+	r.gone = !r.eof
+	r.err = io.EOF
+	c.endRecv.Store(true)
+	c.markPeerClosed()
+}
+
+// closeReuse is Close under the reuse extension: it sends end, waits (up
+// to the close timeout) for the peer's, and hands the connection on to
+// onReuse. Anything out of the ordinary (a Read or Write blocked, a failed
+// write, a close frame either way) falls back to closing the connection.
+func (c *Conn) closeReuse() error {
+	c.closing.Store(true)
+	deadline := time.Now().Add(c.cfg.closeTimeout)
+	if !c.wmu.TryLock() {
+		return c.close() // a Write is blocked: unblock it, close for good
+	}
+	sent := false
+	if c.wr.err == nil && !c.closed.Load() {
+		c.nc.SetWriteDeadline(deadline)
+		c.writeControlLocked()
+		if c.flushPendLocked() == nil && !c.closeSent.Load() {
+			_, err := c.writeFrameLocked(opText, wire.EndMessage)
+			sent = err == nil
+		}
+	}
+	c.wr.closed = true
+	c.wmu.Unlock()
+	if !sent {
+		return c.close()
+	}
+
+	if !c.endRecv.Load() && !c.closeRecv.Load() {
+		c.nc.SetReadDeadline(deadline)
+		if c.lockRead() {
+			c.drainLocked()
+			c.rmu.Unlock()
+		} else {
+			// A Read is blocked on the connection: it reads the peer's end.
+			t := time.NewTimer(time.Until(deadline))
+			select {
+			case <-c.peerClosed:
+			case <-t.C:
+			}
+			t.Stop()
+		}
+	}
+	if !c.endRecv.Load() || !c.detach() {
+		return c.finish()
+	}
+	return nil
+}
+
+// detach hands the connection on, if it is at a clean message boundary
+// both ways; it reports whether it did. The Read that took the peer's end
+// may still hold the read lock for a moment.
+func (c *Conn) detach() bool {
+	c.stopKeepalive()
+	if !c.lockRead() {
+		return false
+	}
+	defer c.rmu.Unlock()
+	if !c.wmu.TryLock() {
+		return false
+	}
+	defer c.wmu.Unlock()
+	r := &c.rd
+	if c.closed.Load() || c.wr.err != nil || len(c.wr.pend) > 0 || c.closeSent.Load() || c.closeRecv.Load() ||
+		r.mode != modeHeader || r.msgOp != 0 || c.onReuse == nil {
+		return false
+	}
+	l := &link{nc: c.nc}
+	if rest := r.win[r.pos:r.end]; len(rest) > 0 || len(r.pre) > 0 {
+		l.pre = append(append([]byte(nil), rest...), r.pre...)
+	}
+	c.dmu.Lock()
+	c.detached = true
+	c.dmu.Unlock()
+	c.closed.Store(true)
+	c.markPeerClosed()
+	c.nc.SetDeadline(time.Time{})
+	c.onReuse(l)
+	return true
+}
+
+// lockRead takes the read lock unless a Read keeps it: one that returns at
+// once (at the end of the stream) lets go within a few yields; one blocked
+// on the connection does not.
+func (c *Conn) lockRead() bool {
+	for range 100 {
+		if c.rmu.TryLock() {
+			return true
+		}
+		runtime.Gosched()
+	}
+	return false
+}
+
+// finish closes the connection underneath, after an end that could not be
+// completed.
+func (c *Conn) finish() error {
+	c.closed.Store(true)
+	c.markPeerClosed()
+	err := c.nc.Close()
+	c.stopKeepalive()
+	return err
+}
+
+// goAway closes a connection that waits for a handshake (an idle link, or
+// a new one at shutdown) with a close frame (1001) and no wait for the
+// peer's: an idle client reads nothing until it uses the link again.
+func (c *Conn) goAway() {
+	c.closeOnce.Do(func() {
+		c.closing.Store(true)
+		if c.wmu.TryLock() {
+			c.nc.SetWriteDeadline(time.Now().Add(c.cfg.closeTimeout))
+			c.sendCloseLocked(closeGoingAway)
+			c.wmu.Unlock()
+		}
+		c.closeErr = c.finish()
+	})
+}
+
+// Reuse reports whether the tunnel negotiated the reuse extension: closing
+// it cleanly leaves its connection open for the next tunnel.
+func (c *Conn) Reuse() bool { return c.reuse }
+
+// idleLink is a link in a Dialer's pool.
+type idleLink struct {
+	*link
+	sprite string
+	timer  *time.Timer
+}
+
+// putIdle keeps l for a later tunnel to sprite, or closes it if the pool
+// for sprite is full or reuse is off.
+func (d *Dialer) putIdle(sprite string, l *link) {
+	max := d.MaxIdlePerSprite
+	if max == 0 {
+		max = DefaultMaxIdlePerSprite
+	}
+	d.pmu.Lock()
+	if max < 0 || len(d.idle[sprite]) >= max {
+		d.pmu.Unlock()
+		l.nc.Close()
+		return
+	}
+	il := &idleLink{link: l, sprite: sprite}
+	if d.idle == nil {
+		d.idle = make(map[string][]*idleLink)
+	}
+	d.idle[sprite] = append(d.idle[sprite], il)
+	il.timer = time.AfterFunc(cmpOr(d.IdleConnTimeout, DefaultIdleConnTimeout), func() { d.expireIdle(il) })
+	d.pmu.Unlock()
+}
+
+// takeIdle returns the most recently idled link to sprite, or nil.
+func (d *Dialer) takeIdle(sprite string) *link {
+	d.pmu.Lock()
+	defer d.pmu.Unlock()
+	list := d.idle[sprite]
+	for len(list) > 0 {
+		il := list[len(list)-1]
+		list[len(list)-1] = nil
+		list = list[:len(list)-1]
+		if il.timer.Stop() {
+			d.setIdle(sprite, list)
+			return il.link
+		}
+		// Its timer fired and is closing it.
+	}
+	d.setIdle(sprite, list)
+	return nil
+}
+
+func (d *Dialer) setIdle(sprite string, list []*idleLink) {
+	if len(list) == 0 {
+		delete(d.idle, sprite)
+	} else {
+		d.idle[sprite] = list
+	}
+}
+
+// expireIdle closes a link that stayed idle for the idle timeout.
+func (d *Dialer) expireIdle(il *idleLink) {
+	d.pmu.Lock()
+	list := d.idle[il.sprite]
+	for i, x := range list {
+		if x == il {
+			list = append(list[:i], list[i+1:]...)
+			d.setIdle(il.sprite, list)
+			break
+		}
+	}
+	d.pmu.Unlock()
+	il.nc.Close()
+}
+
+// dropIdle closes every idle link to sprite (all of them, or those of
+// every sprite if sprite is ""), as after one of them was found dead: they
+// are likely as old, or from the same server.
+func (d *Dialer) dropIdle(sprite string) {
+	d.pmu.Lock()
+	var drop []*idleLink
+	for name, list := range d.idle {
+		if sprite == "" || name == sprite {
+			drop = append(drop, list...)
+			delete(d.idle, name)
+		}
+	}
+	d.pmu.Unlock()
+	for _, il := range drop {
+		il.timer.Stop()
+		il.nc.Close()
+	}
+}
+
+// CloseIdleConnections closes the connections kept for later tunnels (the
+// reuse extension). Tunnels in use are not affected, and may still leave
+// their connections idle when they close.
+func (d *Dialer) CloseIdleConnections() { d.dropIdle("") }
+
+// IdleConnections returns how many connections the Dialer keeps idle for
+// later tunnels.
+func (d *Dialer) IdleConnections() int {
+	d.pmu.Lock()
+	defer d.pmu.Unlock()
+	n := 0
+	for _, list := range d.idle {
+		n += len(list)
+	}
+	return n
+}
