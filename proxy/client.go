@@ -92,6 +92,19 @@ func WithListen(listen func(ctx context.Context, network, address string) (net.L
 	return func(c *Client) { c.listen = listen }
 }
 
+// CloseIdleConnections closes the connections the client keeps open for
+// later tunnels: with a server that takes the reuse extension, a tunnel
+// closed cleanly leaves its connection idle for the next tunnel to the same
+// sprite (see websocket.Dialer). Tunnels in use are not affected. Idle
+// connections also close by themselves after a while; call this to release
+// them at once, e.g. when done with the Client. It does nothing for a
+// transport without idle connections.
+func (c *Client) CloseIdleConnections() {
+	if ci, ok := c.dialer.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
+}
+
 // Sprite returns a handle on the sprite called name. It does no I/O.
 func (c *Client) Sprite(name string) *Sprite {
 	return &Sprite{client: c, name: name}

@@ -35,6 +35,7 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 	maxPerToken := fs.Int("max-tunnels-per-token", 0, "most tunnels one token holds open; over it, 429 (default 1024)")
 	idle := fs.Duration("idle-timeout", 0, "close a tunnel that carried no data for this long (default never)")
 	raw := fs.Bool("raw-streams", false, "let clients that offer it carry tunnels unframed after the handshake (the raw_stream extension: splice, no framing); only when nothing between here and the clients inspects WebSocket frames")
+	noReuse := fs.Bool("no-reuse", false, "close each tunnel's connection when the tunnel ends, instead of letting the client carry its next tunnel on it (the reuse extension)")
 	verbose := fs.Bool("v", false, "log every tunnel and refusal")
 	pos, err := c.parseFlags(fs, args, serveSynopsis)
 	if errors.Is(err, errHelp) {
@@ -126,6 +127,7 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 		MaxTunnelsPerToken: *maxPerToken,
 		Tuning:             websocket.Tuning{IdleTimeout: *idle},
 		RawStreams:         *raw,
+		DisableReuse:       *noReuse,
 	}
 	if *verbose {
 		srv.Logger = logger
