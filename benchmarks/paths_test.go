@@ -2,6 +2,7 @@ package benchmarks
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"strconv"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/spriteproxy/spriteproxy/benchmarks/internal/rig"
 	"github.com/spriteproxy/spriteproxy/netstack"
 	"github.com/spriteproxy/spriteproxy/proxy"
+	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
 
 // A path is one way for bytes to reach a target: straight, through a relay,
@@ -106,9 +108,14 @@ var (
 		return fx
 	}}
 	pathSocketWSS = path{"socket-wss", oursSocket(true)}
-	pathPortWS    = path{"port-ws", oursPort(false)}
-	pathPortWSS   = path{"port-wss", oursPort(true)}
-	pathNetstack  = path{"netstack", netstackChain}
+	// The client with the reuse extension off: every tunnel on a
+	// connection of its own (TCP, TLS, upgrade), as with a server that does
+	// not take reuse. Setup rows only: it changes nothing once data flows.
+	pathSocketWSFresh  = path{"socket-ws-fresh", oursSocketFresh(false)}
+	pathSocketWSSFresh = path{"socket-wss-fresh", oursSocketFresh(true)}
+	pathPortWS         = path{"port-ws", oursPort(false)}
+	pathPortWSS        = path{"port-wss", oursPort(true)}
+	pathNetstack       = path{"netstack", netstackChain}
 	// The raw_stream extension: the same tunnels, unframed after the
 	// handshake, so that the server splices between client and target.
 	pathSocketRaw = path{"socket-raw", oursSocketFront(false, rig.FrontServeRaw)}
@@ -139,14 +146,36 @@ func oursServer(tb testing.TB, handle func(net.Conn), useTLS bool) (*fixture, *p
 }
 
 func oursServerFront(tb testing.TB, handle func(net.Conn), useTLS bool, front rig.Front) (*fixture, *proxy.Sprite) {
+	return oursServerClient(tb, handle, useTLS, front, func(url string, tlsConf *tls.Config) *proxy.Client {
+		return proxy.New(rig.Token, proxy.WithBaseURL(url), proxy.WithTLSConfig(tlsConf))
+	})
+}
+
+// oursServerClient is oursServerFront with the client made by newClient.
+func oursServerClient(tb testing.TB, handle func(net.Conn), useTLS bool, front rig.Front, newClient func(url string, tlsConf *tls.Config) *proxy.Client) (*fixture, *proxy.Sprite) {
 	fx := loopbackTarget(tb, handle)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	fx.check(tb, err)
 	srv, err := rig.ServeOurs(ln, nil, useTLS, front)
 	fx.check(tb, err)
 	fx.onClose(srv.Close)
-	client := proxy.New(rig.Token, proxy.WithBaseURL(srv.URL), proxy.WithTLSConfig(srv.ClientTLS))
+	client := newClient(srv.URL, srv.ClientTLS)
+	fx.onClose(client.CloseIdleConnections)
 	return fx, client.Sprite(rig.Sprite)
+}
+
+// oursSocketFresh is ProxySocket with a client that does not offer the
+// reuse extension.
+func oursSocketFresh(useTLS bool) func(testing.TB, func(net.Conn)) *fixture {
+	return func(tb testing.TB, handle func(net.Conn)) *fixture {
+		fx, sp := oursServerClient(tb, handle, useTLS, rig.FrontServe, func(url string, tlsConf *tls.Config) *proxy.Client {
+			d := &websocket.Dialer{BaseURL: url, Token: rig.Token, TLSConfig: tlsConf, DisableReuse: true}
+			return proxy.New(rig.Token, proxy.WithDialer(d))
+		})
+		addr := fx.target.Addr().String()
+		fx.open = func(ctx context.Context) (net.Conn, error) { return sp.ProxySocket(ctx, "tcp", addr) }
+		return fx
+	}
 }
 
 // oursSocket is ProxySocket: the benchmark writes to the tunnel itself.

@@ -10,7 +10,7 @@ import (
 )
 
 // setupPaths are the rows of BenchmarkSetup.
-var setupPaths = []path{pathTCP, pathRefSocket, pathSocketWS, pathSocketWSHTTP, pathSocketWSS}
+var setupPaths = []path{pathTCP, pathRefSocket, pathSocketWS, pathSocketWSHTTP, pathSocketWSS, pathSocketWSFresh, pathSocketWSSFresh}
 
 // BenchmarkSetup opens connections one after another: one op is a dial (a
 // tunnel's handshakes included), a 1-byte echo from the target, and a

@@ -24,7 +24,7 @@ var (
 	bulkSizes     = []string{"1KiB", "32KiB", "1MiB"}
 	parallelRows  = []string{"tcp", "ref-socket", "socket-ws"}
 	parallelSizes = []string{"8streams", "64streams"}
-	setupRows     = []string{"tcp", "ref-socket", "socket-ws", "socket-ws-http", "socket-wss"}
+	setupRows     = []string{"tcp", "ref-socket", "socket-ws", "socket-ws-http", "socket-wss", "socket-ws-fresh", "socket-wss-fresh"}
 	idleKinds     = []string{"reference", "ours"}
 )
 
