@@ -53,7 +53,10 @@ func TestSoak(t *testing.T) {
 
 	// A first tunnel warms the server up; its state after that is the
 	// baseline the end must return to.
+	// Idle connections kept for reuse are let go before each reading, so
+	// that the two compare the server with no connection at all.
 	oneTunnel(ctx, sprite, echoPort, 10)
+	client.CloseIdleConnections()
 	base := settle(t, debug, nil)
 	t.Logf("server at rest: %+v", base)
 
@@ -94,6 +97,7 @@ func TestSoak(t *testing.T) {
 	ps.Close()
 	t.Logf("%d healthy tunnels intact, %d bulk streams of %d MiB intact, %d of %d faulty tunnels failed cleanly, in %v",
 		ok.Load(), bulkStreams, bulkSize>>20, failedOnPurpose.Load(), shortTunnels/3, time.Since(start).Round(time.Millisecond))
+	client.CloseIdleConnections()
 	end := settle(t, debug, &base)
 	t.Logf("server at rest again: %+v", end)
 }
