@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/spriteproxy/spriteproxy/internal/testnet"
 	"io"
 	"net"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spriteproxy/spriteproxy/dialer"
+	"github.com/spriteproxy/spriteproxy/internal/testnet"
 	"github.com/spriteproxy/spriteproxy/proxy"
 	"go.uber.org/goleak"
 )
@@ -222,4 +222,41 @@ func TestLoopbackTCP(t *testing.T) {
 	if got, _ := io.ReadAll(c); string(got) != "OS" {
 		t.Fatalf("got %q", got)
 	}
+}
+
+// TestReuse: through the proxy API, a ProxySocket closed cleanly leaves its
+// connection for the next one to the same sprite (the reuse extension), and
+// Client.CloseIdleConnections lets it go.
+func TestReuse(t *testing.T) {
+	t.Parallel()
+	srv := NewServer(t)
+	ln, _ := srv.Sprite("svc").Listen("tcp", ":1")
+	testnet.Serve(t, ln, upper)
+	ctx := ctxFor(t)
+	client := srv.Client()
+	s := client.Sprite("svc")
+
+	under := func(msg string) net.Conn {
+		t.Helper()
+		c, err := s.ProxySocket(ctx, "tcp", "localhost:1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte(msg))
+		c.(interface{ CloseWrite() error }).CloseWrite()
+		if got, err := io.ReadAll(c); err != nil || string(got) != strings.ToUpper(msg) {
+			t.Fatalf("%q came back as %q, %v", msg, got, err)
+		}
+		return c.(interface{ NetConn() net.Conn }).NetConn()
+	}
+	first := under("one")
+	if second := under("two"); second != first {
+		t.Fatal("the second tunnel did not reuse the first one's connection")
+	}
+	client.CloseIdleConnections()
+	if third := under("three"); third == first {
+		t.Fatal("CloseIdleConnections left the connection for the third tunnel")
+	}
+	client.CloseIdleConnections()
 }
