@@ -204,9 +204,8 @@ func (s *Server) release(sl *slot) {
 // the reuse extension those the client asks for after it, until the
 // connection closes. sl is held for the first.
 func (s *Server) serve(c *Conn, sprite string, network dialer.ContextDialer, sl *slot) {
-	wait := cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)
 	for {
-		next := s.serveTunnel(c, sprite, network, sl, wait)
+		next := s.serveTunnel(c, sprite, network, sl)
 		s.release(sl)
 		if next == nil {
 			return
@@ -216,17 +215,16 @@ func (s *Server) serve(c *Conn, sprite string, network dialer.ContextDialer, sl 
 			c.goAway()
 			return
 		}
-		wait = cmpOr(s.IdleConnTimeout, DefaultServerIdleTimeout)
 	}
 }
 
-// serveTunnel serves one tunnel on c, the handshake waited for up to wait;
-// it returns the connection if the tunnel ended cleanly under reuse.
-func (s *Server) serveTunnel(c *Conn, sprite string, network dialer.ContextDialer, sl *slot, wait time.Duration) *link {
+// serveTunnel serves one tunnel on c; it returns the connection if the
+// tunnel ended cleanly under reuse.
+func (s *Server) serveTunnel(c *Conn, sprite string, network dialer.ContextDialer, sl *slot) *link {
 	var next *link
 	c.onReuse = func(l *link) { next = l }
 	stop := context.AfterFunc(s.ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
-	target, req, err := s.handshake(c, network, sl, wait)
+	target, req, err := s.handshake(c, network, sl)
 	if !stop() {
 		err = errors.Join(err, s.ctx.Err())
 	}
@@ -270,6 +268,9 @@ func (s *Server) park(c *Conn) bool {
 		s.waiting = make(map[*Conn]struct{})
 	}
 	s.waiting[c] = struct{}{}
+	// Set here, under the lock Shutdown takes to cut idle waits short, so
+	// that this deadline never overwrites Shutdown's.
+	c.nc.SetReadDeadline(time.Now().Add(cmpOr(s.IdleConnTimeout, DefaultServerIdleTimeout)))
 	return true
 }
 
@@ -295,10 +296,13 @@ var (
 // replies. On an error the reply (if one is due) has been sent.
 //
 // On a reused connection (sl not held), the wait for the message is an idle
-// one that Shutdown cuts short, and the tunnel takes its slot once the
-// message is in.
-func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot, wait time.Duration) (net.Conn, string, error) {
-	c.nc.SetReadDeadline(time.Now().Add(wait))
+// one (up to IdleConnTimeout) that Shutdown cuts short, and the tunnel
+// takes its slot once the message is in.
+func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net.Conn, string, error) {
+	if sl.held {
+		// (park set the idle connection's deadline.)
+		c.nc.SetReadDeadline(time.Now().Add(cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)))
+	}
 	msg, err := c.readMessage()
 	if !sl.held {
 		if !s.unpark(c) || err != nil && !errors.Is(err, dialer.ErrBadRequest) {
