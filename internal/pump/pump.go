@@ -149,8 +149,17 @@ func (p *pair) abort(reason error) {
 			closeNow(p.b)
 			return
 		}
-		p.a.Close()
-		p.b.Close()
+		// A tunnel closes gracefully once its copy loops let go of it; one
+		// may be blocked writing to the other conn, so that one (a plain
+		// conn) closes first.
+		first, second := p.a, p.b
+		if _, ok := p.a.(CopierTo); ok {
+			if _, ok := p.b.(CopierTo); !ok {
+				first, second = p.b, p.a
+			}
+		}
+		first.Close()
+		second.Close()
 	})
 }
 

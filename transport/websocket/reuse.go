@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/spriteproxy/spriteproxy/internal/wire"
@@ -50,17 +51,19 @@ func (c *Conn) endReceived() {
 
 // closeReuse is Close under the reuse extension: it sends end, waits (up
 // to the close timeout) for the peer's, and hands the connection on to
-// onReuse. Anything out of the ordinary (a Read or Write blocked, a failed
-// write, a close frame either way) falls back to closing the connection.
+// onReuse. Anything out of the ordinary (a Read blocked, a write that
+// fails or times out, a close frame either way) falls back to closing the
+// connection.
 func (c *Conn) closeReuse() error {
 	c.closing.Store(true)
 	deadline := time.Now().Add(c.cfg.closeTimeout)
-	if !c.wmu.TryLock() {
-		return c.close() // a Write is blocked: unblock it, close for good
-	}
+	// A Write in progress finishes first (a copy towards a peer that is
+	// draining for our end), or gives up at the deadline if the peer does
+	// not read.
+	c.nc.SetWriteDeadline(deadline)
+	c.wmu.Lock()
 	sent := false
 	if c.wr.err == nil && !c.closed.Load() {
-		c.nc.SetWriteDeadline(deadline)
 		c.writeControlLocked()
 		if c.flushPendLocked() == nil && !c.closeSent.Load() {
 			_, err := c.writeFrameLocked(opText, wire.EndMessage)
@@ -75,7 +78,7 @@ func (c *Conn) closeReuse() error {
 
 	if !c.endRecv.Load() && !c.closeRecv.Load() {
 		c.nc.SetReadDeadline(deadline)
-		if c.lockRead() {
+		if lockSoon(&c.rmu) {
 			c.drainLocked()
 			c.rmu.Unlock()
 		} else {
@@ -99,13 +102,11 @@ func (c *Conn) closeReuse() error {
 // may still hold the read lock for a moment.
 func (c *Conn) detach() bool {
 	c.stopKeepalive()
-	if !c.lockRead() {
+	if !lockSoon(&c.rmu) {
 		return false
 	}
 	defer c.rmu.Unlock()
-	if !c.wmu.TryLock() {
-		return false
-	}
+	c.wmu.Lock() // writers fail at once now (end is sent), or by the write deadline
 	defer c.wmu.Unlock()
 	r := &c.rd
 	if c.closed.Load() || c.wr.err != nil || len(c.wr.pend) > 0 || c.closeSent.Load() || c.closeRecv.Load() ||
@@ -126,12 +127,12 @@ func (c *Conn) detach() bool {
 	return true
 }
 
-// lockRead takes the read lock unless a Read keeps it: one that returns at
-// once (at the end of the stream) lets go within a few yields; one blocked
-// on the connection does not.
-func (c *Conn) lockRead() bool {
+// lockSoon takes mu unless a Read or Write keeps it: one that is about to
+// return (at the end of the stream, or between two frames of a copy) lets
+// go within a few yields; one blocked on the connection does not.
+func lockSoon(mu *sync.Mutex) bool {
 	for range 100 {
-		if c.rmu.TryLock() {
+		if mu.TryLock() {
 			return true
 		}
 		runtime.Gosched()
