@@ -98,11 +98,11 @@ func (c *Conn) closeReuse() error {
 }
 
 // detach hands the connection on, if it is at a clean message boundary
-// both ways; it reports whether it did. The Read that took the peer's end
-// may still hold the read lock for a moment.
+// both ways; it reports whether it did. The Read or copy that took the
+// peer's end may still hold the read lock for a while.
 func (c *Conn) detach() bool {
 	c.stopKeepalive()
-	if !lockSoon(&c.rmu) {
+	if !lockBy(&c.rmu, time.Now().Add(c.cfg.closeTimeout)) {
 		return false
 	}
 	defer c.rmu.Unlock()
@@ -136,6 +136,22 @@ func lockSoon(mu *sync.Mutex) bool {
 			return true
 		}
 		runtime.Gosched()
+	}
+	return false
+}
+
+// lockBy takes mu, waiting for it until deadline at most: after the
+// peer's end a Read or copy holding it touches the connection no more, but
+// a copy may still be writing what it read to a slow destination.
+func lockBy(mu *sync.Mutex, deadline time.Time) bool {
+	if lockSoon(mu) {
+		return true
+	}
+	for wait := 50 * time.Microsecond; time.Now().Before(deadline); wait = min(2*wait, 10*time.Millisecond) {
+		time.Sleep(wait)
+		if mu.TryLock() {
+			return true
+		}
 	}
 	return false
 }

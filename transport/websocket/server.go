@@ -98,7 +98,7 @@ type Server struct {
 	shutting  bool
 	live      int
 	perToken  map[[sha256.Size]byte]int
-	idle      chan struct{} // closed when live drops to 0 during Shutdown
+	idle      chan struct{}      // closed when live drops to 0 during Shutdown
 	waiting   map[*Conn]struct{} // idle connections waiting for a next handshake
 }
 
