@@ -25,7 +25,11 @@ import (
 //     *CloseError, a protocol violation a *ProtocolError (both match
 //     dialer.ErrTunnelClosed).
 //   - Close sends a close frame (1000), waits up to the close timeout for the
-//     peer's, and closes the connection underneath; it is idempotent.
+//     peer's, and closes the connection underneath; it is idempotent. Under
+//     the reuse extension (Reuse) it sends {"type":"end"} instead, and once
+//     the peer's end is in, leaves the connection open for the next tunnel:
+//     after Close, this Conn no longer reaches it (reads end, writes and
+//     deadline changes fail).
 //   - Deadlines apply to the connection underneath; a timed-out Read or
 //     Write can be retried (a frame cut by a write timeout is finished by
 //     the next Write).
