@@ -104,11 +104,7 @@ func (c *Conn) close() error {
 			t.Stop()
 		}
 	}
-	c.closed.Store(true)
-	c.markPeerClosed()
-	err := c.nc.Close()
-	c.stopKeepalive()
-	return err
+	return c.finish()
 }
 
 // drainLocked reads and discards until the peer's close frame, an error or

@@ -55,30 +55,7 @@ func startServerMode(t testing.TB, srv *Server, useTLS, direct bool) *testServer
 		ts.URL = "https://" + ln.Addr().String()
 		ts.ClientTLS = pair.ClientConfig()
 	}
-	done := make(chan struct{})
-	if direct {
-		go func() {
-			defer close(done)
-			if err := srv.Serve(ln); err != ErrServerClosed {
-				t.Errorf("Serve = %v, want ErrServerClosed", err)
-			}
-		}()
-		t.Cleanup(func() {
-			srv.Close()
-			<-done
-		})
-		return ts
-	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		defer close(done)
-		hs.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		hs.Close()
-		<-done
-	})
+	serveOn(t, srv, ln, direct)
 	return ts
 }
 
@@ -186,3 +163,33 @@ func mustIs(t *testing.T, err, target error) {
 var errConnRefused = syscall.ECONNREFUSED
 
 var errDeadline = os.ErrDeadlineExceeded
+
+// serveOn serves srv on ln until the test's cleanup: by Serve's fast path
+// if direct, behind an http.Server otherwise.
+func serveOn(t testing.TB, srv *Server, ln net.Listener, direct bool) {
+	done := make(chan struct{})
+	if direct {
+		go func() {
+			defer close(done)
+			if err := srv.Serve(ln); err != ErrServerClosed {
+				t.Errorf("Serve = %v, want ErrServerClosed", err)
+			}
+		}()
+		t.Cleanup(func() {
+			srv.Close()
+			<-done
+		})
+		return
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		defer close(done)
+		hs.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		hs.Close()
+		<-done
+	})
+
+}

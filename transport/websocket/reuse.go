@@ -156,8 +156,8 @@ func lockBy(mu *sync.Mutex, deadline time.Time) bool {
 	return false
 }
 
-// finish closes the connection underneath, after an end that could not be
-// completed.
+// finish closes the connection underneath and stops the keep-alive timer:
+// the last step of Close, and of an end that could not be completed.
 func (c *Conn) finish() error {
 	c.closed.Store(true)
 	c.markPeerClosed()

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"runtime"
 	"strconv"
 	"strings"
@@ -183,30 +182,7 @@ func startServerNotify(t *testing.T, srv *Server, direct bool) (*testServer, <-c
 	}
 	ln := &notifyListener{Listener: inner, closed: make(chan struct{}, 64)}
 	ts := &testServer{Server: srv, URL: "http://" + inner.Addr().String()}
-	done := make(chan struct{})
-	if direct {
-		go func() {
-			defer close(done)
-			if err := srv.Serve(ln); err != ErrServerClosed {
-				t.Errorf("Serve = %v, want ErrServerClosed", err)
-			}
-		}()
-		t.Cleanup(func() {
-			srv.Close()
-			<-done
-		})
-		return ts, ln.closed
-	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		defer close(done)
-		hs.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		hs.Close()
-		<-done
-	})
+	serveOn(t, srv, ln, direct)
 	return ts, ln.closed
 }
 
