@@ -60,6 +60,10 @@ func FuzzReadFrames(f *testing.F) {
 		f.Add(frame(opText, true, mask, []byte(`{"host":"127.0.0.1","port":80}`)), mask)
 		f.Add([]byte{0x82, 0xff, 0, 0, 0, 0, 0, 0, 0, 0}, mask)
 		f.Add([]byte{0x8f, 0x80}, mask)
+		// reuse: a stream's end, then the next stream's first message.
+		f.Add(append(append(frame(opBinary, true, mask, []byte("x")), frame(opText, true, mask, []byte(`{"type":"end"}`))...),
+			frame(opText, true, mask, []byte(`{"host":"localhost","port":1}`))...), mask)
+		f.Add(append(frame(opText, true, mask, []byte(`{"type":"end"}`)), frame(opBinary, true, mask, bytes.Repeat([]byte("y"), 600))...), mask)
 	}
 	f.Fuzz(func(t *testing.T, data []byte, client bool) {
 		cfg, _ := Tuning{MaxMessageSize: 1 << 16, CloseTimeout: time.Millisecond}.config()
@@ -71,9 +75,34 @@ func FuzzReadFrames(f *testing.F) {
 				t.Fatalf("unexpected error %v (%T)", err, err)
 			}
 		}
-		for _, hc := range []bool{false, true} {
-			c := newConn(&byteConn{bytes.NewReader(data)}, client, cfg, nil)
-			c.halfClose = hc
+		// With reuse, a stream that ended cleanly hands its connection on
+		// with the bytes read past the end, which must be just that: the
+		// input read so far, after the end. The next stream's reader then
+		// takes them, and the rest.
+		var next *link
+		nextStream := func() {
+			if next == nil {
+				return
+			}
+			consumed := len(data) - next.nc.(*byteConn).r.Len()
+			if !bytes.HasSuffix(data[:consumed], next.pre) {
+				t.Fatalf("handed on %q, not the bytes read past the end", next.pre)
+			}
+			c := newConn(next.nc, client, cfg, next.pre)
+			_, err := c.readMessage()
+			check(err)
+			c.CloseNow()
+			next = nil
+		}
+		for _, mode := range []string{"plain", "half_close", "reuse"} {
+			setup := func(c *Conn) *Conn {
+				c.halfClose = mode != "plain"
+				if c.reuse = mode == "reuse"; c.reuse {
+					c.onReuse = func(l *link) { next = l }
+				}
+				return c
+			}
+			c := setup(newConn(&byteConn{bytes.NewReader(data)}, client, cfg, nil))
 			buf := make([]byte, 7)
 			for range len(data) + 2 {
 				_, err := c.Read(buf)
@@ -83,12 +112,13 @@ func FuzzReadFrames(f *testing.F) {
 				}
 			}
 			c.Close()
+			nextStream()
 
-			c = newConn(&byteConn{bytes.NewReader(data)}, client, cfg, nil)
-			c.halfClose = hc
+			c = setup(newConn(&byteConn{bytes.NewReader(data)}, client, cfg, nil))
 			_, err := c.CopyTo(io.Discard, nil)
 			check(err)
 			c.Close()
+			nextStream()
 		}
 		c := newConn(&byteConn{bytes.NewReader(data)}, client, cfg, nil)
 		_, err := c.readMessage()
