@@ -361,7 +361,14 @@ func (d *Dialer) request(c *Conn, first []byte, sent bool, sprite, host string, 
 		return true, err
 	}
 	if rep.Status == wire.StatusError {
-		c.Close()
+		// Under reuse the server may keep the connection open: no stream
+		// was opened on it.
+		if !d.DisableReuse && !d.DisableHalfClose && wire.Has(rep.Features, wire.FeatureReuse) {
+			c.onReuse = func(l *link) { d.putIdle(sprite, l) }
+		}
+		if c.onReuse == nil || !c.detach() {
+			c.Close()
+		}
 		return true, &dialer.TargetError{Code: rep.Error, Message: rep.Message}
 	}
 	c.halfClose = !d.DisableHalfClose && wire.Has(rep.Features, wire.FeatureHalfClose)
@@ -379,9 +386,8 @@ func (d *Dialer) request(c *Conn, first []byte, sent bool, sprite, host string, 
 // was not dialed): the caller should try another connection.
 func (d *Dialer) dialReused(ctx context.Context, l *link, sprite, host string, port int) (c *Conn, retry bool, err error) {
 	nc := l.nc
-	if dl, ok := ctx.Deadline(); ok {
-		nc.SetDeadline(dl)
-	}
+	dl, _ := ctx.Deadline()
+	nc.SetDeadline(dl) // zero without one
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(aLongTimeAgo) })
 	c = newConn(nc, true, d.cfg, l.pre)
 	replied, err := d.request(c, d.firstMessage(host, port), false, sprite, host, port)
@@ -453,10 +459,7 @@ func (c *Conn) CloseNow() error {
 	}
 	c.closeOnce.Do(func() {
 		c.closing.Store(true)
-		c.closed.Store(true)
-		c.markPeerClosed()
-		c.closeErr = c.nc.Close()
-		c.stopKeepalive()
+		c.closeErr = c.finish()
 	})
 	return c.closeErr
 }

@@ -161,9 +161,13 @@ func lockBy(mu *sync.Mutex, deadline time.Time) bool {
 func (c *Conn) finish() error {
 	c.closed.Store(true)
 	c.markPeerClosed()
-	err := c.nc.Close()
 	c.stopKeepalive()
-	return err
+	c.dmu.RLock()
+	defer c.dmu.RUnlock()
+	if c.detached {
+		return nil // the connection carries another stream now
+	}
+	return c.nc.Close()
 }
 
 // goAway closes a connection that waits for a handshake (an idle link, or

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/spriteproxy/spriteproxy/dialer"
 )
 
 // Tests of the reuse extension: a tunnel closed cleanly leaves its
@@ -606,3 +608,61 @@ func TestReuseConcurrent(t *testing.T) {
 // ping whose second byte goes out with the next reply (so the client must
 // carry bytes read past the end over to the next stream). It reports each
 // upgrade on upgrades, and a client's misstep on errs.
+
+// TestReuseAfterTargetError: a target that is refused or forbidden opens no
+// stream, so under reuse the connection stays open for the next tunnel,
+// whether it was reused already or fresh; with reuse off on the server it
+// closes, as in v1.
+func TestReuseAfterTargetError(t *testing.T) {
+	t.Parallel()
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			tg := startTarget(t, echo)
+			refused := "127.0.0.1:" + itoa(closedPort(t))
+			ts := startServerMode(t, newServer(), false, m.direct)
+			d := reuseDialer(t, ts)
+			fail := func(addr string, want error) {
+				t.Helper()
+				_, err := d.DialSprite(testCtx(t), "s", "tcp", addr)
+				mustIs(t, err, want)
+				if n := d.IdleConnections(); n != 1 {
+					t.Fatalf("%d idle connections after a refused target, want 1", n)
+				}
+			}
+
+			// Fresh: the first thing on the connection is a refusal.
+			fail(refused, dialer.ErrTargetRefused)
+			c := dialTo(t, d, "s", tg.addr())
+			if n := d.IdleConnections(); n != 0 {
+				t.Fatalf("the tunnel after a refusal took a new connection (%d idle)", n)
+			}
+			first := c.NetConn()
+			roundTrip(t, c, payload(0, 100))
+			closeReused(t, d, c, 1)
+
+			// Reused: refusals in between leave it for the next tunnel.
+			fail(refused, dialer.ErrTargetRefused)
+			fail("10.1.2.3:80", dialer.ErrTargetForbidden)
+			c = dialTo(t, d, "s", tg.addr())
+			if c.NetConn() != first {
+				t.Fatal("the tunnel after the refusals is on a new connection")
+			}
+			finishEcho(t, c, payload(1, 5000))
+			closeReused(t, d, c, 1)
+		})
+	}
+
+	t.Run("server without reuse", func(t *testing.T) {
+		t.Parallel()
+		srv := newServer()
+		srv.DisableReuse = true
+		ts := startServer(t, srv, false)
+		d := reuseDialer(t, ts)
+		_, err := d.DialSprite(testCtx(t), "s", "tcp", "127.0.0.1:"+itoa(closedPort(t)))
+		mustIs(t, err, dialer.ErrTargetRefused)
+		if n := d.IdleConnections(); n != 0 {
+			t.Fatalf("%d idle connections from a server without reuse", n)
+		}
+	})
+}

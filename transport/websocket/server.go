@@ -240,9 +240,11 @@ func (s *Server) serveTunnel(c *Conn, sprite string, network dialer.ContextDiale
 		if target != nil {
 			target.Close()
 		}
-		c.Close()
-		s.log("tunnel refused", "sprite", sprite, "client", c.remote, "err", err)
-		return nil
+		if next == nil {
+			c.Close()
+		}
+		s.log("tunnel refused", "sprite", sprite, "client", c.remote, "err", err, "reused", next != nil)
+		return next
 	}
 	c.nc.SetDeadline(time.Time{})
 	c.startKeepalive()
@@ -334,15 +336,18 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 		return nil, "", err
 	}
 	addr := dialer.HostPort(req.Host, req.Port)
+	// A target that cannot be reached leaves the connection as it was
+	// (reuse): no stream was opened, so no end is exchanged.
+	keep := s.reusable(req)
 	if err := s.Policy.Check(req.Host, req.Port); err != nil {
-		s.replyError(c, dialer.CodeForbidden, err.Error())
+		s.replyTargetError(c, dialer.CodeForbidden, err, keep)
 		return nil, addr, err
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, cmpOr(s.DialTimeout, DefaultDialTimeout))
 	target, err := network.DialContext(ctx, "tcp", addr)
 	cancel()
 	if err != nil {
-		s.replyError(c, targetCode(err), err.Error())
+		s.replyTargetError(c, targetCode(err), err, keep)
 		return nil, addr, err
 	}
 	rep := wire.Reply{Status: wire.StatusConnected, Target: targetString(target, addr)}
@@ -354,7 +359,7 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 	if raw {
 		rep.Features = append(rep.Features, wire.FeatureRawStream)
 	}
-	if c.halfClose && !raw && !s.DisableReuse && wire.Has(req.Features, wire.FeatureReuse) {
+	if keep && !raw {
 		rep.Features = append(rep.Features, wire.FeatureReuse)
 		c.reuse = true
 	}
@@ -370,6 +375,27 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 // frame.
 func (s *Server) replyError(c *Conn, code, message string) {
 	c.writeMessage(wire.Marshal(wire.Reply{Status: wire.StatusError, Error: code, Message: message}))
+}
+
+// reusable says whether a tunnel asked for by req takes the reuse
+// extension.
+func (s *Server) reusable(req wire.Request) bool {
+	return !s.DisableReuse && !s.DisableHalfClose &&
+		wire.Has(req.Features, wire.FeatureHalfClose) && wire.Has(req.Features, wire.FeatureReuse)
+}
+
+// replyTargetError sends the error reply for a target that may not or
+// cannot be reached. With keep (reuse), the reply says that the connection
+// stays open, and it is handed on to wait for the client's next first
+// message.
+func (s *Server) replyTargetError(c *Conn, code string, err error, keep bool) {
+	rep := wire.Reply{Status: wire.StatusError, Error: code, Message: err.Error()}
+	if keep {
+		rep.Features = []string{wire.FeatureReuse}
+	}
+	if c.writeMessage(wire.Marshal(rep)) == nil && keep {
+		c.detach()
+	}
 }
 
 // targetCode maps a dial error to the protocol's error code.
