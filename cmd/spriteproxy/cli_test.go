@@ -440,3 +440,35 @@ func TestForwardRawStreams(t *testing.T) {
 		t.Errorf("serve exit %d", code)
 	}
 }
+
+// Connection reuse through the CLI: forward's tunnels, one after another,
+// share a connection (serve logs reuse=true, and the first tunnel's end
+// hands its connection on); serve --no-reuse turns it off.
+func TestForwardReuse(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		want  string
+	}{
+		{"default", nil, `msg="tunnel closed".* reused=true`},
+		{"no-reuse", []string{"--no-reuse"}, `msg="tunnel open".* reuse=false`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv, addr := startServe(t, env(envToken, testToken), append(tc.flags, "-v")...)
+			port := echoService(t)
+			fwd := start(t, env(envToken, testToken, envAPI, "http://"+addr), "forward", "box", fmt.Sprintf("0:%d", port))
+			m := fwd.stdout.waitFor(t, regexp.MustCompile(`^(\S+) -> box:\d+\n`), 10*time.Second)
+			roundTrip(t, m[1], 64<<10)
+			roundTrip(t, m[1], 64<<10)
+			srv.stderr.waitFor(t, regexp.MustCompile(tc.want), 10*time.Second)
+			if code := fwd.stop(t); code != exitOK {
+				t.Errorf("forward exit %d; stderr:\n%s", code, fwd.stderr.String())
+			}
+			if code := srv.stop(t); code != exitOK {
+				t.Errorf("serve exit %d", code)
+			}
+		})
+	}
+}
