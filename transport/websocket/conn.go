@@ -140,36 +140,33 @@ func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 // SetDeadline sets the read and write deadlines of the connection under the
 // tunnel.
 func (c *Conn) SetDeadline(t time.Time) error {
-	c.dmu.RLock()
-	defer c.dmu.RUnlock()
-	if c.detached {
-		return c.opError("set deadline", net.ErrClosed)
-	}
-	c.readDeadline.Store(!t.IsZero())
-	return c.nc.SetDeadline(t)
+	return c.setDeadline(t, true, c.nc.SetDeadline)
 }
 
 // SetReadDeadline sets the read deadline of the connection under the
 // tunnel.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.dmu.RLock()
-	defer c.dmu.RUnlock()
-	if c.detached {
-		return c.opError("set deadline", net.ErrClosed)
-	}
-	c.readDeadline.Store(!t.IsZero())
-	return c.nc.SetReadDeadline(t)
+	return c.setDeadline(t, true, c.nc.SetReadDeadline)
 }
 
 // SetWriteDeadline sets the write deadline of the connection under the
 // tunnel; it bounds keep-alive pings too.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
+	return c.setDeadline(t, false, c.nc.SetWriteDeadline)
+}
+
+// setDeadline applies set(t) unless the connection was handed on to
+// another tunnel (reuse); read says it sets the read deadline.
+func (c *Conn) setDeadline(t time.Time, read bool, set func(time.Time) error) error {
 	c.dmu.RLock()
 	defer c.dmu.RUnlock()
 	if c.detached {
 		return c.opError("set deadline", net.ErrClosed)
 	}
-	return c.nc.SetWriteDeadline(t)
+	if read {
+		c.readDeadline.Store(!t.IsZero())
+	}
+	return set(t)
 }
 
 // HalfClose reports whether the peer negotiated the half_close extension
