@@ -48,3 +48,49 @@ func Example() {
 	fmt.Println(string(reply))
 	// Output: hello through the tunnel
 }
+
+// Tunnels one after another to the same sprite share a connection (the
+// reuse extension): closing one cleanly leaves its WebSocket open for the
+// next, which then costs one message and a reply instead of a TCP, TLS and
+// WebSocket handshake.
+func ExampleDialer_CloseIdleConnections() {
+	svc, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer svc.Close()
+	go func() {
+		for {
+			c, err := svc.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	srv := &websocket.Server{Auth: websocket.StaticToken("secret")}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	d := websocket.NewDialer("http://"+ln.Addr().String(), "secret")
+	defer d.CloseIdleConnections() // when done with the Dialer
+	addr := svc.Addr().String()
+	var first net.Conn
+	for i := range 3 {
+		conn, err := d.DialSprite(context.Background(), "my-sprite", "tcp", addr)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		c := conn.(*websocket.Conn)
+		if i == 0 {
+			first = c.NetConn()
+		}
+		fmt.Printf("tunnel %d: reuse=%v, same connection as the first: %v\n", i, c.Reuse(), c.NetConn() == first)
+		c.Close()
+	}
+	fmt.Println("idle connections kept:", d.IdleConnections())
+	// Output:
+	// tunnel 0: reuse=true, same connection as the first: true
+	// tunnel 1: reuse=true, same connection as the first: true
+	// tunnel 2: reuse=true, same connection as the first: true
+	// idle connections kept: 1
+}
