@@ -207,13 +207,15 @@ func (d *Dialer) dial(ctx context.Context, sprite, network, address string) (*Co
 		nc.SetDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(aLongTimeAgo) })
-	c, err := d.handshake(nc, &u, sprite, host, port)
+	c, kept, err := d.handshake(nc, &u, sprite, host, port)
 	if err != nil && isTimeout(err) && ctxExpired(ctx) {
 		// The deadline taken from ctx fired before ctx's own timer.
 		err = context.DeadlineExceeded
 	}
 	if !stop() || ctx.Err() != nil {
 		// ctx ended during the handshake: its error is the better one.
+		// (Its deadline may still be on its way to the connection, which
+		// must then not be kept.)
 		if c != nil {
 			c.CloseNow()
 		} else {
@@ -222,6 +224,8 @@ func (d *Dialer) dial(ctx context.Context, sprite, network, address string) (*Co
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+	} else if kept != nil {
+		d.putIdle(sprite, kept)
 	}
 	if err != nil {
 		return nil, err
@@ -265,7 +269,10 @@ func (d *Dialer) netConn(ctx context.Context) (net.Conn, error) {
 // handshake upgrades nc to a WebSocket at u and asks for host:port. On an
 // error nc is closed and c is nil, unless the tunnel was set up (then the
 // caller must close c).
-func (d *Dialer) handshake(nc net.Conn, u *url.URL, sprite, host string, port int) (c *Conn, err error) {
+//
+// kept is the connection left open by a target error reply (reuse), for
+// the caller to keep if ctx allows.
+func (d *Dialer) handshake(nc net.Conn, u *url.URL, sprite, host string, port int) (c *Conn, kept *link, err error) {
 	first := d.firstMessage(host, port)
 
 	var refusal *dialer.HTTPError
@@ -293,19 +300,19 @@ func (d *Dialer) handshake(nc net.Conn, u *url.URL, sprite, host string, port in
 	if err != nil {
 		nc.Close()
 		if refusal != nil && refusal.StatusCode >= 400 {
-			return nil, refusal
+			return nil, nil, refusal
 		}
 		var se ws.StatusError
 		if errors.As(err, &se) {
 			if se < 400 {
-				return nil, fmt.Errorf("%w: server answered %d without upgrading to WebSocket", dialer.ErrTunnelClosed, int(se))
+				return nil, nil, fmt.Errorf("%w: server answered %d without upgrading to WebSocket", dialer.ErrTunnelClosed, int(se))
 			}
-			return nil, &dialer.HTTPError{StatusCode: int(se)}
+			return nil, nil, &dialer.HTTPError{StatusCode: int(se)}
 		}
 		if isTimeout(err) {
-			return nil, err
+			return nil, nil, err
 		}
-		return nil, fmt.Errorf("%w: websocket upgrade failed: %w", dialer.ErrTunnelClosed, err)
+		return nil, nil, fmt.Errorf("%w: websocket upgrade failed: %w", dialer.ErrTunnelClosed, err)
 	}
 	var pre []byte
 	if br != nil {
@@ -316,10 +323,11 @@ func (d *Dialer) handshake(nc net.Conn, u *url.URL, sprite, host string, port in
 		ws.PutReader(br)
 	}
 	d.earlyData.Store(early)
-	if _, err := d.request(c, first, sentEarly, sprite, host, port); err != nil {
-		return nil, err
+	kept, _, err = d.request(c, first, sentEarly, sprite, host, port)
+	if err != nil {
+		return nil, kept, err
 	}
-	return c, nil
+	return c, nil, nil
 }
 
 // firstMessage is the handshake message asking for host:port.
@@ -338,13 +346,14 @@ func (d *Dialer) firstMessage(host string, port int) []byte {
 }
 
 // request sends the handshake message first on c (unless it went out
-// already) and reads the reply. On an error c is closed; replied says
-// whether the server had answered.
-func (d *Dialer) request(c *Conn, first []byte, sent bool, sprite, host string, port int) (replied bool, err error) {
+// already) and reads the reply. On an error c is closed, or its connection
+// is kept (a target error reply under reuse) for the caller to pool;
+// replied says whether the server had answered.
+func (d *Dialer) request(c *Conn, first []byte, sent bool, sprite, host string, port int) (kept *link, replied bool, err error) {
 	if !sent {
 		if err := c.writeMessage(first); err != nil {
 			c.CloseNow()
-			return false, err
+			return nil, false, err
 		}
 	}
 	msg, err := c.readMessage()
@@ -353,23 +362,23 @@ func (d *Dialer) request(c *Conn, first []byte, sent bool, sprite, host string, 
 		if errors.Is(err, io.EOF) {
 			err = fmt.Errorf("%w: server closed the tunnel before replying", dialer.ErrTunnelClosed)
 		}
-		return false, err
+		return nil, false, err
 	}
 	rep, err := wire.ParseReply(msg)
 	if err != nil {
 		c.CloseNow()
-		return true, err
+		return nil, true, err
 	}
 	if rep.Status == wire.StatusError {
 		// Under reuse the server may keep the connection open: no stream
 		// was opened on it.
 		if !d.DisableReuse && !d.DisableHalfClose && wire.Has(rep.Features, wire.FeatureReuse) {
-			c.onReuse = func(l *link) { d.putIdle(sprite, l) }
+			c.onReuse = func(l *link) { kept = l }
 		}
 		if c.onReuse == nil || !c.detach() {
 			c.Close()
 		}
-		return true, &dialer.TargetError{Code: rep.Error, Message: rep.Message}
+		return kept, true, &dialer.TargetError{Code: rep.Error, Message: rep.Message}
 	}
 	c.halfClose = !d.DisableHalfClose && wire.Has(rep.Features, wire.FeatureHalfClose)
 	c.raw = !d.DisableRawStream && wire.Has(rep.Features, wire.FeatureRawStream)
@@ -378,30 +387,38 @@ func (d *Dialer) request(c *Conn, first []byte, sent bool, sprite, host string, 
 		c.onReuse = func(l *link) { d.putIdle(sprite, l) }
 	}
 	c.remote = targetAddr(rep.Target, host, port)
-	return true, nil
+	return nil, true, nil
 }
 
 // dialReused asks for host:port on an idle link. retry says that the
 // link was found closed before the server read the request (so the target
-// was not dialed): the caller should try another connection.
+// was not dialed): the caller should try another connection. It is false
+// when ctx ended or its deadline passed: the server may just be slow.
 func (d *Dialer) dialReused(ctx context.Context, l *link, sprite, host string, port int) (c *Conn, retry bool, err error) {
 	nc := l.nc
 	dl, _ := ctx.Deadline()
 	nc.SetDeadline(dl) // zero without one
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(aLongTimeAgo) })
 	c = newConn(nc, true, d.cfg, l.pre)
-	replied, err := d.request(c, d.firstMessage(host, port), false, sprite, host, port)
-	if err != nil && isTimeout(err) && ctxExpired(ctx) {
+	kept, replied, err := d.request(c, d.firstMessage(host, port), false, sprite, host, port)
+	timedOut := err != nil && isTimeout(err)
+	if timedOut && ctxExpired(ctx) {
 		err = context.DeadlineExceeded
 	}
 	if !stop() || ctx.Err() != nil {
+		// As in dial: the connection is not kept once ctx has ended.
 		c.CloseNow()
+		if kept != nil {
+			kept.nc.Close()
+		}
 		if ctx.Err() != nil {
 			return nil, false, ctx.Err()
 		}
+	} else if kept != nil {
+		d.putIdle(sprite, kept)
 	}
 	if err != nil {
-		return nil, !replied, err
+		return nil, !replied && !timedOut, err
 	}
 	nc.SetDeadline(time.Time{})
 	c.startKeepalive()

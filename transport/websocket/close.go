@@ -90,21 +90,52 @@ func (c *Conn) close() error {
 		c.nc.SetWriteDeadline(aLongTimeAgo)
 	}
 	if clean && !c.closeRecv.Load() {
-		c.nc.SetReadDeadline(deadline)
-		if c.rmu.TryLock() {
-			c.drainLocked()
-			c.rmu.Unlock()
-		} else {
-			// A Read is in progress: it will see the peer's close frame.
-			t := time.NewTimer(time.Until(deadline))
-			select {
-			case <-c.peerClosed:
-			case <-t.C:
-			}
-			t.Stop()
-		}
+		c.drainOrWait(deadline)
 	}
 	return c.finish()
+}
+
+// drainOrWait reads and discards until the peer's close frame (or end,
+// under reuse), an error or deadline. While a Read holds the read side, it
+// waits for that Read to see the peer's last frame, or to let go (having
+// returned at an eof, say) so that the drain can read on.
+func (c *Conn) drainOrWait(deadline time.Time) {
+	c.nc.SetReadDeadline(deadline)
+	if lockSoon(&c.rmu) {
+		c.drainLocked()
+		c.rmu.Unlock()
+		return
+	}
+	left := make(chan struct{}, 1)
+	c.readLeft.Store(&left)
+	defer c.readLeft.Store(nil)
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	for {
+		if c.rmu.TryLock() { // (again after each signal, and once after the Store)
+			c.drainLocked()
+			c.rmu.Unlock()
+			return
+		}
+		select {
+		case <-c.peerClosed:
+			return
+		case <-t.C:
+			return
+		case <-left:
+		}
+	}
+}
+
+// readerLeft tells a Close waiting in drainOrWait that a Read has let go
+// of the read side.
+func (c *Conn) readerLeft() {
+	if p := c.readLeft.Load(); p != nil {
+		select {
+		case *p <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // drainLocked reads and discards until the peer's close frame, an error or

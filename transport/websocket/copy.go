@@ -96,13 +96,15 @@ func (c *Conn) CopyTo(w io.Writer, count *atomic.Int64) (int64, error) {
 	for {
 		c.rmu.Lock()
 		n, err := c.copyChunkLocked(w, &segs)
+		gone := c.rd.gone
 		c.rmu.Unlock()
+		c.readerLeft()
 		total += n
 		if count != nil && n > 0 {
 			count.Add(n)
 		}
 		if err == io.EOF {
-			if c.rd.gone {
+			if gone {
 				// The peer closed the whole tunnel: whatever the other
 				// direction still carries has no one to read it.
 				return total, pump.ErrClosedByPeer

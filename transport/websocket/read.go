@@ -70,6 +70,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	n, err := c.readLocked(p)
 	c.rmu.Unlock()
+	c.readerLeft()
 	if err != nil {
 		err = c.readError(err)
 	}

@@ -56,6 +56,7 @@ func (c *Conn) endReceived() {
 // connection.
 func (c *Conn) closeReuse() error {
 	c.closing.Store(true)
+	c.stopKeepalive() // no ping may follow end
 	deadline := time.Now().Add(c.cfg.closeTimeout)
 	// A Write in progress finishes first (a copy towards a peer that is
 	// draining for our end), or gives up at the deadline if the peer does
@@ -68,6 +69,7 @@ func (c *Conn) closeReuse() error {
 		if c.flushPendLocked() == nil && !c.closeSent.Load() {
 			_, err := c.writeFrameLocked(opText, wire.EndMessage)
 			sent = err == nil
+			c.wr.endSent = true
 		}
 	}
 	c.wr.closed = true
@@ -77,19 +79,7 @@ func (c *Conn) closeReuse() error {
 	}
 
 	if !c.endRecv.Load() && !c.closeRecv.Load() {
-		c.nc.SetReadDeadline(deadline)
-		if lockSoon(&c.rmu) {
-			c.drainLocked()
-			c.rmu.Unlock()
-		} else {
-			// A Read is blocked on the connection: it reads the peer's end.
-			t := time.NewTimer(time.Until(deadline))
-			select {
-			case <-c.peerClosed:
-			case <-t.C:
-			}
-			t.Stop()
-		}
+		c.drainOrWait(deadline)
 	}
 	if !c.endRecv.Load() || !c.detach() {
 		return c.finish()

@@ -161,6 +161,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	sl.held = true
 	defer s.release(sl)
+	// The hijacked connection is ours, not net/http's: Shutdown waits for
+	// it. (Added while a slot is held, so before Shutdown's wait can begin.)
+	s.conns.Add(1)
+	defer s.conns.Done()
 	nc, rw, _, err := httpUpgrader.Upgrade(r, w)
 	if err != nil {
 		// gobwas has answered the bad upgrade (400/426) on the hijacked conn.
@@ -311,17 +315,24 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 			return nil, "", errIdleClosed
 		}
 		if err == nil {
-			// Each tunnel is authorized: the token may have been revoked
-			// since the connection's upgrade.
+			// Each tunnel is authorized and placed afresh: the token may
+			// have been revoked, or the sprite moved or removed, since the
+			// connection's upgrade.
 			if s.Auth != nil {
 				if err := s.Auth.Authenticate(s.ctx, sl.token, sl.sprite); err != nil {
 					return nil, "", errors.Join(errNoSlot, err)
 				}
 			}
+			var rerr error
+			if network, rerr = s.resolver().ResolveSprite(s.ctx, sl.sprite); rerr != nil {
+				return nil, "", errors.Join(errNoSlot, rerr)
+			}
 			if status, _ := s.enter(sl.key); status != 0 {
 				return nil, "", errNoSlot
 			}
 			sl.held = true
+			// The reply is bounded as on a new connection.
+			c.nc.SetWriteDeadline(time.Now().Add(cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)))
 		}
 	}
 	if err != nil {
@@ -359,15 +370,17 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 	if raw {
 		rep.Features = append(rep.Features, wire.FeatureRawStream)
 	}
-	if keep && !raw {
+	reuse := keep && !raw
+	if reuse {
 		rep.Features = append(rep.Features, wire.FeatureReuse)
-		c.reuse = true
 	}
 	if err := c.writeMessage(wire.Marshal(rep)); err != nil {
 		return target, addr, err
 	}
-	// From here on the client reads the stream unframed, and so do we.
-	c.raw = raw
+	// From here on the client reads the stream unframed, and so do we; or
+	// it ends the stream with end, and so do we. (Not before: a reply that
+	// did not go out opened no stream.)
+	c.raw, c.reuse = raw, reuse
 	return target, addr, nil
 }
 

@@ -19,11 +19,12 @@ const writevChunk = 1 << 20
 
 // writer is the write side's state, guarded by Conn.wmu.
 type writer struct {
-	err    error  // sticky: the stream can carry no more frames
-	pend   []byte // the rest of a frame cut short by a write timeout
-	closed bool   // no more data: eof or close frame sent
-	hdr    [maxHeader]byte
-	ctrl   [maxControlPayload]byte // a control frame's payload on its way out
+	err     error  // sticky: the stream can carry no more frames
+	pend    []byte // the rest of a frame cut short by a write timeout
+	closed  bool   // no more data: eof or close frame sent
+	endSent bool   // end sent (reuse): no more frames but a close frame
+	hdr     [maxHeader]byte
+	ctrl    [maxControlPayload]byte // a control frame's payload on its way out
 }
 
 // pendingControl holds control frames that the read side asked for, to be
@@ -248,6 +249,11 @@ func (c *Conn) writeControlLocked() {
 	c.ctrlMu.Unlock()
 	if c.wr.err != nil || c.closed.Load() {
 		return
+	}
+	if c.wr.endSent {
+		// After end, the connection carries the next stream's frames:
+		// the peer expects no pong or ping of this one.
+		pong, ping = false, false
 	}
 	if pong {
 		c.writeFrameLocked(opPong, c.wr.ctrl[:n])
