@@ -15,17 +15,8 @@ import (
 // seen from inside the sprite.
 func Example() {
 	// The service inside the sprite: an echo on loopback.
-	svc, _ := net.Listen("tcp", "127.0.0.1:0")
+	svc := echoService()
 	defer svc.Close()
-	go func() {
-		for {
-			c, err := svc.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
 
 	// The sprite side: a tunnel server with one token.
 	srv := &websocket.Server{Auth: websocket.StaticToken("secret")}
@@ -54,17 +45,8 @@ func Example() {
 // next, which then costs one message and a reply instead of a TCP, TLS and
 // WebSocket handshake.
 func ExampleDialer_CloseIdleConnections() {
-	svc, _ := net.Listen("tcp", "127.0.0.1:0")
+	svc := echoService()
 	defer svc.Close()
-	go func() {
-		for {
-			c, err := svc.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
 	srv := &websocket.Server{Auth: websocket.StaticToken("secret")}
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	go srv.Serve(ln)
@@ -93,4 +75,20 @@ func ExampleDialer_CloseIdleConnections() {
 	// tunnel 1: reuse=true, same connection as the first: true
 	// tunnel 2: reuse=true, same connection as the first: true
 	// idle connections kept: 1
+}
+
+// echoService is a service to reach through the tunnel: an echo on
+// loopback.
+func echoService() net.Listener {
+	svc, _ := net.Listen("tcp", "127.0.0.1:0")
+	go func() {
+		for {
+			c, err := svc.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	return svc
 }

@@ -368,10 +368,7 @@ func TestReuseLimits(t *testing.T) {
 				// on its own goroutine: nothing to wait on from here.
 				waitFor(t, "Live() to drop to 0", func() bool { return ts.Live() == 0 })
 
-				c = dialTo(t, d, "s", tg.addr())
-				if c.NetConn() != nc {
-					t.Fatal("the tunnel after the limit is on a new connection")
-				}
+				c = dialOn(t, d, tg.addr(), &nc)
 				if n := ts.Live(); n != 1 {
 					t.Fatalf("Live() = %d on the reused connection, want 1", n)
 				}
@@ -475,10 +472,7 @@ func TestReuseCloseIdleConnections(t *testing.T) {
 	roundTrip(t, b, payload(1, 10)) // in use: untouched
 	nb := b.NetConn()
 	closeReused(t, d, b, 1)
-	c := dialTo(t, d, "s", tg.addr())
-	if c.NetConn() != nb {
-		t.Fatal("the tunnel after CloseIdleConnections is not on the one left idle since")
-	}
+	c := dialOn(t, d, tg.addr(), &nb)
 	finishEcho(t, c, payload(2, 10))
 	closeReused(t, d, c, 1)
 }

@@ -38,6 +38,19 @@ func dialTo(t *testing.T, d *Dialer, sprite, addr string) *Conn {
 	return c.(*Conn)
 }
 
+// dialOn opens a tunnel to addr in sprite "s" that must be on the
+// connection *on, or, if *on is nil, sets *on to the tunnel's connection.
+func dialOn(t *testing.T, d *Dialer, addr string, on *net.Conn) *Conn {
+	t.Helper()
+	c := dialTo(t, d, "s", addr)
+	if *on == nil {
+		*on = c.NetConn()
+	} else if c.NetConn() != *on {
+		t.Fatalf("the tunnel to %s is on a new connection, not the one it should reuse", addr)
+	}
+	return c
+}
+
 // payload is stream i's bytes: a tag naming i, then n random bytes.
 func payload(i, n int) []byte {
 	r := rand.New(rand.NewPCG(uint64(i), 7))
@@ -253,21 +266,13 @@ func TestReuseHalfClose(t *testing.T) {
 			d := reuseDialer(t, ts)
 			var first net.Conn
 			for i := range 4 {
-				c := dialTo(t, d, "s", tg.addr())
-				if i == 0 {
-					first = c.NetConn()
-				} else if c.NetConn() != first {
-					t.Fatalf("tunnel %d is on a new connection", i)
-				}
+				c := dialOn(t, d, tg.addr(), &first)
 				finishEcho(t, c, payload(i, 10_000*i))
 				closeReused(t, d, c, 1)
 			}
 			// CloseWrite, then Close at once: Close reads the echo and the
 			// server's eof off on its way to the end.
-			c := dialTo(t, d, "s", tg.addr())
-			if c.NetConn() != first {
-				t.Fatal("tunnel on a new connection")
-			}
+			c := dialOn(t, d, tg.addr(), &first)
 			if _, err := c.Write(payload(9, 50_000)); err != nil {
 				t.Fatal(err)
 			}
@@ -275,10 +280,7 @@ func TestReuseHalfClose(t *testing.T) {
 				t.Fatal(err)
 			}
 			closeReused(t, d, c, 1)
-			c = dialTo(t, d, "s", tg.addr())
-			if c.NetConn() != first {
-				t.Fatal("tunnel after an unread echo on a new connection")
-			}
+			c = dialOn(t, d, tg.addr(), &first)
 			finishEcho(t, c, payload(10, 100))
 			closeReused(t, d, c, 1)
 		})
@@ -316,10 +318,7 @@ func TestReuseCloseMidStream(t *testing.T) {
 				if n := d.IdleConnections(); n != 1 {
 					t.Fatalf("round %d: %d idle connections after Close mid-stream, want 1 (the connection was not reused)", i, n)
 				}
-				c2 := dialTo(t, d, "s", tg.addr())
-				if c2.NetConn() != nc {
-					t.Fatalf("round %d: the next tunnel is on a new connection", i)
-				}
+				c2 := dialOn(t, d, tg.addr(), &nc)
 				finishEcho(t, c2, payload(i, 1000))
 				closeReused(t, d, c2, 1)
 			}
@@ -343,22 +342,14 @@ func TestReuseTargetEndsFirst(t *testing.T) {
 			d := reuseDialer(t, ts)
 			var first net.Conn
 			for i := range 3 {
-				c := dialTo(t, d, "s", banner.addr())
-				if i == 0 {
-					first = c.NetConn()
-				} else if c.NetConn() != first {
-					t.Fatalf("round %d: tunnel on a new connection", i)
-				}
+				c := dialOn(t, d, banner.addr(), &first)
 				all, err := io.ReadAll(c)
 				if err != nil || string(all) != want {
 					t.Fatalf("read %q, %v; want %q then EOF", all, err, want)
 				}
 				closeReused(t, d, c, 1)
 
-				c2 := dialTo(t, d, "s", tg.addr())
-				if c2.NetConn() != first {
-					t.Fatalf("round %d: echo tunnel on a new connection", i)
-				}
+				c2 := dialOn(t, d, tg.addr(), &first)
 				finishEcho(t, c2, payload(i, 3000))
 				closeReused(t, d, c2, 1)
 			}
@@ -485,10 +476,7 @@ func TestReuseBlockedRead(t *testing.T) {
 					if n := d.IdleConnections(); n != 1 {
 						t.Fatalf("round %d: %d idle connections after Close with a Read blocked, want 1", i, n)
 					}
-					c2 := dialTo(t, d, "s", tg.addr())
-					if c2.NetConn() != nc {
-						t.Fatalf("round %d: the next tunnel is on a new connection", i)
-					}
+					c2 := dialOn(t, d, tg.addr(), &nc)
 					finishEcho(t, c2, payload(100+i, 700))
 					closeReused(t, d, c2, 1)
 				}
@@ -508,13 +496,8 @@ func TestReuseEmptyStream(t *testing.T) {
 			ts := startServerMode(t, newServer(), false, m.direct)
 			d := reuseDialer(t, ts)
 			var first net.Conn
-			for i := range 5 {
-				c := dialTo(t, d, "s", tg.addr())
-				if i == 0 {
-					first = c.NetConn()
-				} else if c.NetConn() != first {
-					t.Fatalf("tunnel %d is on a new connection", i)
-				}
+			for range 5 {
+				c := dialOn(t, d, tg.addr(), &first)
 				closeReused(t, d, c, 1)
 			}
 			c := dialTo(t, d, "s", tg.addr())
@@ -546,12 +529,7 @@ func TestReuseServerEndsFirst(t *testing.T) {
 			d := reuseDialer(t, ts)
 			var first net.Conn
 			for i := range 3 {
-				c := dialTo(t, d, "s", reset.addr())
-				if i == 0 {
-					first = c.NetConn()
-				} else if c.NetConn() != first {
-					t.Fatalf("round %d: tunnel on a new connection", i)
-				}
+				c := dialOn(t, d, reset.addr(), &first)
 				if _, err := c.Write([]byte("x")); err != nil {
 					t.Fatal(err)
 				}
@@ -563,10 +541,7 @@ func TestReuseServerEndsFirst(t *testing.T) {
 					t.Fatal("Write after the server's end succeeded")
 				}
 				closeReused(t, d, c, 1)
-				c = dialTo(t, d, "s", tg.addr())
-				if c.NetConn() != first {
-					t.Fatalf("round %d: echo tunnel on a new connection", i)
-				}
+				c = dialOn(t, d, tg.addr(), &first)
 				finishEcho(t, c, payload(i, 100))
 				closeReused(t, d, c, 1)
 			}
@@ -644,10 +619,7 @@ func TestReuseAfterTargetError(t *testing.T) {
 			// Reused: refusals in between leave it for the next tunnel.
 			fail(refused, dialer.ErrTargetRefused)
 			fail("10.1.2.3:80", dialer.ErrTargetForbidden)
-			c = dialTo(t, d, "s", tg.addr())
-			if c.NetConn() != first {
-				t.Fatal("the tunnel after the refusals is on a new connection")
-			}
+			c = dialOn(t, d, tg.addr(), &first)
 			finishEcho(t, c, payload(1, 5000))
 			closeReused(t, d, c, 1)
 		})
