@@ -11,7 +11,6 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"sync"
@@ -176,7 +175,6 @@ type demoServer struct {
 	clientTLS *tls.Config
 
 	ws     *websocket.Server
-	hs     *http.Server
 	served chan error
 
 	echo  net.Listener
@@ -220,11 +218,9 @@ func startDemoServer() (*demoServer, error) {
 			return sprite, nil
 		}),
 	}
-	cfg := pair.ServerConfig()
-	cfg.NextProtos = []string{"http/1.1"}
-	s.hs = &http.Server{Handler: s.ws, ReadHeaderTimeout: 10 * time.Second}
+	s.ws.TLSConfig = pair.ServerConfig()
 	s.served = make(chan error, 1)
-	go func() { s.served <- s.hs.Serve(tls.NewListener(ln, cfg)) }()
+	go func() { s.served <- s.ws.Serve(ln) }()
 	return s, nil
 }
 
@@ -232,7 +228,6 @@ func startDemoServer() (*demoServer, error) {
 func (s *demoServer) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	s.hs.Shutdown(ctx)
 	s.ws.Shutdown(ctx)
 	<-s.served
 	s.echo.Close()

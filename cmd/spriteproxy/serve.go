@@ -115,9 +115,6 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 		return c.failf(exitFail, "serve", "cannot listen on %s: %v", *listen, short(err))
 	}
 	addr := ln.Addr().(*net.TCPAddr)
-	if tlsConfig != nil {
-		ln = tls.NewListener(ln, tlsConfig)
-	}
 
 	srv := &websocket.Server{
 		Auth:               auth,
@@ -128,6 +125,7 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 		Tuning:             websocket.Tuning{IdleTimeout: *idle},
 		RawStreams:         *raw,
 		DisableReuse:       *noReuse,
+		TLSConfig:          tlsConfig,
 	}
 	if *verbose {
 		srv.Logger = logger

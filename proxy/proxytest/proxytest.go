@@ -150,7 +150,7 @@ func Start(opts ...Option) (s *Server, err error) {
 			return nil, err
 		}
 		s.clientTLS = pair.ClientConfig()
-		s.ln = tls.NewListener(s.ln, pair.ServerConfig())
+		s.Tunnels.TLSConfig = pair.ServerConfig()
 		scheme = "https"
 	}
 	_, port, _ := net.SplitHostPort(s.ln.Addr().String())

@@ -258,7 +258,7 @@ func (d *Dialer) netConn(ctx context.Context) (net.Conn, error) {
 	if d.tlsConf == nil {
 		return nc, nil
 	}
-	tc := tls.Client(nc, d.tlsConf)
+	tc := tls.Client(newCorkConn(nc), d.tlsConf)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		nc.Close()
 		return nil, err

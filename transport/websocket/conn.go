@@ -47,7 +47,8 @@ type Conn struct {
 	// read deadline (CopyTo's TLS gathering leaves those alone).
 	tlsConn      *tls.Conn
 	readDeadline atomic.Bool
-	client       bool // frames sent are masked; frames received are not
+	cork         *corkConn // under tlsConn, when the tunnel made the TLS conn
+	client       bool      // frames sent are masked; frames received are not
 	cfg          *config
 	local        net.Addr
 	remote       net.Addr
@@ -121,6 +122,9 @@ func newConn(nc net.Conn, client bool, cfg *config, pre []byte) *Conn {
 	}
 	c.tcp, _ = nc.(*net.TCPConn)
 	c.tlsConn, _ = nc.(*tls.Conn)
+	if c.tlsConn != nil {
+		c.cork, _ = c.tlsConn.NetConn().(*corkConn)
+	}
 	c.rd.win = c.rd.buf[:]
 	if len(pre) > 0 {
 		c.rd.pre = append([]byte(nil), pre...)

@@ -38,8 +38,10 @@
 // half the memory and allocations per tunnel of ServeHTTP behind an
 // http.Server; both speak the same protocol. The tunnel pings on its own,
 // so a listener from net.ListenConfig{KeepAlive: -1} saves the kernel's
-// keep-alive settings per connection. Limits, timeouts and their defaults
-// are the fields of Server and Tuning; README.md has the table.
+// keep-alive settings per connection. For wss, set Server.TLSConfig
+// rather than wrapping the listener with tls.NewListener: the tunnel then
+// owns the connection under TLS. Limits, timeouts and their defaults are
+// the fields of Server and Tuning; README.md has the table.
 //
 // # Performance
 //
@@ -50,4 +52,10 @@
 // Conn.CopyFrom and Conn.CopyTo (also as io.ReaderFrom and io.WriterTo)
 // move a stream with no copy between read and send, and by splice between
 // two TCP sockets where the frames need no unmasking.
+//
+// Under TLS, crypto/tls writes each 16 KiB record with a syscall of its
+// own. Where the tunnel made the TLS connection (the Dialer always, Serve
+// with TLSConfig), it gathers a frame's records and sends them with one
+// write, which also keeps crypto/tls usable after a write deadline cuts a
+// frame: the rest goes out with the next Write, as over plain TCP.
 package websocket

@@ -38,8 +38,16 @@ func startServer(t testing.TB, srv *Server, useTLS bool) *testServer {
 	return startServerMode(t, srv, useTLS, false)
 }
 
-// startServerMode is startServer, with Serve's fast path if direct.
+// startServerMode is startServer, with Serve's fast path if direct. Serve
+// speaks TLS itself (Server.TLSConfig), as the CLI does.
 func startServerMode(t testing.TB, srv *Server, useTLS, direct bool) *testServer {
+	t.Helper()
+	return startServerHow(t, srv, useTLS, direct, false)
+}
+
+// startServerHow is startServerMode; with tlsListener, Serve takes its TLS
+// from a tls.NewListener instead of TLSConfig.
+func startServerHow(t testing.TB, srv *Server, useTLS, direct, tlsListener bool) *testServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -51,7 +59,11 @@ func startServerMode(t testing.TB, srv *Server, useTLS, direct bool) *testServer
 		if err != nil {
 			t.Fatal(err)
 		}
-		ln = tls.NewListener(ln, pair.ServerConfig())
+		if direct && !tlsListener {
+			srv.TLSConfig = pair.ServerConfig()
+		} else {
+			ln = tls.NewListener(ln, pair.ServerConfig())
+		}
 		ts.URL = "https://" + ln.Addr().String()
 		ts.ClientTLS = pair.ClientConfig()
 	}

@@ -25,6 +25,9 @@ func (c *Conn) rawKeepAlive() {
 	if tc, ok := nc.(*tls.Conn); ok {
 		nc = tc.NetConn()
 	}
+	if cc, ok := nc.(*corkConn); ok {
+		nc = cc.Conn
+	}
 	tcp, ok := nc.(*net.TCPConn)
 	if !ok || c.cfg.keepAlive <= 0 {
 		return
@@ -64,7 +67,7 @@ func (c *Conn) rawRead(p []byte) (int, error) {
 }
 
 func (c *Conn) rawWrite(p []byte) (int, error) {
-	n, err := c.nc.Write(p)
+	n, err := c.ncWrite(p)
 	if err != nil {
 		err = c.writeError(err)
 	}

@@ -25,8 +25,9 @@ var ErrServerClosed = errors.New("websocket: server closed")
 // is the server's fast path: it upgrades on the raw connection with pooled
 // buffers instead of going through net/http, so each tunnel costs fewer
 // allocations and syscalls than ServeHTTP behind an http.Server; the
-// protocol is the same, refusals included. For TLS, wrap ln with
-// tls.NewListener. Serve may be called on several listeners at once.
+// protocol is the same, refusals included. For TLS, set TLSConfig (or
+// wrap ln with tls.NewListener, which works but sends each TLS record with
+// a syscall of its own). Serve may be called on several listeners at once.
 func (s *Server) Serve(ln net.Listener) error {
 	if err := s.init(); err != nil {
 		return err
@@ -84,6 +85,9 @@ func (s *Server) Serve(ln net.Listener) error {
 // serveConn upgrades one raw connection and serves its tunnel.
 func (s *Server) serveConn(nc net.Conn) {
 	defer s.conns.Done()
+	if s.TLSConfig != nil {
+		nc = tls.Server(newCorkConn(nc), s.TLSConfig)
+	}
 	stop := context.AfterFunc(s.ctx, func() { nc.SetDeadline(aLongTimeAgo) })
 	nc.SetDeadline(time.Now().Add(cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)))
 	var (

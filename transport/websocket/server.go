@@ -3,6 +3,7 @@ package websocket
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -80,6 +81,13 @@ type Server struct {
 	// past it, a connection closes when its tunnel ends. 0 means
 	// DefaultMaxIdleConns; negative means no cap.
 	MaxIdleConns int
+	// TLSConfig, if set, makes Serve speak TLS on every connection it
+	// accepts, as a listener from tls.NewListener would. It is the faster
+	// way to serve wss: the tunnel then owns the connection under TLS and
+	// sends the records of a frame with one write instead of one per
+	// 16 KiB record. It must hold a certificate (Certificates or
+	// GetCertificate); ServeHTTP does not use it (http.Server has its own).
+	TLSConfig *tls.Config
 	// Tuning sets keep-alive, dead-peer and close timeouts and the message
 	// limit; the zero value means the defaults.
 	Tuning Tuning

@@ -57,13 +57,26 @@ func TestEcho(t *testing.T) {
 
 // TestBulkChecksum moves 24 MiB each way at once, in writes of random sizes
 // (message boundaries carry no meaning), and checks every byte.
+//
+// Over wss the three ways of serving TLS differ below the tunnel: net/http's
+// TLS, Serve with TLSConfig (the server gathers a frame's records into one
+// write, as the client always does), and Serve on a tls.NewListener.
 func TestBulkChecksum(t *testing.T) {
 	t.Parallel()
-	for _, useTLS := range []bool{false, true} {
-		t.Run(map[bool]string{false: "ws", true: "wss"}[useTLS], func(t *testing.T) {
+	for _, tc := range []struct {
+		name                        string
+		useTLS, direct, tlsListener bool
+	}{
+		{"ws-http", false, false, false},
+		{"ws-serve", false, true, false},
+		{"wss-http", true, false, false},
+		{"wss-serve", true, true, false},
+		{"wss-serve-tls-listener", true, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			tg := startTarget(t, echo)
-			ts := startServer(t, newServer(), useTLS)
+			ts := startServerHow(t, newServer(), tc.useTLS, tc.direct, tc.tlsListener)
 			c, err := ts.dialer().DialSprite(testCtx(t), "s", "tcp", tg.addr())
 			if err != nil {
 				t.Fatal(err)
@@ -309,25 +322,13 @@ func TestHalfClose(t *testing.T) {
 
 func TestNetConn(t *testing.T) {
 	t.Parallel()
-	t.Run("tunnel", func(t *testing.T) {
-		t.Parallel()
-		ts := startServer(t, newServer(), false)
-		accepted := make(chan net.Conn, 1)
-		release := make(chan struct{})
-		tg := startTarget(t, func(c net.Conn) {
-			accepted <- c
-			<-release // the conn is nettest's until then
+	for _, useTLS := range []bool{false, true} {
+		name := map[bool]string{false: "tunnel", true: "tunnel wss"}[useTLS]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			netConnTunnel(t, useTLS)
 		})
-		t.Cleanup(func() { close(release) })
-		nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
-			c1, err = ts.dialer().DialSprite(testCtx(t), "s", "tcp", tg.addr())
-			if err != nil {
-				return nil, nil, nil, err
-			}
-			c2 = <-accepted
-			return c1, c2, func() { closeBoth(c1, c2) }, nil
-		})
-	})
+	}
 	for _, hc := range []bool{true, false} {
 		t.Run(map[bool]string{true: "pair half_close", false: "pair plain"}[hc], func(t *testing.T) {
 			t.Parallel()
@@ -411,4 +412,25 @@ func TestCopyToKeepsReadDeadline(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the caller's read deadline was lost")
 	}
+}
+
+// netConnTunnel runs nettest.TestConn on a client tunnel (over TLS if
+// useTLS: write deadlines then cut TLS records, which the Conn must finish).
+func netConnTunnel(t *testing.T, useTLS bool) {
+	ts := startServerMode(t, newServer(), useTLS, true)
+	accepted := make(chan net.Conn, 1)
+	release := make(chan struct{})
+	tg := startTarget(t, func(c net.Conn) {
+		accepted <- c
+		<-release // the conn is nettest's until then
+	})
+	t.Cleanup(func() { close(release) })
+	nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
+		c1, err = ts.dialer().DialSprite(testCtx(t), "s", "tcp", tg.addr())
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		c2 = <-accepted
+		return c1, c2, func() { closeBoth(c1, c2) }, nil
+	})
 }

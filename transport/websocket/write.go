@@ -104,7 +104,7 @@ func (c *Conn) flushPendLocked() error {
 	if len(w.pend) == 0 {
 		return w.err
 	}
-	n, err := c.nc.Write(w.pend)
+	n, err := c.ncWrite(w.pend)
 	w.pend = w.pend[n:]
 	if err != nil {
 		if !isTimeout(err) {
@@ -158,10 +158,27 @@ func (c *Conn) sendBufLocked(op byte, bp *[]byte, n int) (int, error) {
 		ws.Cipher(buf[pool.Headroom:pool.Headroom+n], m, 0)
 	}
 	frame := buf[start : pool.Headroom+n]
-	written, err := c.nc.Write(frame)
+	written, err := c.ncWrite(frame)
 	return c.afterWrite(n, len(frame), written, err, func(from int) []byte {
 		return append([]byte(nil), frame[from:]...)
 	})
+}
+
+// ncWrite writes b to the connection under the tunnel. Under TLS made by
+// the tunnel, crypto/tls writes b's records into the corkConn, which sends
+// them with one write (see corkConn).
+func (c *Conn) ncWrite(b []byte) (int, error) {
+	if c.cork == nil {
+		return c.nc.Write(b)
+	}
+	if err := c.cork.begin(); err != nil {
+		return 0, err
+	}
+	n, err := c.nc.Write(b)
+	if ferr := c.cork.end(); err == nil {
+		err = ferr
+	}
+	return n, err
 }
 
 // afterWrite accounts for a frame write of total bytes (payload of them)

@@ -34,22 +34,32 @@ type Server struct {
 // goroutines.
 func (s *Server) Close() { s.close() }
 
+// tlsConfigs makes TLS 1.3 configs with a fresh certificate: the server's
+// and the client's.
+func tlsConfigs() (server, client *tls.Config, err error) {
+	pair, err := testcert.New()
+	if err != nil {
+		return nil, nil, err
+	}
+	server = pair.ServerConfig()
+	server.MinVersion = tls.VersionTLS13
+	client = pair.ClientConfig()
+	client.MinVersion = tls.VersionTLS13
+	return server, client, nil
+}
+
 // listen wraps ln in TLS 1.3 with a fresh certificate if useTLS, and
 // returns the server's URL and the client's TLS config.
 func listen(ln net.Listener, useTLS bool) (net.Listener, string, *tls.Config, error) {
 	if !useTLS {
 		return ln, "http://" + ln.Addr().String(), nil, nil
 	}
-	pair, err := testcert.New()
+	server, client, err := tlsConfigs()
 	if err != nil {
 		ln.Close()
 		return nil, "", nil, err
 	}
-	cfg := pair.ServerConfig()
-	cfg.MinVersion = tls.VersionTLS13
-	client := pair.ClientConfig()
-	client.MinVersion = tls.VersionTLS13
-	return tls.NewListener(ln, cfg), "https://" + ln.Addr().String(), client, nil
+	return tls.NewListener(ln, server), "https://" + ln.Addr().String(), client, nil
 }
 
 // ServeHTTP serves h behind a net/http Server on ln (TLS 1.3 if useTLS).
@@ -118,9 +128,16 @@ func ServeOurs(ln net.Listener, sprites websocket.Resolver, useTLS bool, front F
 		s.Live = ws.Live
 		return s, nil
 	}
-	ln, url, clientTLS, err := listen(ln, useTLS)
-	if err != nil {
-		return nil, err
+	// websocket.Server speaks TLS itself (TLSConfig), as the CLI's serve
+	// does: it then sends a frame's TLS records with one write.
+	url, clientTLS := "http://"+ln.Addr().String(), (*tls.Config)(nil)
+	if useTLS {
+		var err error
+		if ws.TLSConfig, clientTLS, err = tlsConfigs(); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		url = "https://" + ln.Addr().String()
 	}
 	done := make(chan struct{})
 	go func() {

@@ -1,0 +1,237 @@
+package websocket
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// writeCounter is a net.Conn that counts the writes that reach it.
+type writeCounter struct {
+	net.Conn
+	mu     sync.Mutex
+	writes int
+}
+
+func (w *writeCounter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.writes++
+	w.mu.Unlock()
+	return w.Conn.Write(p)
+}
+
+func (w *writeCounter) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.writes
+}
+
+// pipeCork is a corkConn on one end of a net.Pipe (which has no buffer: a
+// write waits for the reader) and the other end.
+func pipeCork(t *testing.T) (*corkConn, *writeCounter, net.Conn) {
+	t.Helper()
+	a, b := net.Pipe()
+	t.Cleanup(func() { a.Close(); b.Close() })
+	wc := &writeCounter{Conn: a}
+	return newCorkConn(wc), wc, b
+}
+
+// readN reads from c until it has n bytes or fails.
+func readN(c net.Conn, n int) chan []byte {
+	out := make(chan []byte, 1)
+	go func() {
+		buf := make([]byte, n)
+		m, _ := io.ReadFull(c, buf)
+		out <- buf[:m]
+	}()
+	return out
+}
+
+func TestCorkGathersWrites(t *testing.T) {
+	t.Parallel()
+	cc, wc, peer := pipeCork(t)
+	got := readN(peer, 3000+5)
+	if err := cc.begin(); err != nil {
+		t.Fatal(err)
+	}
+	var want []byte
+	for i := range 3 {
+		p := bytes.Repeat([]byte{byte('a' + i)}, 1000)
+		if n, err := cc.Write(p); n != len(p) || err != nil {
+			t.Fatalf("corked Write = %d, %v", n, err)
+		}
+		want = append(want, p...)
+	}
+	if n := wc.count(); n != 0 {
+		t.Fatalf("%d writes reached the connection while corked, want 0", n)
+	}
+	if err := cc.end(); err != nil {
+		t.Fatal(err)
+	}
+	if n := wc.count(); n != 1 {
+		t.Fatalf("end made %d writes, want 1", n)
+	}
+	// Uncorked, a write goes straight through.
+	if _, err := cc.Write([]byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, "after"...)
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("peer read %q..., want the corked bytes then the plain write", b[:min(len(b), 16)])
+	}
+	if n := wc.count(); n != 2 {
+		t.Fatalf("%d writes in all, want 2", n)
+	}
+	if cc.bp != nil {
+		t.Error("the buffer is still borrowed after a complete flush")
+	}
+}
+
+// TestCorkTimeoutKeepsRest: a flush cut by the write deadline keeps the
+// rest, a write while the deadline is past sends and gathers nothing, and
+// once the deadline is lifted the next write sends the rest first.
+func TestCorkTimeoutKeepsRest(t *testing.T) {
+	t.Parallel()
+	cc, _, peer := pipeCork(t)
+	first := make([]byte, 4000)
+	for i := range first {
+		first[i] = byte(i)
+	}
+	// The peer takes 10 bytes at most, then reads no more until the
+	// deadline has cut the flush (if it read nothing by then, its first
+	// read takes the start of the next flush).
+	total := len(first) + len("end")
+	got := make(chan []byte, 1)
+	resume := make(chan struct{})
+	go func() {
+		buf := make([]byte, total)
+		n, _ := peer.Read(buf[:10])
+		<-resume
+		m, _ := io.ReadFull(peer, buf[n:])
+		got <- buf[:n+m]
+	}()
+	cc.SetWriteDeadline(time.Now().Add(20 * time.Millisecond))
+	if err := cc.begin(); err != nil {
+		t.Fatal(err)
+	}
+	cc.Write(first)
+	err := cc.end()
+	close(resume)
+	if !isTimeout(err) {
+		t.Fatalf("end = %v, want a timeout", err)
+	}
+	// The deadline has passed: nothing is sent or gathered.
+	if err := cc.begin(); !isTimeout(err) {
+		t.Fatalf("begin after the deadline = %v, want a timeout", err)
+	}
+	var ne net.Error
+	if err := cc.begin(); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("begin error %v is not a net.Error timeout", err)
+	}
+
+	cc.SetWriteDeadline(time.Time{})
+	if err := cc.begin(); err != nil {
+		t.Fatal(err)
+	}
+	cc.Write([]byte("end"))
+	if err := cc.end(); err != nil {
+		t.Fatal(err)
+	}
+	if b, want := <-got, append(append([]byte(nil), first...), "end"...); !bytes.Equal(b, want) {
+		t.Fatalf("peer got %d bytes, want the %d sent, in order", len(b), len(want))
+	}
+}
+
+// TestCorkConcurrentWrites: crypto/tls writes from other goroutines too
+// (a KeyUpdate answered by a Read, an alert from Close), outside the
+// tunnel's lock, one whole record per Write; gathered or not, every write
+// arrives whole and in its writer's order.
+func TestCorkConcurrentWrites(t *testing.T) {
+	t.Parallel()
+	cc, _, peer := pipeCork(t)
+	const perWriter = 300
+	// A message: writer id, sequence number, length, payload.
+	msg := func(id, seq int, payload []byte) []byte {
+		m := make([]byte, 9, 9+len(payload))
+		m[0] = byte(id)
+		binary.BigEndian.PutUint32(m[1:], uint32(seq))
+		binary.BigEndian.PutUint32(m[5:], uint32(len(payload)))
+		return append(m, payload...)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { // gathered: a few records per frame, as crypto/tls writes them
+		defer wg.Done()
+		for seq := 0; seq < perWriter; {
+			if err := cc.begin(); err != nil {
+				t.Error(err)
+				return
+			}
+			for k := 1 + rand.IntN(4); k > 0 && seq < perWriter; k-- {
+				cc.Write(msg(0, seq, make([]byte, rand.IntN(16<<10))))
+				seq++
+			}
+			if err := cc.end(); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	go func() { // straight through
+		defer wg.Done()
+		for seq := range perWriter {
+			if _, err := cc.Write(msg(1, seq, make([]byte, rand.IntN(100)))); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	next := [2]int{}
+	hdr := make([]byte, 9)
+	for next[0] < perWriter || next[1] < perWriter {
+		if _, err := io.ReadFull(peer, hdr); err != nil {
+			t.Fatal(err)
+		}
+		id, seq := int(hdr[0]), int(binary.BigEndian.Uint32(hdr[1:]))
+		if id > 1 || seq != next[id] {
+			t.Fatalf("read message %d of writer %d, want %d: writes were split or reordered", seq, id, next[min(id, 1)])
+		}
+		next[id]++
+		if _, err := io.CopyN(io.Discard, peer, int64(binary.BigEndian.Uint32(hdr[5:]))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+}
+
+// TestCorkClose: Close ends a gathering write, gives the buffer back, and
+// every later write fails as on a closed connection.
+func TestCorkClose(t *testing.T) {
+	t.Parallel()
+	cc, _, _ := pipeCork(t)
+	if err := cc.begin(); err != nil {
+		t.Fatal(err)
+	}
+	cc.Write(make([]byte, 1000))
+	if err := cc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if cc.bp != nil {
+		t.Error("Close kept the buffer")
+	}
+	if err := cc.end(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("end after Close = %v, want net.ErrClosed", err)
+	}
+	if _, err := cc.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Write after Close = %v, want net.ErrClosed", err)
+	}
+	if err := cc.begin(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("begin after Close = %v, want net.ErrClosed", err)
+	}
+}
