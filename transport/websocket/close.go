@@ -226,7 +226,21 @@ func (c *Conn) expire(err *timeoutError, code int) {
 	c.queueClose(code, "")
 	c.closed.Store(true)
 	c.markPeerClosed()
-	c.nc.Close()
+	c.closeNC()
+}
+
+// closeNC closes the connection under the tunnel. Under TLS that the tunnel
+// made, a gathered write under way, or bytes a timeout kept, would make
+// crypto/tls's Close send its close_notify behind them and wait; the
+// connection is closed at once instead, without the alert, as crypto/tls
+// does when its own Write is in flight (its failed alert is then no error
+// of the tunnel's).
+func (c *Conn) closeNC() error {
+	if c.cork != nil && c.cork.interrupt() {
+		c.nc.Close()
+		return nil
+	}
+	return c.nc.Close()
 }
 
 // stopKeepalive stops the timer and waits for a running tick to finish.

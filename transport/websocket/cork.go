@@ -10,67 +10,213 @@ import (
 	"github.com/spriteproxy/spriteproxy/internal/pool"
 )
 
-// maxTLSRecord is the most plaintext one TLS record carries. crypto/tls
-// writes each record with a syscall of its own, so a frame longer than this
-// costs a write per 16 KiB (and one more for the few header bytes that
-// spill into a record of their own) unless the records are gathered.
-const maxTLSRecord = 16 << 10
+const (
+	// maxTLSRecord is the most plaintext one TLS record carries.
+	maxTLSRecord = 16 << 10
+	// corkChunk is the most one gathered write takes: a whole frame of the
+	// largest size the tunnel sends.
+	corkChunk = pool.Headroom + pool.Size
+	// corkSize holds corkChunk's records: each adds a header, a tag and
+	// (TLS 1.2 CBC suites) a MAC and padding, well under 80 bytes.
+	corkSize = corkChunk + (corkChunk/maxTLSRecord+2)*80
+)
 
-// corkConn sits under a crypto/tls Conn and lets the tunnel gather the
-// records of one frame into one write: between cork and uncork, the records
-// crypto/tls writes are copied into a pooled buffer (borrowed only then),
-// and uncork sends them with one syscall. Uncorked, a write goes straight
-// through.
+// corkBuffers hold gathered records, borrowed only while a write is under
+// way (or a timeout cut one).
+var corkBuffers = sync.Pool{New: func() any {
+	b := make([]byte, corkSize)
+	return &b
+}}
+
+// corkConn sits under a crypto/tls Conn that the tunnel made, for two
+// reasons.
 //
-// crypto/tls serializes its own writes, but it also writes from a reading
-// goroutine (a KeyUpdate answered, say) and from Close, outside the
-// tunnel's write lock; mu keeps every write, and the bytes' order, whole.
+// Speed: crypto/tls writes each 16 KiB record with a syscall of its own.
+// Between begin and end, the records crypto/tls writes are gathered in a
+// pooled buffer, and end sends them with one write.
 //
-// It also keeps crypto/tls whole across write timeouts. crypto/tls fails
-// for good once a write to the connection under it fails, timeouts
-// included; the records of a tunnel's frame are written into the buffer,
-// which never fails, and a flush cut by a timeout keeps what it did not
-// send, for the next write to send first. So the tunnel's own rule (a frame
-// cut by a timeout is finished by the next Write) holds under TLS too, and
-// a write whose deadline has already passed fails before crypto/tls sees
-// it, having sent nothing.
+// Deadlines: crypto/tls fails for good once a write to the connection under
+// it fails, timeouts included, where a net.Conn may be written again after
+// a timeout. So no write fails here with a timeout. A gathered write always
+// lands in the buffer. When a flush is cut by the write deadline, end
+// returns the timeout to the tunnel and keeps the rest, for the next write
+// to send first. A write that is not gathered keeps what the deadline cut,
+// too: crypto/tls's own writes, outside the tunnel's, such as a KeyUpdate
+// answered by a Read or a close_notify. And begin fails, having sent
+// nothing, when the write deadline has already passed. The tunnel's rule
+// (a frame cut by a timeout is finished by the next Write) thus holds under
+// TLS as over TCP.
+//
+// crypto/tls serializes its own writes (its out lock), and gathers are
+// serialized by gmu; mu keeps every write, and the bytes' order, whole.
 type corkConn struct {
 	net.Conn
 
-	wdl atomic.Int64 // the write deadline (Unix ns), 0 for none
+	wdl  atomic.Int64 // the write deadline (Unix ns), 0 for none
+	busy atomic.Bool  // a gathered write is under way
+	held atomic.Bool  // bytes are held (len(buf) > 0)
+
+	gmu sync.Mutex // held from begin to end
 
 	mu     sync.Mutex
 	corked bool
-	bp     *[]byte // borrowed while it holds bytes, or while corked
-	buf    []byte  // the bytes held, a prefix of *bp
-	err    error   // a write failed for good
+	bp     *[]byte // from corkBuffers, while it holds bytes or is corked
+	buf    []byte  // the bytes held: a prefix of *bp, or of a larger slice
+	err    error   // a write failed for good, or Close
+
+	closing atomic.Bool
 }
 
 func newCorkConn(nc net.Conn) *corkConn { return &corkConn{Conn: nc} }
 
-// begin starts gathering writes, once anything held from a cut flush is
-// sent; it fails, and gathers nothing, if that cannot be done or the write
-// deadline has passed.
+// begin starts gathering writes, once anything held from a cut write is
+// sent. It fails, gathering nothing, if that cannot be done or the write
+// deadline has passed. A successful begin must be followed by end.
 func (c *corkConn) begin() error {
+	c.gmu.Lock()
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.flushLocked(); err != nil {
+	err := c.flushLocked()
+	if d := c.wdl.Load(); err == nil && d != 0 && time.Now().UnixNano() >= d {
+		err = &net.OpError{Op: "write", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.ErrDeadlineExceeded}
+	}
+	if err != nil {
+		c.mu.Unlock()
+		c.gmu.Unlock()
 		return err
 	}
-	if d := c.wdl.Load(); d != 0 && time.Now().UnixNano() >= d {
-		return &net.OpError{Op: "write", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.ErrDeadlineExceeded}
-	}
 	c.corked = true
+	c.busy.Store(true)
+	c.mu.Unlock()
 	return nil
 }
 
-// end sends what was gathered (with one write) and lets later writes
-// through.
+// end sends what was gathered, with one write, and lets later writes
+// through. On a timeout the rest is kept for the next write.
 func (c *corkConn) end() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.corked = false
-	return c.flushLocked()
+	err := c.flushLocked()
+	c.busy.Store(false)
+	c.mu.Unlock()
+	c.gmu.Unlock()
+	return err
+}
+
+// Write gathers p while corked, and otherwise sends it after anything
+// held. It never returns a timeout: what a deadline keeps from going out is
+// held for the next write.
+func (c *corkConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.corked {
+		c.holdLocked(p)
+		return len(p), nil
+	}
+	if err := c.flushLocked(); err != nil {
+		if !isTimeout(err) {
+			return 0, err
+		}
+		c.holdLocked(p)
+		return len(p), nil
+	}
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		if !isTimeout(err) {
+			c.failLocked(err)
+			return n, err
+		}
+		c.holdLocked(p[n:])
+	}
+	return len(p), nil
+}
+
+// holdLocked appends p to the bytes held.
+func (c *corkConn) holdLocked(p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	if c.buf == nil {
+		c.bp = corkBuffers.Get().(*[]byte)
+		c.buf = (*c.bp)[:0]
+	}
+	if len(c.buf)+len(p) > cap(c.buf) {
+		// More than a frame's records (a KeyUpdate gathered with one, or
+		// writes held behind a cut one): a buffer of its own.
+		buf := append(make([]byte, 0, len(c.buf)+len(p)+corkSize/4), c.buf...)
+		c.releaseLocked()
+		c.buf = buf
+	}
+	c.buf = append(c.buf, p...)
+	c.held.Store(true)
+}
+
+// flushLocked sends the bytes held and, once they are all sent, gives the
+// buffer back.
+func (c *corkConn) flushLocked() error {
+	if c.err != nil {
+		return c.err
+	}
+	if len(c.buf) == 0 {
+		return nil
+	}
+	n, err := c.Conn.Write(c.buf)
+	if err != nil {
+		if !isTimeout(err) {
+			c.failLocked(err)
+			return err
+		}
+		c.buf = c.buf[:copy(c.buf, c.buf[n:])]
+		return err
+	}
+	c.releaseLocked()
+	return nil
+}
+
+// releaseLocked drops the bytes held and gives a pooled buffer back.
+func (c *corkConn) releaseLocked() {
+	if c.bp != nil {
+		corkBuffers.Put(c.bp)
+	}
+	c.bp, c.buf = nil, nil
+	c.held.Store(false)
+}
+
+// failLocked makes err final: nothing can follow the bytes held.
+func (c *corkConn) failLocked(err error) {
+	c.err = err
+	c.releaseLocked()
+}
+
+// interrupt closes the connection at once, and reports so, when a gathered
+// write is under way or bytes are held. crypto/tls's Close would otherwise
+// send its close_notify behind them, waiting up to its 5 s alert deadline;
+// with its own Write in flight, crypto/tls closes at once, without the
+// alert, and this does the same.
+func (c *corkConn) interrupt() bool {
+	if !c.busy.Load() && !c.held.Load() {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// Close closes the connection first, which ends a write blocked under mu,
+// and then drops what is held. Later calls return nil.
+func (c *corkConn) Close() error {
+	if !c.closing.CompareAndSwap(false, true) {
+		return nil
+	}
+	err := c.Conn.Close()
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = net.ErrClosed
+	}
+	c.releaseLocked()
+	c.mu.Unlock()
+	return err
 }
 
 // SetDeadline sets the connection's deadlines; begin checks the write one.
@@ -91,88 +237,4 @@ func (c *corkConn) storeWriteDeadline(t time.Time) {
 	} else {
 		c.wdl.Store(t.UnixNano())
 	}
-}
-
-// Write gathers p while corked and otherwise sends it (after anything held).
-func (c *corkConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.err != nil {
-		return 0, c.err
-	}
-	if !c.corked {
-		if err := c.flushLocked(); err != nil {
-			return 0, err
-		}
-		n, err := c.Conn.Write(p)
-		c.failLocked(err)
-		return n, err
-	}
-	n := 0
-	for n < len(p) {
-		if c.bp == nil {
-			c.bp = pool.Get()
-			c.buf = (*c.bp)[:0]
-		}
-		if len(c.buf) == cap(c.buf) {
-			if err := c.flushLocked(); err != nil {
-				return n, err
-			}
-			continue
-		}
-		m := min(len(p)-n, cap(c.buf)-len(c.buf))
-		c.buf = append(c.buf, p[n:n+m]...)
-		n += m
-	}
-	return n, nil
-}
-
-// flushLocked sends the bytes held, and gives the buffer back once they
-// are all sent (unless corked: more are coming).
-func (c *corkConn) flushLocked() error {
-	if c.err != nil {
-		return c.err
-	}
-	if len(c.buf) > 0 {
-		n, err := c.Conn.Write(c.buf)
-		c.buf = c.buf[:copy(c.buf, c.buf[n:])]
-		if err != nil {
-			c.failLocked(err)
-			return err
-		}
-	}
-	if !c.corked && c.bp != nil {
-		pool.Put(c.bp)
-		c.bp, c.buf = nil, nil
-	}
-	return nil
-}
-
-// failLocked makes any write error but a timeout final, and drops the
-// bytes held: nothing can follow them.
-func (c *corkConn) failLocked(err error) {
-	if err == nil || isTimeout(err) {
-		return
-	}
-	c.err = err
-	if c.bp != nil {
-		pool.Put(c.bp)
-		c.bp, c.buf = nil, nil
-	}
-}
-
-// Close closes the connection first, which ends a write blocked under mu,
-// and then gives the buffer back.
-func (c *corkConn) Close() error {
-	err := c.Conn.Close()
-	c.mu.Lock()
-	if c.err == nil {
-		c.err = net.ErrClosed
-	}
-	if c.bp != nil {
-		pool.Put(c.bp)
-		c.bp, c.buf = nil, nil
-	}
-	c.mu.Unlock()
-	return err
 }

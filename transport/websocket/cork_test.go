@@ -235,3 +235,87 @@ func TestCorkClose(t *testing.T) {
 		t.Errorf("begin after Close = %v, want net.ErrClosed", err)
 	}
 }
+
+// failConn fails every write for good.
+type failConn struct{ net.Conn }
+
+func (failConn) Write([]byte) (int, error) { return 0, errors.New("broken") }
+
+// tlsLike stands for crypto/tls over a corkConn: it writes its records
+// into the cork.
+type tlsLike struct {
+	net.Conn
+	cc *corkConn
+}
+
+func (t tlsLike) Write(p []byte) (int, error) { return t.cc.Write(p) }
+
+// TestCorkHardErrorCountsNothing: when the one write of a gathered frame
+// fails for good, the tunnel reports none of it as sent.
+func TestCorkHardErrorCountsNothing(t *testing.T) {
+	t.Parallel()
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	cc := newCorkConn(failConn{a})
+	c := &Conn{nc: tlsLike{a, cc}, cork: cc}
+	n, err := c.ncWrite(make([]byte, 5000))
+	if n != 0 || err == nil || isTimeout(err) {
+		t.Fatalf("ncWrite = %d, %v; want 0 and the write's error", n, err)
+	}
+	if _, err := cc.Write([]byte("x")); err == nil {
+		t.Error("a write after the failure succeeded")
+	}
+}
+
+// TestCorkOverflow: more than a frame's records while corked (a KeyUpdate
+// gathered with a frame, say) still land whole, in one write.
+func TestCorkOverflow(t *testing.T) {
+	t.Parallel()
+	cc, wc, peer := pipeCork(t)
+	p := make([]byte, corkSize+1000)
+	for i := range p {
+		p[i] = byte(i * 7)
+	}
+	got := readN(peer, len(p))
+	if err := cc.begin(); err != nil {
+		t.Fatal(err)
+	}
+	cc.Write(p[:corkSize-10])
+	cc.Write(p[corkSize-10:])
+	if err := cc.end(); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; !bytes.Equal(b, p) {
+		t.Fatal("the peer got other bytes")
+	}
+	if n := wc.count(); n != 1 {
+		t.Errorf("%d writes, want 1", n)
+	}
+}
+
+// TestCorkInterrupt: while a gathered write is under way (here blocked:
+// nobody reads), interrupt closes the connection at once, which ends the
+// write; with nothing under way or held, it leaves the connection alone.
+func TestCorkInterrupt(t *testing.T) {
+	t.Parallel()
+	cc, _, peer := pipeCork(t)
+	if cc.interrupt() {
+		t.Fatal("interrupt closed an idle connection")
+	}
+	if err := cc.begin(); err != nil {
+		t.Fatal(err)
+	}
+	cc.Write(make([]byte, 1000))
+	ended := make(chan error, 1)
+	go func() { ended <- cc.end() }()
+	if !cc.interrupt() {
+		t.Fatal("interrupt left a connection with a gathered write under way")
+	}
+	if err := <-ended; err == nil {
+		t.Error("the interrupted write succeeded")
+	}
+	if _, err := peer.Write([]byte("x")); err == nil {
+		t.Error("the connection is still open")
+	}
+}

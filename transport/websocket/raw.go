@@ -86,7 +86,7 @@ func (c *Conn) rawClose() error {
 		c.closing.Store(true)
 		c.closed.Store(true)
 		c.markPeerClosed()
-		c.closeErr = c.nc.Close()
+		c.closeErr = c.closeNC()
 	})
 	return c.closeErr
 }
@@ -118,5 +118,14 @@ func (c *Conn) rawCopyTo(w io.Writer, count *atomic.Int64) (int64, error) {
 
 // rawCopyFrom sends what r yields, by splice when both are TCP sockets.
 func (c *Conn) rawCopyFrom(r io.Reader, count *atomic.Int64) (int64, error) {
+	if c.cork != nil {
+		// Under TLS, through rawWrite: records gathered, timeouts kept.
+		return pump.Copy(rawWriter{c}, r, count)
+	}
 	return pump.Copy(c.nc, r, count)
 }
+
+// rawWriter writes a raw stream through its Conn.
+type rawWriter struct{ c *Conn }
+
+func (w rawWriter) Write(p []byte) (int, error) { return w.c.rawWrite(p) }

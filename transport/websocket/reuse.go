@@ -63,17 +63,24 @@ func (c *Conn) closeReuse() error {
 	// not read.
 	c.nc.SetWriteDeadline(deadline)
 	c.wmu.Lock()
-	sent := false
+	sent, stalled := false, false
 	if c.wr.err == nil && !c.closed.Load() {
 		c.writeControlLocked()
-		if c.flushPendLocked() == nil && !c.closeSent.Load() {
-			_, err := c.writeFrameLocked(opText, wire.EndMessage)
+		err := c.flushPendLocked()
+		if err == nil && !c.closeSent.Load() {
+			_, err = c.writeFrameLocked(opText, wire.EndMessage)
 			sent = err == nil
 			c.wr.endSent = true
 		}
+		stalled = isTimeout(err)
 	}
 	c.wr.closed = true
 	c.wmu.Unlock()
+	if stalled {
+		// The peer read nothing until the deadline: a close frame would
+		// not get through either.
+		return c.finish()
+	}
 	if !sent {
 		return c.close()
 	}
@@ -157,7 +164,7 @@ func (c *Conn) finish() error {
 	if c.detached {
 		return nil // the connection carries another stream now
 	}
-	return c.nc.Close()
+	return c.closeNC()
 }
 
 // goAway closes a connection that waits for a handshake (an idle link, or

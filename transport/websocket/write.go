@@ -167,18 +167,32 @@ func (c *Conn) sendBufLocked(op byte, bp *[]byte, n int) (int, error) {
 // ncWrite writes b to the connection under the tunnel. Under TLS made by
 // the tunnel, crypto/tls writes b's records into the corkConn, which sends
 // them with one write (see corkConn).
+//
+// b is sent a frame's size at a time (a raw stream's Write may be larger).
+// On a timeout, the count includes the bytes the corkConn keeps to send
+// first next time; on any other failure of a gathered write, it does not
+// (nothing of that part is known to have gone out).
 func (c *Conn) ncWrite(b []byte) (int, error) {
 	if c.cork == nil {
 		return c.nc.Write(b)
 	}
-	if err := c.cork.begin(); err != nil {
-		return 0, err
+	n := 0
+	for {
+		chunk := b[n:min(len(b), n+corkChunk)]
+		if err := c.cork.begin(); err != nil {
+			return n, err
+		}
+		m, err := c.nc.Write(chunk)
+		if ferr := c.cork.end(); err == nil && ferr != nil {
+			if m, err = len(chunk), ferr; !isTimeout(ferr) {
+				m = 0
+			}
+		}
+		n += m
+		if err != nil || n == len(b) {
+			return n, err
+		}
 	}
-	n, err := c.nc.Write(b)
-	if ferr := c.cork.end(); err == nil {
-		err = ferr
-	}
-	return n, err
 }
 
 // afterWrite accounts for a frame write of total bytes (payload of them)
