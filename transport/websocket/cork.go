@@ -55,6 +55,7 @@ type corkConn struct {
 	wdl  atomic.Int64 // the write deadline (Unix ns), 0 for none
 	busy atomic.Bool  // a gathered write is under way
 	held atomic.Bool  // bytes are held (len(buf) > 0)
+	stop atomic.Bool  // interrupt has begun: no gather may start
 
 	gmu sync.Mutex // held from begin to end
 
@@ -86,8 +87,28 @@ func (c *corkConn) begin() error {
 	}
 	c.corked = true
 	c.busy.Store(true)
+	if c.stop.Load() {
+		// interrupt has begun: it may not have seen busy.
+		c.corked = false
+		c.busy.Store(false)
+		c.mu.Unlock()
+		c.gmu.Unlock()
+		return net.ErrClosed
+	}
 	c.mu.Unlock()
 	return nil
+}
+
+// flushHeld sends what a write deadline kept, if anything, as a gather
+// with nothing in it.
+func (c *corkConn) flushHeld() error {
+	if !c.held.Load() {
+		return nil
+	}
+	if err := c.begin(); err != nil {
+		return err
+	}
+	return c.end()
 }
 
 // end sends what was gathered, with one write, and lets later writes
@@ -196,6 +217,9 @@ func (c *corkConn) failLocked(err error) {
 // with its own Write in flight, crypto/tls closes at once, without the
 // alert, and this does the same.
 func (c *corkConn) interrupt() bool {
+	// stop before the checks, busy before begin's check of stop: one of
+	// the two sees the other.
+	c.stop.Store(true)
 	if !c.busy.Load() && !c.held.Load() {
 		return false
 	}

@@ -299,10 +299,20 @@ func TestCorkOverflow(t *testing.T) {
 // write; with nothing under way or held, it leaves the connection alone.
 func TestCorkInterrupt(t *testing.T) {
 	t.Parallel()
-	cc, _, peer := pipeCork(t)
-	if cc.interrupt() {
+	idle, _, idlePeer := pipeCork(t)
+	if idle.interrupt() {
 		t.Fatal("interrupt closed an idle connection")
 	}
+	// Once interrupt has begun, no gather starts (it could not be seen).
+	if err := idle.begin(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("begin after interrupt = %v, want net.ErrClosed", err)
+	}
+	go idlePeer.Read(make([]byte, 1))
+	if _, err := idle.Write([]byte("x")); err != nil {
+		t.Fatalf("a plain write (close_notify, say) after interrupt failed: %v", err)
+	}
+
+	cc, _, peer := pipeCork(t)
 	if err := cc.begin(); err != nil {
 		t.Fatal(err)
 	}

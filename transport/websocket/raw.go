@@ -4,7 +4,9 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"os"
 	"sync/atomic"
+	"time"
 
 	"github.com/spriteproxy/spriteproxy/internal/pump"
 )
@@ -75,15 +77,37 @@ func (c *Conn) rawWrite(p []byte) (int, error) {
 }
 
 func (c *Conn) rawCloseWrite() error {
-	if hc, ok := c.nc.(interface{ CloseWrite() error }); ok {
+	hc, ok := c.nc.(interface{ CloseWrite() error })
+	if !ok {
+		return c.nc.Close()
+	}
+	if c.cork == nil {
 		return hc.CloseWrite()
 	}
-	return c.nc.Close()
+	// Under TLS: what a write deadline kept goes first (or the half-close
+	// fails, to be tried again), then close_notify, which must not be left
+	// in the cork: crypto/tls writes nothing after it.
+	if err := c.cork.flushHeld(); err != nil {
+		return c.writeError(err)
+	}
+	if err := hc.CloseWrite(); err != nil {
+		return err
+	}
+	if c.cork.held.Load() {
+		return c.opError("close", os.ErrDeadlineExceeded)
+	}
+	return nil
 }
 
 func (c *Conn) rawClose() error {
 	c.closeOnce.Do(func() {
 		c.closing.Store(true)
+		if c.cork != nil && !c.cork.busy.Load() && c.cork.held.Load() {
+			// Bytes a write deadline kept were counted as written: give
+			// them the close timeout to go out, as a framed Close does.
+			c.nc.SetWriteDeadline(time.Now().Add(c.cfg.closeTimeout))
+			c.cork.flushHeld()
+		}
 		c.closed.Store(true)
 		c.markPeerClosed()
 		c.closeErr = c.closeNC()

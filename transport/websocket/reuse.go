@@ -63,6 +63,9 @@ func (c *Conn) closeReuse() error {
 	// not read.
 	c.nc.SetWriteDeadline(deadline)
 	c.wmu.Lock()
+	// A Write that held the lock until the deadline leaves none for end:
+	// that is no sign that the peer stopped reading.
+	late := !time.Now().Before(deadline)
 	sent, stalled := false, false
 	if c.wr.err == nil && !c.closed.Load() {
 		c.writeControlLocked()
@@ -72,7 +75,7 @@ func (c *Conn) closeReuse() error {
 			sent = err == nil
 			c.wr.endSent = true
 		}
-		stalled = isTimeout(err)
+		stalled = isTimeout(err) && !late
 	}
 	c.wr.closed = true
 	c.wmu.Unlock()

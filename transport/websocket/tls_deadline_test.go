@@ -67,20 +67,24 @@ func hashPattern(h io.Writer, n int64) {
 // TestWSSWriteTimeout: over wss, a write deadline that cuts frames of every
 // size, the largest included (their records fill more than the pooled
 // frame buffer), leaves the tunnel usable: once the deadline is lifted,
-// writes go on and the target gets every byte the writes counted, in order.
+// writes go on (or CloseWrite sends what was kept, then the end of
+// stream) and the target gets every byte the writes counted, in order.
 // crypto/tls alone would fail every write after the first timeout.
 func TestWSSWriteTimeout(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name string
-		size int
-		raw  bool
+		name   string
+		size   int
+		raw    bool
+		noMore bool // CloseWrite right after the deadline is lifted
 	}{
-		{"200KiB", 200 << 10, false},
-		{"256KiB", 256 << 10, false},
-		{"1MiB", 1 << 20, false},
-		{"raw 256KiB", 256 << 10, true},
-		{"raw ReadFrom", 0, true},
+		{"200KiB", 200 << 10, false, false},
+		{"256KiB", 256 << 10, false, false},
+		{"1MiB", 1 << 20, false, false},
+		{"256KiB then CloseWrite", 256 << 10, false, true},
+		{"raw 256KiB", 256 << 10, true, false},
+		{"raw ReadFrom", 0, true, false},
+		{"raw 256KiB then CloseWrite", 256 << 10, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -127,7 +131,7 @@ func TestWSSWriteTimeout(t *testing.T) {
 			c.SetWriteDeadline(time.Time{})
 			close(tg.release)
 			buf := make([]byte, 100<<10)
-			for range 4 {
+			for i := 0; i < 4 && !tc.noMore; i++ {
 				pattern(buf, total)
 				n, err := c.Write(buf)
 				h.Write(buf[:n])

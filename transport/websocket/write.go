@@ -183,6 +183,9 @@ func (c *Conn) ncWrite(b []byte) (int, error) {
 			return n, err
 		}
 		m, err := c.nc.Write(chunk)
+		if err != nil {
+			m = 0 // the cork failed for good: none of it goes out
+		}
 		if ferr := c.cork.end(); err == nil && ferr != nil {
 			if m, err = len(chunk), ferr; !isTimeout(ferr) {
 				m = 0
