@@ -7,8 +7,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"testing"
-
-	"golang.org/x/net/nettest"
 )
 
 // rawServer is a test server with the raw_stream extension on.
@@ -116,20 +114,5 @@ func TestRawBanner(t *testing.T) {
 
 func TestRawNetConn(t *testing.T) {
 	t.Parallel()
-	ts := rawTunnelServer(t, false, true)
-	accepted := make(chan net.Conn, 1)
-	release := make(chan struct{})
-	tg := startTarget(t, func(c net.Conn) {
-		accepted <- c
-		<-release
-	})
-	t.Cleanup(func() { close(release) })
-	nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
-		c1, err = ts.dialer().DialSprite(testCtx(t), "s", "tcp", tg.addr())
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		c2 = <-accepted
-		return c1, c2, func() { closeBoth(c1, c2) }, nil
-	})
+	netConnTunnel(t, rawTunnelServer(t, false, true))
 }

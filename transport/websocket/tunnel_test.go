@@ -326,7 +326,7 @@ func TestNetConn(t *testing.T) {
 		name := map[bool]string{false: "tunnel", true: "tunnel wss"}[useTLS]
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			netConnTunnel(t, useTLS)
+			netConnTunnel(t, startServerMode(t, newServer(), useTLS, true))
 		})
 	}
 	for _, hc := range []bool{true, false} {
@@ -414,10 +414,9 @@ func TestCopyToKeepsReadDeadline(t *testing.T) {
 	}
 }
 
-// netConnTunnel runs nettest.TestConn on a client tunnel (over TLS if
-// useTLS: write deadlines then cut TLS records, which the Conn must finish).
-func netConnTunnel(t *testing.T, useTLS bool) {
-	ts := startServerMode(t, newServer(), useTLS, true)
+// netConnTunnel runs nettest.TestConn on client tunnels through ts (over
+// TLS, write deadlines cut TLS records, which the Conn must finish).
+func netConnTunnel(t *testing.T, ts *testServer) {
 	accepted := make(chan net.Conn, 1)
 	release := make(chan struct{})
 	tg := startTarget(t, func(c net.Conn) {
