@@ -2,10 +2,17 @@ package websocket_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
@@ -75,6 +82,56 @@ func ExampleDialer_CloseIdleConnections() {
 	// tunnel 1: reuse=true, same connection as the first: true
 	// tunnel 2: reuse=true, same connection as the first: true
 	// idle connections kept: 1
+}
+
+// Serving wss: give Serve the TLS config (rather than wrapping the listener
+// with tls.NewListener), so that the tunnel owns the connection under TLS
+// and sends each frame's records with one write.
+func ExampleServer_TLSConfig() {
+	svc := echoService()
+	defer svc.Close()
+	// Your certificate, as from tls.LoadX509KeyPair(certFile, keyFile);
+	// here a self-signed one, and a pool that trusts it.
+	cert, roots := selfSigned()
+
+	srv := &websocket.Server{
+		Auth:      websocket.StaticToken("secret"),
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	d := websocket.NewDialer("https://"+ln.Addr().String(), "secret")
+	d.TLSConfig = &tls.Config{RootCAs: roots} // only for a self-signed certificate
+	conn, err := d.DialSprite(context.Background(), "my-sprite", "tcp", svc.Addr().String())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer conn.Close()
+	conn.Write([]byte("hello over wss"))
+	conn.(*websocket.Conn).CloseWrite()
+	reply, _ := io.ReadAll(conn)
+	state := conn.(*websocket.Conn).NetConn().(*tls.Conn).ConnectionState()
+	fmt.Println(string(reply), "- TLS 1.3:", state.Version == tls.VersionTLS13)
+	// Output: hello over wss - TLS 1.3: true
+}
+
+// selfSigned makes a certificate for 127.0.0.1 and a pool that trusts it.
+func selfSigned() (tls.Certificate, *x509.CertPool) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	leaf, _ := x509.ParseCertificate(der)
+	roots := x509.NewCertPool()
+	roots.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, roots
 }
 
 // echoService is a service to reach through the tunnel: an echo on
