@@ -91,6 +91,10 @@ func (c *Conn) CopyTo(w io.Writer, count *atomic.Int64) (int64, error) {
 	}
 	c.reading.Add(1)
 	defer c.reading.Add(-1)
+	if c.cork != nil {
+		c.cork.batching.Store(true)
+		defer c.cork.batching.Store(false)
+	}
 	var total int64
 	var segs [][]byte
 	for {

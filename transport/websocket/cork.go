@@ -28,8 +28,8 @@ var corkBuffers = sync.Pool{New: func() any {
 	return &b
 }}
 
-// corkConn sits under a crypto/tls Conn that the tunnel made, for two
-// reasons.
+// corkConn sits under a crypto/tls Conn that the tunnel made, for three
+// reasons (the third, batched reads, is described at Read).
 //
 // Speed: crypto/tls writes each 16 KiB record with a syscall of its own.
 // Between begin and end, the records crypto/tls writes are gathered in a
@@ -66,9 +66,61 @@ type corkConn struct {
 	err    error   // a write failed for good, or Close
 
 	closing atomic.Bool
+
+	// Reads: crypto/tls reads from the socket as much as its own buffer
+	// has room for, a record or two. While a stream is being copied
+	// (CopyTo), a read takes all the socket holds into a pooled buffer
+	// instead, and crypto/tls takes the records that follow from it,
+	// which saves the syscalls and the wakeups of the slowest stage of a
+	// wss tunnel. Only crypto/tls reads, under its own lock.
+	batchable bool        // the socket is one that pool.Read waits on with no buffer held
+	batching  atomic.Bool // a CopyTo is moving the stream
+	rbp       *[]byte     // pooled, while it holds bytes not yet read
+	rbuf      []byte      // the bytes not yet read
 }
 
-func newCorkConn(nc net.Conn) *corkConn { return &corkConn{Conn: nc} }
+// batchBelow is the read size under which reads are batched.
+const batchBelow = 64 << 10
+
+// Read hands out what a batched read left first. Then, while batching, it
+// reads all the socket holds: pool.Read borrows a buffer only once there
+// is data, so a tunnel waiting for data holds none, and one that has read
+// everything gives it back.
+func (c *corkConn) Read(p []byte) (int, error) {
+	if len(c.rbuf) > 0 {
+		n := copy(p, c.rbuf)
+		c.rbuf = c.rbuf[n:]
+		if len(c.rbuf) == 0 {
+			pool.Put(c.rbp)
+			c.rbp, c.rbuf = nil, nil
+		}
+		return n, nil
+	}
+	if !c.batchable || len(p) == 0 || len(p) >= batchBelow || !c.batching.Load() {
+		return c.Conn.Read(p)
+	}
+	bp, n, err := pool.Read(c.Conn)
+	if n == 0 {
+		return 0, err
+	}
+	got := (*bp)[pool.Headroom : pool.Headroom+n]
+	m := copy(p, got)
+	if m < n {
+		c.rbp, c.rbuf = bp, got[m:]
+	} else {
+		pool.Put(bp)
+	}
+	return m, err
+}
+
+func newCorkConn(nc net.Conn) *corkConn {
+	c := &corkConn{Conn: nc}
+	switch nc.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		c.batchable = true
+	}
+	return c
+}
 
 // begin starts gathering writes, once anything held from a cut write is
 // sent. It fails, gathering nothing, if that cannot be done or the write

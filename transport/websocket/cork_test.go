@@ -329,3 +329,77 @@ func TestCorkInterrupt(t *testing.T) {
 		t.Error("the connection is still open")
 	}
 }
+
+// TestCorkBatchedRead: while batching, one read takes all the socket
+// holds, later reads are served from it in order, and the buffer goes back
+// once it is read out; a socket pool.Read cannot wait on without a buffer
+// (a net.Pipe here) is never batched.
+func TestCorkBatchedRead(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	peer := <-accepted
+	if peer == nil {
+		t.Fatal("accept failed")
+	}
+	defer peer.Close()
+
+	// 48 KiB fit the receiving socket's first window: once the write
+	// returns, loopback has queued all of it at nc.
+	want := make([]byte, 48<<10)
+	for i := range want {
+		want[i] = byte(i * 13)
+	}
+	if _, err := peer.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	peer.(*net.TCPConn).CloseWrite()
+
+	cc := newCorkConn(nc)
+	cc.batching.Store(true)
+	var got []byte
+	buf := make([]byte, 10<<10) // as crypto/tls asks: less than batchBelow
+	first := true
+	for {
+		n, err := cc.Read(buf)
+		got = append(got, buf[:n]...)
+		if first {
+			first = false
+			if n != len(buf) || len(cc.rbuf) != len(want)-n {
+				t.Fatalf("first read: %d bytes, %d kept; want %d and the other %d kept", n, len(cc.rbuf), len(buf), len(want)-len(buf))
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes, not the %d written in order", len(got), len(want))
+	}
+	if cc.rbp != nil || len(cc.rbuf) > 0 {
+		t.Error("the batch buffer is still held after it was read out")
+	}
+
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if newCorkConn(a).batchable {
+		t.Error("a net.Pipe is batchable: an idle read would hold a pooled buffer")
+	}
+}
