@@ -169,6 +169,9 @@ func (c *Conn) ioError(err error) error {
 }
 
 func isTimeout(err error) bool {
+	if err == nil {
+		return false // without allocating ne (errors.As makes it escape)
+	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
