@@ -92,8 +92,11 @@ func (c *Conn) CopyTo(w io.Writer, count *atomic.Int64) (int64, error) {
 	c.reading.Add(1)
 	defer c.reading.Add(-1)
 	if c.cork != nil {
-		c.cork.batching.Store(true)
-		defer c.cork.batching.Store(false)
+		c.cork.batching.Add(1)
+		defer func() {
+			c.cork.batching.Add(-1)
+			c.cork.unbatch()
+		}()
 	}
 	var total int64
 	var segs [][]byte
@@ -135,7 +138,19 @@ func (c *Conn) copyChunkLocked(w io.Writer, segsp *[][]byte) (int64, error) {
 	if r.pos == r.end && len(r.pre) == 0 {
 		var n int
 		var err error
-		bp, n, err = pool.Read(c.nc)
+		if c.tlsConn != nil && !c.readDeadline.Load() {
+			// crypto/tls reads only into the caller's buffer: wait for
+			// data in the Conn's own small one, so that an idle wss tunnel
+			// holds no pooled buffer, then borrow one; gatherTLS takes the
+			// rest of what TLS holds.
+			n, err = c.nc.Read(r.buf[:])
+			if n > 0 {
+				bp = pool.Get()
+				copy((*bp)[pool.Headroom:], r.buf[:n])
+			}
+		} else {
+			bp, n, err = pool.Read(c.nc)
+		}
 		if n == 0 {
 			return 0, c.readError(c.ioError(err))
 		}

@@ -73,10 +73,11 @@ type corkConn struct {
 	// instead, and crypto/tls takes the records that follow from it,
 	// which saves the syscalls and the wakeups of the slowest stage of a
 	// wss tunnel. Only crypto/tls reads, under its own lock.
-	batchable bool        // the socket is one that pool.Read waits on with no buffer held
-	batching  atomic.Bool // a CopyTo is moving the stream
-	rbp       *[]byte     // pooled, while it holds bytes not yet read
-	rbuf      []byte      // the bytes not yet read
+	batchable bool         // the socket is one that pool.Read waits on with no buffer held
+	batching  atomic.Int32 // CopyTo calls moving the stream
+	rmu       sync.Mutex   // guards rbp and rbuf (crypto/tls's reads, unbatch)
+	rbp       *[]byte      // pooled, while it holds bytes not yet read
+	rbuf      []byte       // the bytes not yet read
 }
 
 // batchBelow is the read size under which reads are batched.
@@ -87,16 +88,17 @@ const batchBelow = 64 << 10
 // is data, so a tunnel waiting for data holds none, and one that has read
 // everything gives it back.
 func (c *corkConn) Read(p []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
 	if len(c.rbuf) > 0 {
 		n := copy(p, c.rbuf)
 		c.rbuf = c.rbuf[n:]
 		if len(c.rbuf) == 0 {
-			pool.Put(c.rbp)
-			c.rbp, c.rbuf = nil, nil
+			c.dropBatchLocked()
 		}
 		return n, nil
 	}
-	if !c.batchable || len(p) == 0 || len(p) >= batchBelow || !c.batching.Load() {
+	if !c.batchable || len(p) == 0 || len(p) >= batchBelow || c.batching.Load() <= 0 {
 		return c.Conn.Read(p)
 	}
 	bp, n, err := pool.Read(c.Conn)
@@ -111,6 +113,30 @@ func (c *corkConn) Read(p []byte) (int, error) {
 		pool.Put(bp)
 	}
 	return m, err
+}
+
+// dropBatchLocked gives the batch buffer back, if it is a pooled one.
+func (c *corkConn) dropBatchLocked() {
+	if c.rbp != nil {
+		pool.Put(c.rbp)
+	}
+	c.rbp, c.rbuf = nil, nil
+}
+
+// unbatch, when CopyTo stops, moves what a batched read left over (frames
+// after the peer's end of stream, say) out of the pooled buffer, so that a
+// tunnel that only writes from now on does not keep it.
+func (c *corkConn) unbatch() {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.rbp == nil {
+		return
+	}
+	left := append([]byte(nil), c.rbuf...)
+	c.dropBatchLocked()
+	if len(left) > 0 {
+		c.rbuf = left
+	}
 }
 
 func newCorkConn(nc net.Conn) *corkConn {
