@@ -138,7 +138,7 @@ func (c *Conn) copyChunkLocked(w io.Writer, segsp *[][]byte) (int64, error) {
 	if r.pos == r.end && len(r.pre) == 0 {
 		var n int
 		var err error
-		if c.tlsConn != nil && !c.readDeadline.Load() {
+		if c.gathersTLS() {
 			// crypto/tls reads only into the caller's buffer: wait for
 			// data in the Conn's own small one, so that an idle wss tunnel
 			// holds no pooled buffer, then borrow one; gatherTLS takes the
@@ -227,7 +227,7 @@ func (c *Conn) copyChunkLocked(w io.Writer, segsp *[][]byte) (int64, error) {
 // the partial record for the next Read); records already buffered decrypt
 // without I/O. Only when the caller has set no read deadline of its own.
 func (c *Conn) gatherTLS() {
-	if c.tlsConn == nil || c.readDeadline.Load() {
+	if !c.gathersTLS() {
 		return
 	}
 	r := &c.rd
@@ -241,6 +241,10 @@ func (c *Conn) gatherTLS() {
 	}
 	c.nc.SetReadDeadline(time.Time{})
 }
+
+// gathersTLS says whether CopyTo reads TLS records already received without
+// waiting (gatherTLS): under TLS, unless the caller set a read deadline.
+func (c *Conn) gathersTLS() bool { return c.tlsConn != nil && !c.readDeadline.Load() }
 
 // restoreWindow puts the reader back on its own small buffer, keeping any
 // bytes not yet parsed, and returns the pooled one.

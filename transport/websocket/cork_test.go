@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/spriteproxy/spriteproxy/internal/testnet"
 )
 
 // writeCounter is a net.Conn that counts the writes that reach it.
@@ -336,26 +338,7 @@ func TestCorkInterrupt(t *testing.T) {
 // (a net.Pipe here) is never batched.
 func TestCorkBatchedRead(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	nc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	peer := <-accepted
-	if peer == nil {
-		t.Fatal("accept failed")
-	}
-	defer peer.Close()
+	nc, peer := testnet.TCPPair(t)
 
 	// 48 KiB fit the receiving socket's first window: once the write
 	// returns, loopback has queued all of it at nc.

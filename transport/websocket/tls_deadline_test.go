@@ -17,8 +17,8 @@ import (
 type stalledTarget struct {
 	*target
 	release chan struct{}
-	got     chan []byte // the SHA-256 of the stream, then its length as 8 bytes
-	n       chan int64
+	got     chan []byte // the SHA-256 of the stream
+	n       chan int64  // its length
 }
 
 func startStalledTarget(t *testing.T) *stalledTarget {

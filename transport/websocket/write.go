@@ -187,7 +187,8 @@ func (c *Conn) ncWrite(b []byte) (int, error) {
 			m = 0 // the cork failed for good: none of it goes out
 		}
 		if ferr := c.cork.end(); err == nil && ferr != nil {
-			if m, err = len(chunk), ferr; !isTimeout(ferr) {
+			err = ferr
+			if !isTimeout(ferr) {
 				m = 0
 			}
 		}
