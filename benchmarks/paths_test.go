@@ -84,6 +84,14 @@ var (
 		fx.open = dialTCP(relay.Addr().String())
 		return fx
 	}}
+	pathRelayCopy = path{"relay-copy", func(tb testing.TB, handle func(net.Conn)) *fixture {
+		fx := loopbackTarget(tb, handle)
+		relay, err := rig.ListenLoopback(rig.RelayCopy(fx.target.Addr().String()))
+		fx.check(tb, err)
+		fx.onClose(relay.Close)
+		fx.open = dialTCP(relay.Addr().String())
+		return fx
+	}}
 	pathRefSocket = path{"ref-socket", func(tb testing.TB, handle func(net.Conn)) *fixture {
 		fx, d := refServer(tb, handle)
 		addr := fx.target.Addr().String()
@@ -124,7 +132,7 @@ var (
 
 // allPaths is every path, baselines first.
 var allPaths = []path{
-	pathTCP, pathRelay, pathRefSocket, pathRefPort,
+	pathTCP, pathRelay, pathRelayCopy, pathRefSocket, pathRefPort,
 	pathSocketWS, pathSocketWSS, pathPortWS, pathPortWSS, pathNetstack,
 	pathSocketRaw, pathPortRaw,
 }

@@ -131,11 +131,36 @@ func TestRenderSample(t *testing.T) {
 	}
 }
 
+func TestRenderFloors(t *testing.T) {
+	in := `BenchmarkBulk/tcp/32KiB-2 1 1 ns/op 1000 MB/s 0.5 cpu-s/GiB
+BenchmarkBulk/relay-copy/32KiB-2 1 1 ns/op 700 MB/s 0.8 cpu-s/GiB
+BenchmarkBulk/socket-ws/32KiB-2 1 1 ns/op 630 MB/s 1.0 cpu-s/GiB
+`
+	s, err := Parse(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	Render(&b, s)
+	out := b.String()
+	// socket-raw's floor, relay, did not run: no line for it.
+	want := "| socket-ws | reads every byte into a buffer and writes it out (framing, unmasking) | relay-copy | 0.70 | 0.90 | 1.25 |"
+	if !strings.Contains(out, want) || strings.Contains(out, "| socket-raw | splices") {
+		t.Errorf("report lacks %q, or has a line for socket-raw:\n%s", want, out)
+	}
+	b.Reset()
+	Render(&b, loadSample(t))
+	if strings.Contains(b.String(), "copy floor") {
+		t.Errorf("a floors table from a run without relay-copy:\n%s", b.String())
+	}
+}
+
 func TestTwins(t *testing.T) {
 	for _, c := range []struct{ name, tcp, ref string }{
 		{"BenchmarkBulk/port-wss/1MiB", "BenchmarkBulk/tcp/1MiB", "BenchmarkBulk/ref-port/1MiB"},
 		{"BenchmarkBulk/netstack/1KiB", "BenchmarkBulk/tcp/1KiB", "BenchmarkBulk/ref-socket/1KiB"},
 		{"BenchmarkBulk/relay/1KiB", "BenchmarkBulk/tcp/1KiB", ""},
+		{"BenchmarkBulk/relay-copy/32KiB", "BenchmarkBulk/tcp/32KiB", ""},
 		{"BenchmarkSetup/socket-ws", "BenchmarkSetup/tcp", "BenchmarkSetup/ref-socket"},
 		{"BenchmarkParallel/ref-socket/8streams", "BenchmarkParallel/tcp/8streams", ""},
 	} {

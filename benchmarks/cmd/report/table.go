@@ -11,6 +11,7 @@ var (
 	bulkRows = []struct{ path, what string }{
 		{"tcp", "raw loopback TCP (the limit)"},
 		{"relay", "one-hop TCP relay, io.Copy both ways"},
+		{"relay-copy", "one-hop TCP relay copying through a buffer (no splice)"},
 		{"ref-socket", "reference SDK way, ProxySocket"},
 		{"ref-port", "reference SDK way, ProxyPort"},
 		{"socket-ws", "ProxySocket, ws://"},
@@ -45,7 +46,7 @@ func refTwin(name string) string {
 		return ""
 	}
 	switch p := parts[1]; {
-	case p == "tcp" || p == "relay" || strings.HasPrefix(p, "ref-"):
+	case p == "tcp" || strings.HasPrefix(p, "relay") || strings.HasPrefix(p, "ref-"):
 		return ""
 	case strings.HasPrefix(p, "port-"):
 		parts[1] = "ref-port"
@@ -71,6 +72,8 @@ func Render(w io.Writer, s *Set) {
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", t.measure, t.reference(s), t.goal, text, verdict)
 	}
+
+	renderFloors(w, s)
 
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "### Bulk throughput, one stream (BenchmarkBulk)")
@@ -204,4 +207,43 @@ func bytesText(v float64) string {
 		return fmt.Sprintf("%.1f KiB", v/(1<<10))
 	}
 	return fmt.Sprintf("%.0f B", v)
+}
+
+// floorRows are the one-hop tunnels set against the relay that moves bytes
+// the same way with nothing else to do.
+var floorRows = []struct{ path, relay, how string }{
+	{"socket-ws", "relay-copy", "reads every byte into a buffer and writes it out (framing, unmasking)"},
+	{"socket-raw", "relay", "splices, as the relay does"},
+}
+
+// renderFloors sets each one-hop tunnel's 32 KiB figures against the relay
+// that copies the way it must, measured in the same rounds.
+func renderFloors(w io.Writer, s *Set) {
+	var lines []string
+	for _, f := range floorRows {
+		name, relay := fmt.Sprintf(bulk32, f.path), fmt.Sprintf(bulk32, f.relay)
+		if _, ok := s.Runs[name]; !ok {
+			continue
+		}
+		if _, ok := s.Runs[relay]; !ok {
+			continue
+		}
+		lines = append(lines, fmt.Sprintf("| %s | %s | %s | %s | %s | %s |", f.path, f.how, f.relay,
+			ratioCell(s, relay, tcpTwin(relay), "MB/s"),
+			ratioCell(s, name, relay, "MB/s"),
+			ratioCell(s, name, relay, "cpu-s/GiB")))
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "### One hop against its copy floor, 32 KiB writes")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "A tunnel's server is a relay. A framed one (ws) must read every byte into a buffer, since it unmasks it, so each byte is copied four times by the kernel from writer to target where raw TCP copies it twice; `relay-copy` is a relay that does just that and nothing else. A raw_stream tunnel splices, as `relay` does.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| path | its server | floor | floor × raw TCP | MB/s × floor | CPU × floor |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|")
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
 }
