@@ -34,8 +34,9 @@ func defaultTunnels() int {
 }
 
 // BenchmarkIdleTunnel weighs idle tunnels: a client process opens -tunnels
-// tunnels (ProxySocket, or the reference's) through a server process to an
-// echo target in this process, and each process reports, per tunnel, the
+// tunnels (the reference's, ProxySocket over ws://, and ProxySocket over
+// wss:// with TLS 1.3) through a server process to an echo target in this
+// process, and each process reports, per tunnel, the
 // growth of its live heap (HeapAlloc after GC) and of its resident set
 // (VmRSS, after returning freed memory to the OS): *-heap-B/tunnel and
 // *-rss-B/tunnel. Then every tunnel carries 1 MiB each way (echoed), and
@@ -43,7 +44,7 @@ func defaultTunnels() int {
 // counts goroutines. The figures come from one measurement per run of the
 // benchmark function, whatever b.N: ns/op means nothing here.
 func BenchmarkIdleTunnel(b *testing.B) {
-	for _, kind := range []string{"reference", "ours"} {
+	for _, kind := range []string{"reference", "ours", "ours-wss"} {
 		b.Run(kind, func(b *testing.B) { idleTunnels(b, kind) })
 	}
 }
@@ -73,12 +74,13 @@ func measureIdle(tb testing.TB, kind string, n int) map[string]float64 {
 	defer target.Close()
 	srv := startChild(tb, "server-"+kind)
 	defer srv.quit(tb)
-	url := strings.TrimPrefix(srv.read(tb), "url ")
+	// "url URL" or, over TLS, "url URL ROOT": open takes ROOT after ADDR.
+	url, root, _ := strings.Cut(strings.TrimPrefix(srv.read(tb), "url "), " ")
 	cli := startChild(tb, "client-"+kind)
 	defer cli.quit(tb)
 
 	s0, c0 := srv.mem(tb), cli.mem(tb)
-	cli.ask(tb, fmt.Sprintf("open %d %s %s", n, url, target.Addr()))
+	cli.ask(tb, strings.TrimSpace(fmt.Sprintf("open %d %s %s %s", n, url, target.Addr(), root)))
 	deadline := time.Now().Add(time.Minute)
 	for srv.live(tb) < n || target.Live() < n {
 		if time.Now().After(deadline) {

@@ -3,6 +3,8 @@ package rig
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -19,18 +21,20 @@ import (
 
 // ChildEnv is the environment variable that makes a benchmark binary run as
 // a helper process instead of running tests: its value is the role,
-// "server-KIND" or "client-KIND" with KIND "ours" or "reference".
+// "server-KIND" or "client-KIND" with KIND "ours", "ours-wss" (over TLS
+// 1.3) or "reference".
 //
 // A helper reads one command a line on stdin and answers one line on
 // stdout ("err ..." on failure):
 //
 //	mem                  → mem HEAP STACK RSS GOROUTINES (see ReadMem)
 //	live                 → live N  (server: tunnels open)
-//	open N URL ADDR      → ok      (client: N idle tunnels to ADDR via URL)
+//	open N URL ADDR [ROOT] → ok    (client: N idle tunnels to ADDR via URL, trusting ROOT)
 //	carry BYTES          → ok      (client: BYTES each way through every tunnel; ADDR echoes)
 //	quit                 → ok, then it closes everything and exits
 //
-// A server answers its first line unasked: url URL.
+// A server answers its first line unasked: url URL [ROOT], where ROOT is
+// its certificate (https:// only), PEM in base64.
 const ChildEnv = "SPRITEPROXY_BENCH_CHILD"
 
 // ChildMain runs the helper role and returns the process's exit code.
@@ -40,7 +44,7 @@ func ChildMain(role string) int {
 	if !ok {
 		kind, ok = strings.CutPrefix(role, "client-")
 	}
-	if !ok || (kind != "ours" && kind != "reference") {
+	if !ok || (kind != "ours" && kind != "ours-wss" && kind != "reference") {
 		fmt.Fprintf(os.Stderr, "%s=%q: unknown role\n", ChildEnv, role)
 		return 2
 	}
@@ -56,7 +60,11 @@ func ChildMain(role string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		say("url %s", s.srv.URL)
+		if s.srv.RootPEM != nil {
+			say("url %s %s", s.srv.URL, base64.StdEncoding.EncodeToString(s.srv.RootPEM))
+		} else {
+			say("url %s", s.srv.URL)
+		}
 		h = s
 	} else {
 		// The payload that carry sends is made now, so that it is in the
@@ -101,9 +109,10 @@ type serverChild struct{ srv *Server }
 func newServerChild(kind string) (*serverChild, error) {
 	var srv *Server
 	var err error
-	if kind == "ours" {
-		srv, err = StartOurs(false)
-	} else {
+	switch kind {
+	case "ours", "ours-wss":
+		srv, err = StartOurs(kind == "ours-wss")
+	default:
 		srv, err = StartReference(false)
 	}
 	if err != nil {
@@ -129,12 +138,22 @@ type clientChild struct {
 
 func (c *clientChild) do(cmd []string) (string, error) {
 	switch {
-	case cmd[0] == "open" && len(cmd) == 4:
+	case cmd[0] == "open" && (len(cmd) == 4 || len(cmd) == 5):
 		n, err := strconv.Atoi(cmd[1])
 		if err != nil {
 			return "", err
 		}
-		return "ok", c.open(n, cmd[2], cmd[3])
+		var tlsConf *tls.Config
+		if len(cmd) == 5 {
+			pem, err := base64.StdEncoding.DecodeString(cmd[4])
+			if err != nil {
+				return "", err
+			}
+			if tlsConf = ClientTLS(pem); tlsConf == nil {
+				return "", errors.New("no certificate in ROOT")
+			}
+		}
+		return "ok", c.open(n, cmd[2], cmd[3], tlsConf)
 	case cmd[0] == "carry" && len(cmd) == 2:
 		n, err := strconv.Atoi(cmd[1])
 		if err != nil {
@@ -145,10 +164,10 @@ func (c *clientChild) do(cmd []string) (string, error) {
 	return "", fmt.Errorf("unknown command %q", strings.Join(cmd, " "))
 }
 
-func (c *clientChild) open(n int, url, addr string) error {
+func (c *clientChild) open(n int, url, addr string, tlsConf *tls.Config) error {
 	var dial func(ctx context.Context) (net.Conn, error)
-	if c.kind == "ours" {
-		sp := proxy.New(Token, proxy.WithBaseURL(url)).Sprite(Sprite)
+	if c.kind != "reference" {
+		sp := proxy.New(Token, proxy.WithBaseURL(url), proxy.WithTLSConfig(tlsConf)).Sprite(Sprite)
 		dial = func(ctx context.Context) (net.Conn, error) { return sp.ProxySocket(ctx, "tcp", addr) }
 	} else {
 		d := &reference.Dialer{BaseURL: url, Token: Token}

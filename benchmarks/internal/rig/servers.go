@@ -2,6 +2,7 @@ package rig
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"net/http"
 	"time"
@@ -24,6 +25,9 @@ type Server struct {
 	URL string
 	// ClientTLS trusts the server's certificate (nil for http://).
 	ClientTLS *tls.Config
+	// RootPEM is the certificate ClientTLS trusts, PEM encoded, for a
+	// client in another process (nil for http://).
+	RootPEM []byte
 	// Live reports the tunnels open now.
 	Live func() int
 
@@ -35,17 +39,25 @@ type Server struct {
 func (s *Server) Close() { s.close() }
 
 // tlsConfigs makes TLS 1.3 configs with a fresh certificate: the server's
-// and the client's.
-func tlsConfigs() (server, client *tls.Config, err error) {
+// and the client's, and the certificate in PEM.
+func tlsConfigs() (server, client *tls.Config, rootPEM []byte, err error) {
 	pair, err := testcert.New()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	server = pair.ServerConfig()
 	server.MinVersion = tls.VersionTLS13
-	client = pair.ClientConfig()
-	client.MinVersion = tls.VersionTLS13
-	return server, client, nil
+	return server, ClientTLS(pair.CertPEM), pair.CertPEM, nil
+}
+
+// ClientTLS is a TLS 1.3 client config that trusts the certificate
+// rootPEM, or nil if rootPEM holds none.
+func ClientTLS(rootPEM []byte) *tls.Config {
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(rootPEM) {
+		return nil
+	}
+	return &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13}
 }
 
 // listen wraps ln in TLS 1.3 with a fresh certificate if useTLS, and
@@ -54,7 +66,7 @@ func listen(ln net.Listener, useTLS bool) (net.Listener, string, *tls.Config, er
 	if !useTLS {
 		return ln, "http://" + ln.Addr().String(), nil, nil
 	}
-	server, client, err := tlsConfigs()
+	server, client, _, err := tlsConfigs()
 	if err != nil {
 		ln.Close()
 		return nil, "", nil, err
@@ -130,10 +142,10 @@ func ServeOurs(ln net.Listener, sprites websocket.Resolver, useTLS bool, front F
 	}
 	// websocket.Server speaks TLS itself (TLSConfig), as the CLI's serve
 	// does: it then sends a frame's TLS records with one write.
-	url, clientTLS := "http://"+ln.Addr().String(), (*tls.Config)(nil)
+	url, clientTLS, rootPEM := "http://"+ln.Addr().String(), (*tls.Config)(nil), []byte(nil)
 	if useTLS {
 		var err error
-		if ws.TLSConfig, clientTLS, err = tlsConfigs(); err != nil {
+		if ws.TLSConfig, clientTLS, rootPEM, err = tlsConfigs(); err != nil {
 			ln.Close()
 			return nil, err
 		}
@@ -144,7 +156,7 @@ func ServeOurs(ln net.Listener, sprites websocket.Resolver, useTLS bool, front F
 		defer close(done)
 		ws.Serve(ln)
 	}()
-	return &Server{URL: url, ClientTLS: clientTLS, Live: ws.Live, close: func() {
+	return &Server{URL: url, ClientTLS: clientTLS, RootPEM: rootPEM, Live: ws.Live, close: func() {
 		ws.Close()
 		ln.Close()
 		<-done
