@@ -222,15 +222,29 @@ func (c *Conn) copyChunkLocked(w io.Writer, segsp *[][]byte) (int64, error) {
 
 // gatherTLS reads on while TLS holds whole records already received: a
 // crypto/tls Read returns one record (16 KiB at most), and a writev per
-// record would cost a syscall each. A deadline in the past makes a Read
-// that would have to wait for the network fail at once (crypto/tls keeps
-// the partial record for the next Read); records already buffered decrypt
-// without I/O. Only when the caller has set no read deadline of its own.
+// record would cost a syscall each. Records already buffered decrypt
+// without I/O; a Read that would have to go to the network fails at once
+// (crypto/tls keeps the partial record for the next Read). On a batching
+// corkConn, which holds all the socket had at the last read, that is the
+// cork's nowait; elsewhere a deadline in the past, which costs the error's
+// allocations. Only when the caller has set no read deadline of its own.
 func (c *Conn) gatherTLS() {
 	if !c.gathersTLS() {
 		return
 	}
 	r := &c.rd
+	if k := c.cork; k != nil && k.batchable {
+		k.nowait.Store(true)
+		for len(r.win)-r.end > 17<<10 {
+			n, err := c.nc.Read(r.win[r.end:])
+			r.end += n
+			if err != nil || n == 0 {
+				break
+			}
+		}
+		k.nowait.Store(false)
+		return
+	}
 	for len(r.win)-r.end > 17<<10 {
 		c.nc.SetReadDeadline(aLongTimeAgo)
 		n, err := c.nc.Read(r.win[r.end:])

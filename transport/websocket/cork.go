@@ -78,7 +78,23 @@ type corkConn struct {
 	rmu       sync.Mutex   // guards rbp and rbuf (crypto/tls's reads, unbatch)
 	rbp       *[]byte      // pooled, while it holds bytes not yet read
 	rbuf      []byte       // the bytes not yet read
+	// nowait, set while CopyTo gathers the records already received,
+	// makes a read that would go to the socket fail at once with
+	// errNoWait instead: what the last batched read left is all there is
+	// to gather.
+	nowait atomic.Bool
 }
+
+// errNoWait is what Read returns under nowait when it has nothing left.
+// crypto/tls takes it as it takes a timeout (Temporary): it keeps a
+// partial record for the next Read, and the connection stays usable.
+var errNoWait net.Error = noWaitError{}
+
+type noWaitError struct{}
+
+func (noWaitError) Error() string   { return "websocket: no TLS record received yet" }
+func (noWaitError) Timeout() bool   { return true }
+func (noWaitError) Temporary() bool { return true }
 
 // batchBelow is the read size under which reads are batched.
 const batchBelow = 64 << 10
@@ -97,6 +113,9 @@ func (c *corkConn) Read(p []byte) (int, error) {
 			c.dropBatchLocked()
 		}
 		return n, nil
+	}
+	if c.nowait.Load() {
+		return 0, errNoWait
 	}
 	if !c.batchable || len(p) == 0 || len(p) >= batchBelow || c.batching.Load() <= 0 {
 		return c.Conn.Read(p)

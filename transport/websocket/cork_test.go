@@ -392,3 +392,36 @@ func TestCorkBatchedRead(t *testing.T) {
 		t.Error("a net.Pipe is batchable: an idle read would hold a pooled buffer")
 	}
 }
+
+func TestCorkNoWait(t *testing.T) {
+	t.Parallel()
+	nc, peer := testnet.TCPPair(t)
+	if _, err := peer.Write([]byte("queued")); err != nil {
+		t.Fatal(err)
+	}
+	cc := newCorkConn(nc)
+	cc.batching.Store(1)
+	buf := make([]byte, 3)
+	// What a batched read left is handed out under nowait too.
+	if n, err := cc.Read(buf); n != 3 || err != nil {
+		t.Fatalf("first read: %d, %v", n, err)
+	}
+	cc.nowait.Store(true)
+	if n, err := cc.Read(buf); n != 3 || err != nil || string(buf) != "ued" {
+		t.Fatalf("nowait read of what was left: %d %q, %v", n, buf[:n], err)
+	}
+	// Then nowait does not go to the socket, whatever it holds, and says
+	// so as crypto/tls takes a timeout: temporary.
+	if _, err := peer.Write([]byte("more")); err != nil {
+		t.Fatal(err)
+	}
+	n, err := cc.Read(buf)
+	var ne net.Error
+	if n != 0 || !errors.As(err, &ne) || !ne.Timeout() || !ne.Temporary() {
+		t.Fatalf("nowait read with nothing left: %d, %v; want 0 and a temporary timeout", n, err)
+	}
+	cc.nowait.Store(false)
+	if n, err := cc.Read(buf); n != 3 || err != nil || string(buf) != "mor" {
+		t.Fatalf("read after nowait: %d %q, %v", n, buf[:n], err)
+	}
+}
