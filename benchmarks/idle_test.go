@@ -64,8 +64,8 @@ func idleTunnels(b *testing.B, kind string) {
 	}
 }
 
-// measureIdle weighs n idle tunnels of kind ("ours" or "reference") in
-// helper processes, as BenchmarkIdleTunnel reports them.
+// measureIdle weighs n idle tunnels of kind ("reference", "ours" or
+// "ours-wss") in helper processes, as BenchmarkIdleTunnel reports them.
 func measureIdle(tb testing.TB, kind string, n int) map[string]float64 {
 	target, err := rig.ListenLoopback(rig.Echo)
 	if err != nil {

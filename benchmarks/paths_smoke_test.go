@@ -65,7 +65,7 @@ func TestFinishDetectsLoss(t *testing.T) {
 // TestIdleHelpers runs BenchmarkIdleTunnel's helper processes on a few
 // tunnels of each kind.
 func TestIdleHelpers(t *testing.T) {
-	for _, kind := range []string{"reference", "ours"} {
+	for _, kind := range []string{"reference", "ours", "ours-wss"} {
 		t.Run(kind, func(t *testing.T) {
 			m := measureIdle(t, kind, 4)
 			for _, unit := range []string{"client-heap-B/tunnel", "server-rss-B/used-tunnel", "server-goroutines/tunnel"} {

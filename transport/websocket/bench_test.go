@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/spriteproxy/spriteproxy/internal/testcert"
 	"github.com/spriteproxy/spriteproxy/internal/testnet"
@@ -226,6 +227,7 @@ func TestWSSCopyToAllocs(t *testing.T) {
 	skipUnderRace(t)
 	cl, sv := wssConnPair(t, Tuning{KeepAlive: -1})
 	out, sink := testnet.TCPPair(t)
+	sink.SetReadDeadline(time.Now().Add(time.Minute)) // fail, not hang, if CopyTo dies
 	buf := make([]byte, 32<<10)
 	rbuf := make([]byte, 64<<10)
 	done := make(chan error, 1)

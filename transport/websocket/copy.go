@@ -235,6 +235,7 @@ func (c *Conn) gatherTLS() {
 	r := &c.rd
 	if k := c.cork; k != nil && k.batchable {
 		k.nowait.Store(true)
+		defer k.nowait.Store(false)
 		for len(r.win)-r.end > 17<<10 {
 			n, err := c.nc.Read(r.win[r.end:])
 			r.end += n
@@ -242,7 +243,6 @@ func (c *Conn) gatherTLS() {
 				break
 			}
 		}
-		k.nowait.Store(false)
 		return
 	}
 	for len(r.win)-r.end > 17<<10 {

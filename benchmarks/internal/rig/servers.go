@@ -61,24 +61,24 @@ func ClientTLS(rootPEM []byte) *tls.Config {
 }
 
 // listen wraps ln in TLS 1.3 with a fresh certificate if useTLS, and
-// returns the server's URL and the client's TLS config.
-func listen(ln net.Listener, useTLS bool) (net.Listener, string, *tls.Config, error) {
+// returns the server's URL, the client's TLS config and the certificate.
+func listen(ln net.Listener, useTLS bool) (net.Listener, string, *tls.Config, []byte, error) {
 	if !useTLS {
-		return ln, "http://" + ln.Addr().String(), nil, nil
+		return ln, "http://" + ln.Addr().String(), nil, nil, nil
 	}
-	server, client, _, err := tlsConfigs()
+	server, client, rootPEM, err := tlsConfigs()
 	if err != nil {
 		ln.Close()
-		return nil, "", nil, err
+		return nil, "", nil, nil, err
 	}
-	return tls.NewListener(ln, server), "https://" + ln.Addr().String(), client, nil
+	return tls.NewListener(ln, server), "https://" + ln.Addr().String(), client, rootPEM, nil
 }
 
 // ServeHTTP serves h behind a net/http Server on ln (TLS 1.3 if useTLS).
 // closeTunnels closes what the handler hijacked, which http.Server does
 // not track.
 func ServeHTTP(ln net.Listener, h http.Handler, useTLS bool, closeTunnels func()) (*Server, error) {
-	ln, url, clientTLS, err := listen(ln, useTLS)
+	ln, url, clientTLS, rootPEM, err := listen(ln, useTLS)
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +88,7 @@ func ServeHTTP(ln net.Listener, h http.Handler, useTLS bool, closeTunnels func()
 		defer close(done)
 		hs.Serve(ln)
 	}()
-	return &Server{URL: url, ClientTLS: clientTLS, close: func() {
+	return &Server{URL: url, ClientTLS: clientTLS, RootPEM: rootPEM, close: func() {
 		hs.Close()
 		closeTunnels()
 		<-done
