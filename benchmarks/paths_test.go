@@ -84,15 +84,12 @@ var (
 		fx.open = dialTCP(relay.Addr().String())
 		return fx
 	}}
-	pathRelayCopy = path{"relay-copy", func(tb testing.TB, handle func(net.Conn)) *fixture {
-		fx := loopbackTarget(tb, handle)
-		relay, err := rig.ListenLoopback(rig.RelayCopy(fx.target.Addr().String()))
-		fx.check(tb, err)
-		fx.onClose(relay.Close)
-		fx.open = dialTCP(relay.Addr().String())
-		return fx
-	}}
-	pathRefSocket = path{"ref-socket", func(tb testing.TB, handle func(net.Conn)) *fixture {
+	pathRelayCopy = path{"relay-copy", relays(1, rig.RelayCopy)}
+	// Two relays in a row: the floors of a ProxyPort, whose bytes cross
+	// the client's local port, the client and the server.
+	pathRelay2     = path{"relay2", relays(2, rig.Relay)}
+	pathRelayCopy2 = path{"relay-copy2", relays(2, rig.RelayCopy)}
+	pathRefSocket  = path{"ref-socket", func(tb testing.TB, handle func(net.Conn)) *fixture {
 		fx, d := refServer(tb, handle)
 		addr := fx.target.Addr().String()
 		fx.open = func(ctx context.Context) (net.Conn, error) { return d.Dial(ctx, rig.Sprite, addr) }
@@ -132,9 +129,25 @@ var (
 
 // allPaths is every path, baselines first.
 var allPaths = []path{
-	pathTCP, pathRelay, pathRelayCopy, pathRefSocket, pathRefPort,
+	pathTCP, pathRelay, pathRelayCopy, pathRelay2, pathRelayCopy2, pathRefSocket, pathRefPort,
 	pathSocketWS, pathSocketWSS, pathPortWS, pathPortWSS, pathNetstack,
 	pathSocketRaw, pathPortRaw,
+}
+
+// relays builds n relays of kind in a row in front of a loopback target.
+func relays(n int, kind func(target string) func(net.Conn)) func(tb testing.TB, handle func(net.Conn)) *fixture {
+	return func(tb testing.TB, handle func(net.Conn)) *fixture {
+		fx := loopbackTarget(tb, handle)
+		next := fx.target.Addr().String()
+		for range n {
+			relay, err := rig.ListenLoopback(kind(next))
+			fx.check(tb, err)
+			fx.onClose(relay.Close)
+			next = relay.Addr().String()
+		}
+		fx.open = dialTCP(next)
+		return fx
+	}
 }
 
 // refServer starts the reference server in front of a loopback target.

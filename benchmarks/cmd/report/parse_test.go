@@ -150,7 +150,7 @@ BenchmarkBulk/socket-ws/32KiB-2 1 1 ns/op 630 MB/s 1.0 cpu-s/GiB
 	}
 	b.Reset()
 	Render(&b, loadSample(t))
-	if strings.Contains(b.String(), "copy floor") {
+	if strings.Contains(b.String(), "copy floors") {
 		t.Errorf("a floors table from a run without relay-copy:\n%s", b.String())
 	}
 }
