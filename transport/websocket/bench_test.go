@@ -163,7 +163,18 @@ func BenchmarkSetup(b *testing.B) {
 func TestCopyToAllocs(t *testing.T) {
 	skipUnderRace(t)
 	cl, sv := connPair(t, true, Tuning{KeepAlive: -1})
+	if allocs := copyToAllocs(t, cl, sv); allocs != 0 {
+		t.Errorf("%.2f allocations per 32 KiB message through CopyTo, want 0", allocs)
+	}
+}
+
+// copyToAllocs has cl write 32 KiB messages that sv's CopyTo moves to a
+// TCP socket, and returns the allocations per message once warm. They
+// count the whole process: the CopyTo goroutine's too.
+func copyToAllocs(t *testing.T, cl, sv *Conn) float64 {
+	t.Helper()
 	out, sink := testnet.TCPPair(t)
+	sink.SetReadDeadline(time.Now().Add(time.Minute)) // fail, not hang, if CopyTo dies
 	buf := make([]byte, 32<<10)
 	rbuf := make([]byte, 64<<10)
 	done := make(chan error, 1)
@@ -171,8 +182,6 @@ func TestCopyToAllocs(t *testing.T) {
 		_, err := sv.CopyTo(out, nil)
 		done <- err
 	}()
-	// AllocsPerRun counts the whole process: the CopyTo goroutine's
-	// allocations count too.
 	allocs := testing.AllocsPerRun(200, func() {
 		if _, err := cl.Write(buf); err != nil {
 			t.Fatal(err)
@@ -185,9 +194,7 @@ func TestCopyToAllocs(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if allocs != 0 {
-		t.Errorf("%.2f allocations per 32 KiB message through CopyTo, want 0", allocs)
-	}
+	return allocs
 }
 
 // wssConnPair is connPair over TLS 1.3, each end's TLS on a corkConn as
@@ -226,27 +233,7 @@ func wssConnPair(t *testing.T, tune Tuning) (client, server *Conn) {
 func TestWSSCopyToAllocs(t *testing.T) {
 	skipUnderRace(t)
 	cl, sv := wssConnPair(t, Tuning{KeepAlive: -1})
-	out, sink := testnet.TCPPair(t)
-	sink.SetReadDeadline(time.Now().Add(time.Minute)) // fail, not hang, if CopyTo dies
-	buf := make([]byte, 32<<10)
-	rbuf := make([]byte, 64<<10)
-	done := make(chan error, 1)
-	go func() {
-		_, err := sv.CopyTo(out, nil)
-		done <- err
-	}()
-	allocs := testing.AllocsPerRun(200, func() {
-		if _, err := cl.Write(buf); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(sink, rbuf[:len(buf)]); err != nil {
-			t.Fatal(err)
-		}
-	})
-	cl.CloseWrite()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	allocs := copyToAllocs(t, cl, sv)
 	// crypto/tls reads the socket (a reader allocated each time) about
 	// twice per message: the 32 KiB frame is three records. Gathering the
 	// records with a past deadline cost three more (the timeout error).
