@@ -232,28 +232,21 @@ func (c *Conn) gatherTLS() {
 	if !c.gathersTLS() {
 		return
 	}
-	r := &c.rd
 	if k := c.cork; k != nil && k.batchable {
 		k.nowait.Store(true)
 		defer k.nowait.Store(false)
-		for len(r.win)-r.end > 17<<10 {
-			n, err := c.nc.Read(r.win[r.end:])
-			r.end += n
-			if err != nil || n == 0 {
-				break
-			}
-		}
-		return
-	}
-	for len(r.win)-r.end > 17<<10 {
+	} else {
 		c.nc.SetReadDeadline(aLongTimeAgo)
+		defer c.nc.SetReadDeadline(time.Time{})
+	}
+	r := &c.rd
+	for len(r.win)-r.end > 17<<10 {
 		n, err := c.nc.Read(r.win[r.end:])
 		r.end += n
 		if err != nil || n == 0 {
 			break
 		}
 	}
-	c.nc.SetReadDeadline(time.Time{})
 }
 
 // gathersTLS says whether CopyTo reads TLS records already received without
