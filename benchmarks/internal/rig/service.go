@@ -147,18 +147,8 @@ func Relay(target string) func(net.Conn) {
 // Relay's splice makes two.
 func RelayCopy(target string) func(net.Conn) {
 	return relay(target, func(dst, src *net.TCPConn) {
-		buf := make([]byte, relayCopyBuffer)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
+		// Hiding ReadFrom and WriteTo keeps io.CopyBuffer off splice.
+		io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, make([]byte, relayCopyBuffer))
 	})
 }
 
