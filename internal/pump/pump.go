@@ -50,25 +50,68 @@ type CopierTo interface {
 // and Run reports a normal end.
 var ErrClosedByPeer = errors.New("pump: peer closed both ways")
 
-// errEnded is the abort reason of a normal end brought forward by
-// ErrClosedByPeer.
-var errEnded = errors.New("pump: ended by the peer")
+// EndAwaiter is implemented by conns that keep learning about their peer
+// after their reads reached its end of stream (a tunnel whose peer still
+// has to close it, or may vanish). Once the pump has passed a's end of
+// stream on, it calls a.AwaitEnd, which returns nil when the peer ended
+// the conn cleanly (the pair is then over) and an error when the peer was
+// lost first (the pair is then cut, and the other conn reset).
+type EndAwaiter interface {
+	AwaitEnd() error
+}
+
+// ErrNoWatch is what AwaitEnd returns when the conn has nothing to watch
+// (a stream with no framing, whose end of stream was its last word): the
+// direction is then simply over, as for a conn with no AwaitEnd.
+var ErrNoWatch = errors.New("pump: nothing to watch after end of stream")
+
+// Ender is implemented by conns that can learn of their own end while no
+// Read or Write of theirs is under way (a tunnel's keep-alive finding its
+// peer gone): f is called once, in a goroutine of its own, with the reason;
+// stop undoes the arrangement and reports whether it did so before f was
+// started. The pump then cuts the pair at once instead of waiting on the
+// other conn, which may be silent for ever.
+type Ender interface {
+	AfterEnd(f func(error)) (stop func() bool)
+}
+
+// ErrorCloser is implemented by conns that can tell their peer why they
+// close (a tunnel's close code): the pump calls CloseWithError instead of
+// Close when the other conn failed, so that the cut reaches the peer as a
+// cut, never as a clean end of stream.
+type ErrorCloser interface {
+	CloseWithError(err error) error
+}
+
+// errEnded is the abort reason of a normal end: both directions reached
+// end of stream, or a peer closed both ways.
+var errEnded = errors.New("pump: ended")
 
 // Run copies between a and b in both directions until both have ended, one
 // has failed, or ctx is done; then it closes both and returns. It returns
-// nil when both directions reached end of stream, ctx's error if ctx ended
-// the copy, or the first I/O error otherwise. c may be nil.
+// nil when both directions reached end of stream, context.Cause(ctx) if ctx
+// ended the copy, or the first I/O error otherwise. c may be nil.
 //
-// Run starts one goroutine for the a→b direction and waits for it: nothing
-// it started outlives it.
+// A pair that ends with an error is cut: a conn that can say why
+// (ErrorCloser) is closed with the error, and a TCP conn is reset (its peer
+// reads ECONNRESET, not a clean end of stream).
+//
+// Run starts one goroutine for the a→b direction and waits for it, and
+// for a cut that an Ender started: nothing it started outlives it.
 func Run(ctx context.Context, a, b net.Conn, c *Counters) error {
 	if c == nil {
 		c = new(Counters)
 	}
 	p := &pair{a: a, b: b}
 	stop := context.AfterFunc(ctx, func() {
-		p.abort(ctx.Err())
+		p.abort(context.Cause(ctx))
 	})
+	var stops []func() bool
+	for _, x := range []net.Conn{a, b} {
+		if e, ok := x.(Ender); ok {
+			stops = append(stops, e.AfterEnd(func(err error) { p.abort(err) }))
+		}
+	}
 
 	done := make(chan error, 1)
 	go p.forward(done, &c.AToB)
@@ -81,7 +124,12 @@ func Run(ctx context.Context, a, b net.Conn, c *Counters) error {
 		// Run returns. (An empty Do here would use up the Once before the
 		// abort ran, and neither it nor the abort(nil) below would close
 		// the conns.)
-		p.abort(ctx.Err())
+		p.abort(context.Cause(ctx))
+	}
+	for _, s := range stops {
+		if !s() {
+			p.abort(nil) // waits for the Ender's abort to finish
+		}
 	}
 	p.abort(nil)
 
@@ -96,6 +144,7 @@ func Run(ctx context.Context, a, b net.Conn, c *Counters) error {
 
 type pair struct {
 	a, b      net.Conn
+	ended     atomic.Int32 // directions that reached end of stream and passed it on
 	abortOnce sync.Once
 	mu        sync.Mutex
 	reason    error // why the pair was aborted early, if it was
@@ -108,7 +157,11 @@ func (p *pair) forward(done chan<- error, count *atomic.Int64) {
 }
 
 // copy moves src to dst until src ends, then half-closes dst. On an error it
-// aborts the pair, so that the other direction stops too.
+// aborts the pair, so that the other direction stops too. Once both
+// directions have ended, the pair is over; while the other one still runs,
+// a src that can (EndAwaiter) goes on watching its peer, so that a peer
+// lost meanwhile cuts the pair instead of leaving it to a silent other
+// side for ever.
 func (p *pair) copy(dst, src net.Conn, count *atomic.Int64) error {
 	_, err := Copy(dst, src, count)
 	if errors.Is(err, ErrClosedByPeer) {
@@ -125,6 +178,22 @@ func (p *pair) copy(dst, src net.Conn, count *atomic.Int64) error {
 		}
 		err = hc.CloseWrite()
 	}
+	if err == nil {
+		if p.ended.Add(1) == 2 {
+			p.abort(errEnded)
+			return nil
+		}
+		if w, ok := src.(EndAwaiter); ok {
+			err = w.AwaitEnd()
+			if errors.Is(err, ErrNoWatch) {
+				return nil
+			}
+			if err == nil {
+				p.abort(errEnded)
+				return nil
+			}
+		}
+	}
 	if err != nil {
 		if p.aborted() {
 			return nil // the failure is the abort's doing, reported by cause
@@ -134,19 +203,22 @@ func (p *pair) copy(dst, src net.Conn, count *atomic.Int64) error {
 	return err
 }
 
-// abort closes both conns once; reason (nil for a normal end) is kept for
-// cause. When the context forces the stop, conns that can close at once
-// (CloseNow) do, so that a peer that does not read cannot hold it up;
-// otherwise they close gracefully, so that a tunnel's peer still reads the
-// close frame that says why (a protocol error, or the other side's reset).
+// abort closes both conns once; reason (nil or errEnded for a normal end)
+// is kept for cause.
+//
+// A normal end closes both gracefully, so that a tunnel's peer reads the
+// close frame. Any other reason cuts the pair: conns close at once where
+// they can (CloseNow), so that a peer that does not read cannot hold the
+// close up, a conn that can say why (ErrorCloser) does, and a TCP conn is
+// reset, so that neither peer reads the cut as a clean end of stream.
 func (p *pair) abort(reason error) {
 	p.abortOnce.Do(func() {
 		p.mu.Lock()
 		p.reason = reason
 		p.mu.Unlock()
-		if errors.Is(reason, context.Canceled) || errors.Is(reason, context.DeadlineExceeded) {
-			closeNow(p.a)
-			closeNow(p.b)
+		if reason != nil && reason != errEnded {
+			cut(p.a, reason)
+			cut(p.b, reason)
 			return
 		}
 		// A tunnel closes gracefully once its copy loops let go of it; one
@@ -163,8 +235,16 @@ func (p *pair) abort(reason error) {
 	})
 }
 
-// closeNow closes c without waiting for its peer, where c can.
-func closeNow(c net.Conn) {
+// cut closes c after the pair failed for reason: with the reason where c
+// can carry it, else with a reset where c is a TCP conn, else at once.
+func cut(c net.Conn, reason error) {
+	if ec, ok := c.(ErrorCloser); ok {
+		ec.CloseWithError(reason)
+		return
+	}
+	if l, ok := c.(interface{ SetLinger(int) error }); ok {
+		l.SetLinger(0)
+	}
 	if cn, ok := c.(interface{ CloseNow() error }); ok {
 		cn.CloseNow()
 		return
@@ -178,14 +258,15 @@ func (p *pair) aborted() bool {
 	return p.reason != nil
 }
 
-// cause is the context error that aborted the pair, if one did.
+// cause is why the pair was cut, if something other than its own copies
+// cut it (the context, or an Ender).
 func (p *pair) cause() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if errors.Is(p.reason, context.Canceled) || errors.Is(p.reason, context.DeadlineExceeded) {
-		return p.reason
+	if p.reason == errEnded {
+		return nil
 	}
-	return nil
+	return p.reason
 }
 
 // Copy copies src to dst until src's end of stream (nil error) or an error,

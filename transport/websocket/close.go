@@ -1,13 +1,10 @@
 package websocket
 
 import (
-	"fmt"
 	"io"
-	"net"
 	"syscall"
 	"time"
 
-	"github.com/spriteproxy/spriteproxy/dialer"
 	"github.com/spriteproxy/spriteproxy/internal/pool"
 	"github.com/spriteproxy/spriteproxy/internal/wire"
 )
@@ -44,7 +41,7 @@ func (c *Conn) closeWriteLocked() error {
 		return err
 	}
 	if !c.halfClose {
-		return c.sendCloseLocked(closeNormal)
+		return c.sendCloseLocked(closeNormal, "")
 	}
 	_, err := c.writeFrameLocked(opText, wire.EOFMessage)
 	c.wr.closed = true
@@ -65,20 +62,21 @@ func (c *Conn) Close() error {
 			c.closeErr = c.closeReuse()
 			return
 		}
-		c.closeErr = c.close()
+		c.closeErr = c.close(closeNormal, "")
 	})
 	return c.closeErr
 }
 
-func (c *Conn) close() error {
+// close is Close with a close frame of code and reason.
+func (c *Conn) close(code int, reason string) error {
 	c.closing.Store(true)
 	deadline := time.Now().Add(c.cfg.closeTimeout)
 	clean := false
 	if c.wmu.TryLock() {
 		if c.wr.err == nil && !c.closed.Load() {
-			c.nc.SetWriteDeadline(deadline)
+			c.wd.closing(c.nc, deadline)
 			c.writeControlLocked()
-			if c.flushPendLocked() == nil && c.sendCloseLocked(closeNormal) == nil {
+			if c.flushPendLocked() == nil && c.sendCloseLocked(code, reason) == nil {
 				clean = true
 			}
 		}
@@ -87,7 +85,7 @@ func (c *Conn) close() error {
 	} else {
 		// A Write is blocked: the peer is not reading, so no close frame can
 		// get through. Unblock the writer and close at once.
-		c.nc.SetWriteDeadline(aLongTimeAgo)
+		c.wd.closing(c.nc, aLongTimeAgo)
 	}
 	if clean && !c.closeRecv.Load() {
 		c.drainOrWait(deadline)
@@ -165,70 +163,6 @@ func (c *Conn) drainLocked() {
 	}
 }
 
-// timeoutError is the error of a tunnel closed by the dead-peer or idle
-// timeout.
-type timeoutError struct{ msg string }
-
-func (e *timeoutError) Error() string        { return "websocket: " + e.msg }
-func (e *timeoutError) Timeout() bool        { return true }
-func (e *timeoutError) Temporary() bool      { return false }
-func (e *timeoutError) Is(target error) bool { return target == dialer.ErrTunnelClosed }
-
-var _ net.Error = (*timeoutError)(nil)
-
-// startKeepalive arms the keep-alive timer. No goroutine runs while the
-// tunnel is idle: the timer's function runs briefly every tick.
-func (c *Conn) startKeepalive() {
-	if c.raw {
-		c.rawKeepAlive() // no frames to ping with: the kernel probes instead
-		return
-	}
-	if c.cfg.tick <= 0 {
-		return
-	}
-	c.kmu.Lock()
-	defer c.kmu.Unlock()
-	if c.closed.Load() {
-		return
-	}
-	c.kTimer = time.AfterFunc(c.cfg.tick, c.keepalive)
-}
-
-// keepalive sends a ping if nothing was sent for the keep-alive interval,
-// closes a tunnel whose reader has heard nothing for the dead-peer timeout,
-// and one that carried no data for the idle timeout.
-func (c *Conn) keepalive() {
-	c.kmu.Lock()
-	defer c.kmu.Unlock()
-	if c.closed.Load() || c.kTimer == nil {
-		return
-	}
-	now := time.Now().UnixNano()
-	if dead := c.cfg.deadPeer; c.cfg.keepAlive > 0 && dead > 0 && c.reading.Load() > 0 && now-c.lastRead.Load() > int64(dead) {
-		c.expire(&timeoutError{fmt.Sprintf("no frame from the peer in %v: tunnel closed as dead", dead)}, closeGoingAway)
-		return
-	}
-	if idle := c.cfg.idle; idle > 0 && now-c.lastData.Load() > int64(idle) {
-		c.expire(&timeoutError{fmt.Sprintf("no data either way in %v: idle tunnel closed", idle)}, closeGoingAway)
-		return
-	}
-	if c.cfg.keepAlive > 0 && now-c.lastWrite.Load() >= int64(c.cfg.keepAlive)*9/10 {
-		c.queuePing()
-	}
-	c.kTimer.Reset(c.cfg.tick)
-}
-
-// expire closes the tunnel from the timer: reads and writes fail with err
-// (a timeout), and the peer gets a close frame if one can be sent now.
-func (c *Conn) expire(err *timeoutError, code int) {
-	e := error(&net.OpError{Op: "read", Net: "websocket", Source: c.local, Addr: c.remote, Err: err})
-	c.deadErr.Store(&e)
-	c.queueClose(code, "")
-	c.closed.Store(true)
-	c.markPeerClosed()
-	c.closeNC()
-}
-
 // closeNC closes the connection under the tunnel. Under TLS that the tunnel
 // made, a gathered write under way, or bytes a timeout kept, would make
 // crypto/tls's Close send its close_notify behind them and wait; the
@@ -241,16 +175,6 @@ func (c *Conn) closeNC() error {
 		return nil
 	}
 	return c.nc.Close()
-}
-
-// stopKeepalive stops the timer and waits for a running tick to finish.
-func (c *Conn) stopKeepalive() {
-	c.kmu.Lock()
-	if c.kTimer != nil {
-		c.kTimer.Stop()
-		c.kTimer = nil
-	}
-	c.kmu.Unlock()
 }
 
 // maxDiscard bounds what Close reads and drops after a protocol error.

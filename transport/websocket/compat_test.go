@@ -270,7 +270,9 @@ func TestDeadPeer(t *testing.T) {
 		}
 		defer conn.Close()
 		wsutil.ReadClientText(conn)
-		wsutil.WriteServerText(conn, []byte(`{"status":"connected"}`))
+		// An extension peer: one known to answer pings, to which the
+		// dead-peer rule applies (a plain one gets TCP keep-alive).
+		wsutil.WriteServerText(conn, []byte(`{"status":"connected","features":["half_close"]}`))
 		go func() { <-release; conn.Close() }()
 		for {
 			// Read frames, never answer: a peer that is gone.

@@ -99,9 +99,14 @@ type Conn struct {
 	closeErr   error
 	deadErr    atomic.Pointer[error] // set when the dead-peer timeout closed the tunnel
 
-	kmu       sync.Mutex // guards the keep-alive timer against Close
-	kTimer    *time.Timer
-	kInterval time.Duration
+	ka keepTimer     // keep-alive (keepalive.go)
+	wd writeDeadline // the write deadline's three setters
+
+	// What the Conn learnt of its end outside a Read or Write, and who
+	// wants to hear of it (AfterEnd), guarded by emu.
+	emu     sync.Mutex
+	lostErr error
+	endFn   func(error)
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -147,7 +152,12 @@ func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 // SetDeadline sets the read and write deadlines of the connection under the
 // tunnel.
 func (c *Conn) SetDeadline(t time.Time) error {
-	return c.setDeadline(t, true, c.nc.SetDeadline)
+	return c.setDeadline(t, true, func(t time.Time) error {
+		if err := c.nc.SetReadDeadline(t); err != nil {
+			return err
+		}
+		return c.wd.setApp(c.nc, t)
+	})
 }
 
 // SetReadDeadline sets the read deadline of the connection under the
@@ -157,9 +167,10 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 }
 
 // SetWriteDeadline sets the write deadline of the connection under the
-// tunnel; it bounds keep-alive pings too.
+// tunnel. It bounds Write, CopyFrom and CloseWrite, not keep-alive: pings
+// and pongs are written with a bound of their own.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
-	return c.setDeadline(t, false, c.nc.SetWriteDeadline)
+	return c.setDeadline(t, false, func(t time.Time) error { return c.wd.setApp(c.nc, t) })
 }
 
 // setDeadline applies set(t) unless the connection was handed on to

@@ -2,8 +2,10 @@ package websocket
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
+	"net"
+	"syscall"
+	"unicode/utf8"
 
 	"github.com/spriteproxy/spriteproxy/dialer"
 )
@@ -24,8 +26,28 @@ const (
 	closeGoingAway     = 1001
 	closeProtocolError = 1002
 	closeNoStatus      = 1005
+	closeInvalidData   = 1007
 	closeTooBig        = 1009
+
+	// Codes of spriteproxy's own, in RFC 6455's private range (PROTOCOL.md
+	// §3): a stream cut short says why, so that it never reads as a clean
+	// end at the other side.
+	closeTargetReset = 4001 // the target reset its connection mid-stream
+	closeTimedOut    = 4002 // the sender's dead-peer or idle rule ended the tunnel
 )
+
+// validCloseCode reports whether a peer may send code in a close frame
+// (RFC 6455 §7.4): 1000–1003, 1007–1011 and 3000–4999. 1005, 1006 and
+// 1015 are only for reporting, never for the wire.
+func validCloseCode(code int) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1011:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}
 
 // maxHeader is the longest frame header: 2 bytes, 8 of length, 4 of mask.
 const maxHeader = 14
@@ -164,8 +186,23 @@ func (e *CloseError) Error() string {
 	return fmt.Sprintf("websocket: peer closed the tunnel with code %d: %s", e.Code, e.Reason)
 }
 
-// Is matches dialer.ErrTunnelClosed.
-func (e *CloseError) Is(target error) bool { return target == dialer.ErrTunnelClosed }
+// Is matches dialer.ErrTunnelClosed; a target reset (code 4001) matches
+// syscall.ECONNRESET too, as a reset of a direct connection would.
+func (e *CloseError) Is(target error) bool {
+	if target == dialer.ErrTunnelClosed {
+		return true
+	}
+	return e.Code == closeTargetReset && target == syscall.ECONNRESET
+}
+
+// Timeout reports whether the peer closed the tunnel by its dead-peer or
+// idle rule (code 4002).
+func (e *CloseError) Timeout() bool { return e.Code == closeTimedOut }
+
+// Temporary is false: a closed tunnel stays closed.
+func (e *CloseError) Temporary() bool { return false }
+
+var _ net.Error = (*CloseError)(nil)
 
 // errUnexpectedEOF: the TCP connection ended without a close frame.
 var errUnexpectedEOF = fmt.Errorf("%w: connection ended without a close frame", dialer.ErrTunnelClosed)
@@ -179,13 +216,21 @@ func closeBody(b []byte, code int, reason string) []byte {
 	return append(b, reason...)
 }
 
-// parseClose decodes a close frame's payload.
+// parseClose decodes and checks a close frame's payload: an invalid code is
+// a *ProtocolError with 1002, a reason that is not UTF-8 one with 1007.
 func parseClose(p []byte) (code int, reason string, err error) {
 	switch {
 	case len(p) == 0:
 		return closeNoStatus, "", nil
 	case len(p) == 1:
-		return 0, "", errors.New("close frame payload of 1 byte")
+		return 0, "", protocolErrorf(closeProtocolError, "close frame payload of 1 byte")
 	}
-	return int(binary.BigEndian.Uint16(p)), string(p[2:]), nil
+	code = int(binary.BigEndian.Uint16(p))
+	if !validCloseCode(code) {
+		return 0, "", protocolErrorf(closeProtocolError, "invalid close code %d", code)
+	}
+	if !utf8.Valid(p[2:]) {
+		return 0, "", protocolErrorf(closeInvalidData, "close reason is not UTF-8")
+	}
+	return code, string(p[2:]), nil
 }

@@ -1,9 +1,7 @@
 package websocket
 
 import (
-	"crypto/tls"
 	"io"
-	"net"
 	"os"
 	"sync/atomic"
 	"time"
@@ -17,25 +15,6 @@ import (
 // masked or framed, end of stream is the connection's own half-close, and
 // between two TCP sockets the bytes move by splice without entering user
 // space. The methods below are what Conn's methods do in that mode.
-
-// rawKeepAlive has the kernel probe an idle raw tunnel's connection (there
-// are no pings without frames): after a keep-alive interval of silence,
-// every interval, and the connection fails after three unanswered probes,
-// close to the dead-peer timeout of a framed tunnel.
-func (c *Conn) rawKeepAlive() {
-	nc := c.nc
-	if tc, ok := nc.(*tls.Conn); ok {
-		nc = tc.NetConn()
-	}
-	if cc, ok := nc.(*corkConn); ok {
-		nc = cc.Conn
-	}
-	tcp, ok := nc.(*net.TCPConn)
-	if !ok || c.cfg.keepAlive <= 0 {
-		return
-	}
-	tcp.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: c.cfg.keepAlive, Interval: c.cfg.keepAlive, Count: 3})
-}
 
 // rawBuffered hands out the bytes the handshake read past the server's
 // reply: they are the stream's first bytes.

@@ -421,15 +421,10 @@ func (c *Conn) closeReceived(payload []byte) error {
 	r := &c.rd
 	code, reason, err := parseClose(payload)
 	if err != nil {
-		return c.fail(protocolErrorf(closeProtocolError, "%v", err))
+		return c.fail(err)
 	}
 	c.closeRecv.Store(true)
-	switch code {
-	case closeNormal, closeGoingAway, closeNoStatus:
-		r.err = io.EOF
-	default:
-		r.err = &CloseError{Code: code, Reason: reason}
-	}
+	r.err = peerClose(code, reason)
 	// With half_close, a close frame means the peer is gone both ways, so we
 	// answer it at once. A plain peer's close frame is its end of stream; we
 	// answer when our side ends too (CloseWrite or Close), so that nothing we

@@ -61,7 +61,7 @@ func (c *Conn) closeReuse() error {
 	// A Write in progress finishes first (a copy towards a peer that is
 	// draining for our end), or gives up at the deadline if the peer does
 	// not read.
-	c.nc.SetWriteDeadline(deadline)
+	c.wd.closing(c.nc, deadline)
 	c.wmu.Lock()
 	// A Write that held the lock until the deadline leaves none for end:
 	// that is no sign that the peer stopped reading.
@@ -85,7 +85,7 @@ func (c *Conn) closeReuse() error {
 		return c.finish()
 	}
 	if !sent {
-		return c.close()
+		return c.close(closeNormal, "")
 	}
 
 	if !c.endRecv.Load() && !c.closeRecv.Load() {
@@ -178,7 +178,7 @@ func (c *Conn) goAway() {
 		c.closing.Store(true)
 		if c.wmu.TryLock() {
 			c.nc.SetWriteDeadline(time.Now().Add(c.cfg.closeTimeout))
-			c.sendCloseLocked(closeGoingAway)
+			c.sendCloseLocked(closeGoingAway, "")
 			c.wmu.Unlock()
 		}
 		c.closeErr = c.finish()

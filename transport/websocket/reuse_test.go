@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -515,9 +516,11 @@ func resetTarget(c net.Conn) {
 	c.Close()
 }
 
-// TestReuseServerEndsFirst: the target resets, so the server ends the
-// stream both ways with its end first; the client reads the end of the
-// stream, its writes fail, and its Close completes the exchange.
+// TestReuseServerEndsFirst: the target resets, so the server cuts the
+// stream with close 4001 (a reset is never a clean end, not even under
+// reuse); the client's Read fails with ECONNRESET, its writes fail, and the
+// cut connection is not kept: the next tunnel opens a fresh one, which is
+// reused as usual.
 func TestReuseServerEndsFirst(t *testing.T) {
 	t.Parallel()
 	for _, m := range modes {
@@ -527,23 +530,31 @@ func TestReuseServerEndsFirst(t *testing.T) {
 			tg := startTarget(t, echo)
 			ts := startServerMode(t, newServer(), false, m.direct)
 			d := reuseDialer(t, ts)
-			var first net.Conn
 			for i := range 3 {
+				var first net.Conn
 				c := dialOn(t, d, reset.addr(), &first)
 				if _, err := c.Write([]byte("x")); err != nil {
 					t.Fatal(err)
 				}
 				c.SetReadDeadline(time.Now().Add(5 * time.Second))
-				if n, err := c.Read(make([]byte, 10)); err == nil || errors.Is(err, errDeadline) {
-					t.Fatalf("Read = %d, %v; want the end of the stream", n, err)
+				if n, err := c.Read(make([]byte, 10)); !errors.Is(err, syscall.ECONNRESET) {
+					t.Fatalf("Read = %d, %v; want ECONNRESET", n, err)
 				}
 				if _, err := c.Write([]byte("after the end")); err == nil {
 					t.Fatal("Write after the server's end succeeded")
 				}
+				c.Close()
+				if n := d.IdleConnections(); n != 0 {
+					t.Fatalf("%d idle connections after a cut stream, want 0", n)
+				}
+				first = nil
+				c = dialOn(t, d, tg.addr(), &first)
+				finishEcho(t, c, payload(i, 100))
 				closeReused(t, d, c, 1)
 				c = dialOn(t, d, tg.addr(), &first)
 				finishEcho(t, c, payload(i, 100))
 				closeReused(t, d, c, 1)
+				d.CloseIdleConnections()
 			}
 		})
 	}

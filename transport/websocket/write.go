@@ -34,8 +34,9 @@ type pendingControl struct {
 	pongData  [maxControlPayload]byte
 	pongN     int
 	ping      bool
-	close     bool
-	closeCode int
+	close       bool
+	closeCode   int
+	closeReason string
 }
 
 // Write sends p as one binary message (several for large p). See Conn.
@@ -215,6 +216,7 @@ func (c *Conn) afterWrite(payload, total, n int, err error, rest func(from int) 
 		return payload, err
 	}
 	c.wr.err = err
+	c.lost(c.opError("write", err))
 	return min(payload, max(0, n-(total-payload))), err
 }
 
@@ -252,12 +254,11 @@ func (c *Conn) queuePing() {
 	c.flushControl()
 }
 
-// queueClose asks for a close frame with code (reason is not sent: the
-// reasons we have are for our logs, not for the peer).
-func (c *Conn) queueClose(code int, _ string) {
+// queueClose asks for a close frame with code and reason.
+func (c *Conn) queueClose(code int, reason string) {
 	c.ctrlMu.Lock()
 	if !c.ctrl.close {
-		c.ctrl.close, c.ctrl.closeCode = true, code
+		c.ctrl.close, c.ctrl.closeCode, c.ctrl.closeReason = true, code, reason
 	}
 	c.ctrlMu.Unlock()
 	c.ctrlPending.Store(true)
@@ -277,7 +278,7 @@ func (c *Conn) flushControl() {
 // writeControlLocked sends the pending control frames.
 func (c *Conn) writeControlLocked() {
 	c.ctrlMu.Lock()
-	pong, ping, closing, code := c.ctrl.pong, c.ctrl.ping, c.ctrl.close, c.ctrl.closeCode
+	pong, ping, closing, code, reason := c.ctrl.pong, c.ctrl.ping, c.ctrl.close, c.ctrl.closeCode, c.ctrl.closeReason
 	n := copy(c.wr.ctrl[:], c.ctrl.pongData[:c.ctrl.pongN])
 	c.ctrl.pong, c.ctrl.ping, c.ctrl.close = false, false, false
 	c.ctrlPending.Store(false)
@@ -290,6 +291,10 @@ func (c *Conn) writeControlLocked() {
 		// the peer expects no pong or ping of this one.
 		pong, ping = false, false
 	}
+	if pong || ping {
+		// Keep-alive does not depend on the application's deadline.
+		defer c.wd.control(c.nc, c.controlBound())()
+	}
 	if pong {
 		c.writeFrameLocked(opPong, c.wr.ctrl[:n])
 	}
@@ -297,16 +302,24 @@ func (c *Conn) writeControlLocked() {
 		c.writeFrameLocked(opPing, nil)
 	}
 	if closing {
-		c.sendCloseLocked(code)
+		c.sendCloseLocked(code, reason)
 	}
 }
 
+// controlBound is how long a ping or pong may take to write.
+func (c *Conn) controlBound() time.Duration {
+	if c.cfg.keepAlive > 0 {
+		return c.cfg.keepAlive
+	}
+	return c.cfg.closeTimeout
+}
+
 // sendCloseLocked sends the close frame once; no data may follow it.
-func (c *Conn) sendCloseLocked(code int) error {
+func (c *Conn) sendCloseLocked(code int, reason string) error {
 	c.wr.closed = true
 	if !c.closeSent.CompareAndSwap(false, true) {
 		return nil
 	}
-	_, err := c.writeFrameLocked(opClose, closeBody(c.wr.ctrl[:0], code, ""))
+	_, err := c.writeFrameLocked(opClose, closeBody(c.wr.ctrl[:0], code, reason))
 	return err
 }

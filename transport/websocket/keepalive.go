@@ -1,0 +1,232 @@
+package websocket
+
+import (
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/spriteproxy/spriteproxy/dialer"
+)
+
+// Keep-alive: pings when we have sent nothing for the keep-alive interval,
+// the dead-peer rule (a Read that has heard nothing for the dead-peer
+// timeout ends the tunnel), and the idle rule (no data either way for the
+// idle timeout). No goroutine runs for it: one timer per tunnel, armed for
+// the next moment something is due.
+//
+// The dead-peer rule applies only to a peer known to answer pings while we
+// wait for it: one that negotiated an extension (spriteproxy's own ends).
+// A plain v1 peer, such as the Sprites SDK's client, answers pings only
+// while its application reads, so an idle tunnel it keeps in a pool would
+// look dead; TCP keep-alive probes its connection instead, which its
+// kernel answers.
+//
+// Silence is measured from the last frame received, and never counts time
+// in which this process did not run: a timer that fires late (the process
+// was stopped, or starved) first gives the reader a chance to catch up with
+// what arrived meanwhile.
+
+// lateTick is how late a keep-alive timer may fire before the time it lost
+// is taken for time in which this process did not run.
+const lateTick = time.Second
+
+// timeoutError is the error of a tunnel closed by the dead-peer or idle
+// timeout.
+type timeoutError struct{ msg string }
+
+func (e *timeoutError) Error() string        { return "websocket: " + e.msg }
+func (e *timeoutError) Timeout() bool        { return true }
+func (e *timeoutError) Temporary() bool      { return false }
+func (e *timeoutError) Is(target error) bool { return target == dialer.ErrTunnelClosed }
+
+var _ net.Error = (*timeoutError)(nil)
+
+// keepTimer is the keep-alive timer's state, guarded by its mutex, which is
+// never held across a write.
+type keepTimer struct {
+	mu    sync.Mutex
+	t     *time.Timer
+	due   time.Time // when t was set to fire
+	since int64     // unix nanoseconds: silence before this is not the peer's (we did not run)
+}
+
+// deadPeerRule reports whether the dead-peer rule applies to this tunnel.
+func (c *Conn) deadPeerRule() bool {
+	return c.cfg.keepAlive > 0 && c.cfg.deadPeer > 0 && c.halfClose
+}
+
+// startKeepalive arms the keep-alive timer. A plain peer's connection gets
+// TCP keep-alive too (see deadPeerRule), as a raw tunnel's does.
+func (c *Conn) startKeepalive() {
+	if c.raw || !c.halfClose {
+		c.tcpKeepAlive() // no frames to ping with, or pings a peer may not answer: the kernel probes
+	}
+	if c.raw || c.cfg.tick <= 0 {
+		return
+	}
+	k := &c.ka
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if c.closed.Load() {
+		return
+	}
+	next := c.nextTick(time.Now())
+	k.due = time.Now().Add(next)
+	k.t = time.AfterFunc(next, c.keepalive)
+}
+
+// tcpKeepAlive has the kernel probe the connection: after a keep-alive
+// interval of silence, every interval, and the connection fails after three
+// unanswered probes, close to the dead-peer timeout of a framed tunnel.
+func (c *Conn) tcpKeepAlive() {
+	tcp := c.rawTCP()
+	if tcp == nil || c.cfg.keepAlive <= 0 {
+		return
+	}
+	tcp.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: c.cfg.keepAlive, Interval: c.cfg.keepAlive, Count: 3})
+}
+
+// nextTick is how long from now until something may be due: a ping, the
+// dead-peer or idle deadline; at most the configured tick.
+func (c *Conn) nextTick(now time.Time) time.Duration {
+	next := c.cfg.tick
+	at := func(from int64, d time.Duration) {
+		if d <= 0 {
+			return
+		}
+		if w := time.Duration(from + int64(d) - now.UnixNano()); w < next {
+			next = w
+		}
+	}
+	if c.cfg.keepAlive > 0 {
+		at(c.lastWrite.Load(), c.cfg.keepAlive*9/10)
+	}
+	if c.deadPeerRule() {
+		at(max(c.lastRead.Load(), c.ka.since), c.cfg.deadPeer)
+	}
+	at(c.lastData.Load(), c.cfg.idle)
+	return max(next, time.Millisecond)
+}
+
+// keepalive runs when the timer fires: it decides under the timer's lock,
+// and sends or closes after letting go of it, so that a ping blocked on a
+// peer that does not read never holds up a Close.
+func (c *Conn) keepalive() {
+	k := &c.ka
+	k.mu.Lock()
+	if c.closed.Load() || k.t == nil {
+		k.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	nowNs := now.UnixNano()
+	if now.Sub(k.due) > lateTick {
+		// We did not run for a while: frames may be waiting unread. Judge
+		// the peer's silence only from now on.
+		k.since = nowNs
+	}
+	var expire *timeoutError
+	switch dead, idle := c.cfg.deadPeer, c.cfg.idle; {
+	case c.deadPeerRule() && c.reading.Load() > 0 && nowNs-max(c.lastRead.Load(), k.since) >= int64(dead):
+		expire = &timeoutError{fmt.Sprintf("no frame from the peer in %v: tunnel closed as dead", dead)}
+	case idle > 0 && nowNs-c.lastData.Load() >= int64(idle):
+		expire = &timeoutError{fmt.Sprintf("no data either way in %v: idle tunnel closed", idle)}
+	}
+	ping := expire == nil && c.cfg.keepAlive > 0 && nowNs-c.lastWrite.Load() >= int64(c.cfg.keepAlive)*9/10
+	if expire == nil {
+		next := c.nextTick(now)
+		if ping {
+			next = min(next, c.cfg.keepAlive*9/10)
+		}
+		k.due = now.Add(next)
+		k.t.Reset(next)
+	} else {
+		k.t = nil
+	}
+	k.mu.Unlock()
+
+	switch {
+	case expire != nil:
+		c.expire(expire)
+	case ping:
+		c.queuePing()
+	}
+}
+
+// expire closes the tunnel from the timer: reads and writes fail with err
+// (a timeout), the peer gets a close frame (4002) if one can be sent now,
+// and the pump learns of it (lost).
+func (c *Conn) expire(err *timeoutError) {
+	e := error(&net.OpError{Op: "read", Net: "websocket", Source: c.local, Addr: c.remote, Err: err})
+	c.deadErr.Store(&e)
+	c.queueClose(closeTimedOut, "timeout")
+	c.lost(e)
+	c.closed.Store(true)
+	c.markPeerClosed()
+	c.closeNC()
+}
+
+// stopKeepalive stops the timer; a tick already running finishes on its
+// own (it holds no lock across a write, and finds the tunnel closed).
+func (c *Conn) stopKeepalive() {
+	k := &c.ka
+	k.mu.Lock()
+	if k.t != nil {
+		k.t.Stop()
+		k.t = nil
+	}
+	k.mu.Unlock()
+}
+
+// writeDeadline is the write deadline of the connection under the tunnel,
+// which three parties set: the application (SetDeadline and
+// SetWriteDeadline), control frames (a ping or pong is written with a
+// bound of its own, so that an application's expired deadline does not
+// stop keep-alive) and Close (its close timeout, which wins from then on).
+type writeDeadline struct {
+	mu    sync.Mutex
+	app   time.Time // the application's deadline
+	own   bool      // a control frame's bound is in force
+	final bool      // Close's deadline is in force
+}
+
+// setApp records and, unless a bound of ours is in force, applies the
+// application's write deadline.
+func (d *writeDeadline) setApp(nc net.Conn, t time.Time) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.app = t
+	if d.own || d.final {
+		return nil
+	}
+	return nc.SetWriteDeadline(t)
+}
+
+// control puts a bound of ours in force for a control frame's write, and
+// returns the function that restores the application's deadline after it.
+func (d *writeDeadline) control(nc net.Conn, bound time.Duration) (restore func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.final || d.own {
+		return func() {}
+	}
+	d.own = true
+	nc.SetWriteDeadline(time.Now().Add(bound))
+	return func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.own = false
+		if !d.final {
+			nc.SetWriteDeadline(d.app)
+		}
+	}
+}
+
+// closing puts Close's deadline t in force for good.
+func (d *writeDeadline) closing(nc net.Conn, t time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.final = true
+	nc.SetWriteDeadline(t)
+}
