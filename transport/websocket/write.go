@@ -30,10 +30,10 @@ type writer struct {
 // pendingControl holds control frames that the read side asked for, to be
 // sent by whoever holds the write lock next.
 type pendingControl struct {
-	pong      bool
-	pongData  [maxControlPayload]byte
-	pongN     int
-	ping      bool
+	pong        bool
+	pongData    [maxControlPayload]byte
+	pongN       int
+	ping        bool
 	close       bool
 	closeCode   int
 	closeReason string
