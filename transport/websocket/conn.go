@@ -23,7 +23,10 @@ import (
 //   - Read returns io.EOF when the peer ends its write side (eof message)
 //     or closes with code 1000 or 1001; another close code is a
 //     *CloseError, a protocol violation a *ProtocolError (both match
-//     dialer.ErrTunnelClosed).
+//     dialer.ErrTunnelClosed). A peer whose far side was reset sends 4001,
+//     which matches syscall.ECONNRESET; one that ended the tunnel by its
+//     dead-peer or idle rule sends 4002, a timeout. A connection lost
+//     under the tunnel is an error too: a cut stream never reads as io.EOF.
 //   - Close sends a close frame (1000), waits up to the close timeout for the
 //     peer's, and closes the connection underneath; it is idempotent. Under
 //     the reuse extension (Reuse) it sends {"type":"end"} instead, and once
@@ -32,11 +35,14 @@ import (
 //     deadline changes fail).
 //   - Deadlines apply to the connection underneath; a timed-out Read or
 //     Write can be retried (a frame cut by a write timeout is finished by
-//     the next Write).
-//   - Pings go out when no frame was sent for the keep-alive interval, and
-//     a Read that has waited past the dead-peer timeout without any frame
-//     arriving (pongs included) fails with a timeout error, the tunnel being
-//     closed.
+//     the next Write). They do not bound keep-alive.
+//   - Pings go out when no frame was sent for the keep-alive interval, and,
+//     with a peer that negotiated an extension, a Read that has waited past
+//     the dead-peer timeout without any frame arriving (pongs included)
+//     fails with a timeout error, the tunnel being closed (close 4002). A
+//     plain peer's connection is watched by TCP keep-alive instead.
+//   - CloseWithError closes with 4001 (or 4002 for a timeout): for a
+//     stream cut short at its far side.
 //
 // Buffers are borrowed from a pool only while data moves: an idle Conn holds
 // a few hundred bytes of its own.
