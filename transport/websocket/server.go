@@ -324,7 +324,7 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 		return nil, addr, err
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, cmpOr(s.DialTimeout, DefaultDialTimeout))
-	target, err := network.DialContext(ctx, "tcp", addr)
+	target, err := dialTarget(ctx, network, req.Host, req.Port)
 	cancel()
 	if err != nil {
 		s.replyTargetError(c, targetCode(err), err, keep)
