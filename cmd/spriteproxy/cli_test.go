@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -282,6 +283,7 @@ func TestServeUsage(t *testing.T) {
 		{"cert without key", env(envToken, testToken), []string{"--tls-cert", empty}, exitUsage, "--tls-cert and --tls-key go together"},
 		{"bad cert", env(envToken, testToken), []string{"--tls-cert", empty, "--tls-key", empty}, exitFail, "loading the TLS certificate"},
 		{"bad allow", env(envToken, testToken), []string{"--allow", "10.0.0.0/99"}, exitUsage, `bad --allow "10.0.0.0/99"`},
+		{"bad allow-origin", env(envToken, testToken), []string{"--allow-origin", "app.example/x"}, exitUsage, `bad --allow-origin "app.example/x"`},
 		{"bad sprite", env(envToken, testToken), []string{"--sprite", "a b"}, exitUsage, `bad sprite name "a b"`},
 		{"address in use", env(envToken, testToken), []string{"--listen", busy.Addr().String()}, exitFail, "already in use"},
 		{"argument", env(envToken, testToken), []string{"extra"}, exitUsage, `unexpected argument "extra"`},
@@ -470,5 +472,33 @@ func TestForwardReuse(t *testing.T) {
 				t.Errorf("serve exit %d", code)
 			}
 		})
+	}
+}
+
+// serve refuses an upgrade from a browser (one with an Origin header) with
+// 403, unless --allow-origin lists the origin.
+func TestServeAllowOrigin(t *testing.T) {
+	t.Parallel()
+	srv, addr := startServe(t, env(), "--insecure-no-auth", "--allow-origin", "https://app.example", "--allow-origin", "http://localhost:3000")
+	defer srv.stop(t)
+	for origin, want := range map[string]string{
+		"https://evil.example":  "HTTP/1.1 403 Forbidden\r\n",
+		"null":                  "HTTP/1.1 403 Forbidden\r\n",
+		"https://app.example":   "HTTP/1.1 101 Switching Protocols\r\n",
+		"http://localhost:3000": "HTTP/1.1 101 Switching Protocols\r\n",
+	} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET /v1/sprites/s/proxy HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: "+origin+"\r\n\r\n")
+		got := make([]byte, len(want))
+		_, err = io.ReadFull(c, got)
+		c.Close()
+		if err != nil || string(got) != want {
+			t.Errorf("Origin %s: answer %q (%v), want %q", origin, got, err, want)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"syscall"
@@ -14,7 +15,7 @@ import (
 	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
 
-const serveSynopsis = "spriteproxy serve [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--token-file FILE] [--allow RULE]... [--sprite NAME]...\n\n" +
+const serveSynopsis = "spriteproxy serve [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--token-file FILE] [--allow RULE]... [--allow-origin ORIGIN]... [--sprite NAME]...\n\n" +
 	"The token may also come from $" + envToken + ". Tunnels reach the sprite's loopback\n" +
 	"(this machine's) and what --allow adds: a CIDR, an address or a host name,\n" +
 	"each with an optional :PORT or :LOW-HIGH (10.0.0.0/8:5432, [fd00::1], db.internal:1-1024)."
@@ -26,7 +27,8 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 	keyFile := fs.String("tls-key", "", "PEM private key `FILE` of --tls-cert")
 	tokenFile := fs.String("token-file", "", "`FILE` holding the bearer token clients must send (default $"+envToken+")")
 	noAuth := fs.Bool("insecure-no-auth", false, "accept every client, with no token: only for a trusted network")
-	var allow, names listFlag
+	var allow, names, origins listFlag
+	fs.Var(&origins, "allow-origin", "let web pages from `ORIGIN` (as browsers send it: https://app.example) open tunnels; upgrades with any other Origin header get 403 (repeatable)")
 	fs.Var(&allow, "allow", "let tunnels reach `RULE` besides loopback: CIDR|ADDR|HOST[:PORT|:LOW-HIGH] (repeatable)")
 	fs.Var(&names, "sprite", "serve the sprite `NAME` only (repeatable; default: any name)")
 	drain := fs.Duration("drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long open tunnels may take to end before they are cut")
@@ -80,6 +82,11 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 		}
 		policy.Allow = append(policy.Allow, r)
 	}
+	for _, o := range origins {
+		if u, err := url.Parse(o); err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" || u.RawQuery != "" {
+			return c.failf(exitUsage, "serve", "bad --allow-origin %q: expected SCHEME://HOST[:PORT], as a browser sends it (https://app.example)", o)
+		}
+	}
 	for _, n := range names {
 		if err := checkSpriteName(n); err != nil {
 			return c.failf(exitUsage, "serve", "--sprite: %v", err)
@@ -120,6 +127,7 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 		Auth:               auth,
 		Sprites:            &websocket.HostNetwork{Names: names},
 		Policy:             policy,
+		AllowedOrigins:     origins,
 		MaxTunnels:         *maxTunnels,
 		MaxTunnelsPerToken: *maxPerToken,
 		Tuning:             websocket.Tuning{IdleTimeout: *idle},

@@ -1,7 +1,9 @@
 package websocket
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -136,4 +138,25 @@ func (p *Policy) Check(host string, port int) error {
 		}
 	}
 	return fmt.Errorf("%w: %s is outside the sprite's loopback and no allow rule matches", dialer.ErrTargetForbidden, dialer.HostPort(host, port))
+}
+
+// dialTarget dials host:port on network. The name localhost, in any case,
+// is never sent to a resolver (RFC 6761 §6.3): a machine whose hosts file
+// lacks it (scratch and distroless images have none) would otherwise let a
+// DNS server pick the address of a target the policy allowed as loopback.
+// It dials 127.0.0.1, then ::1 if that fails; the first error is returned
+// if both do. ctx bounds the dials.
+func dialTarget(ctx context.Context, network dialer.ContextDialer, host string, port int) (net.Conn, error) {
+	if !strings.EqualFold(host, "localhost") {
+		return network.DialContext(ctx, "tcp", dialer.HostPort(host, port))
+	}
+	p := strconv.Itoa(port)
+	c, err := network.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", p))
+	if err == nil || ctx.Err() != nil {
+		return c, err
+	}
+	if c6, err6 := network.DialContext(ctx, "tcp", net.JoinHostPort("::1", p)); err6 == nil {
+		return c6, nil
+	}
+	return nil, err
 }

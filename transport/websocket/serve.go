@@ -2,7 +2,6 @@ package websocket
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -90,54 +89,44 @@ func (s *Server) serveConn(nc net.Conn) {
 	}
 	stop := context.AfterFunc(s.ctx, func() { nc.SetDeadline(aLongTimeAgo) })
 	nc.SetDeadline(time.Now().Add(cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)))
+	fr := frontRequest{remote: nc.RemoteAddr().String()}
 	var (
-		name, path, auth string
-		network          dialer.ContextDialer
-		sl               slot
+		network dialer.ContextDialer
+		sl      slot
+		ref     *refusal // the front door's answer, if it refused
 	)
+	// The Upgrader checks the version, the method and the WebSocket
+	// headers itself; the hooks do the rest of the front door's checks, in
+	// the same order as ServeHTTP.
 	u := ws.Upgrader{
 		Header: earlyDataHeader,
 		OnRequest: func(uri []byte) error {
-			path, _, _ = strings.Cut(string(uri), "?")
-			var endpoint string
-			var ok bool
-			if name, endpoint, ok = parsePath(path); !ok || endpoint != "proxy" {
-				return reject(http.StatusNotFound, "not_found", "no such endpoint")
+			fr.path, _, _ = strings.Cut(string(uri), "?")
+			if sl.sprite, ref = pathRefusal(fr.path); ref != nil {
+				return ref
 			}
 			return nil
 		},
 		OnHeader: func(k, v []byte) error {
-			if strings.EqualFold(string(k), "Authorization") {
-				auth = string(v)
+			switch {
+			case strings.EqualFold(string(k), "Authorization"):
+				if fr.auths++; fr.auths == 1 {
+					fr.auth = string(v)
+				}
+			case strings.EqualFold(string(k), "Origin"):
+				fr.origins++
+				fr.origin = string(v)
 			}
 			return nil
 		},
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
-			token := bearerValue(auth)
-			ctx := s.ctx
-			if s.Auth != nil {
-				if err := s.Auth.Authenticate(ctx, token, name); err != nil {
-					s.log("request refused", "sprite", name, "client", nc.RemoteAddr(), "err", err)
-					if errors.Is(err, dialer.ErrForbidden) {
-						return nil, reject(http.StatusForbidden, "forbidden", "token not allowed for sprite "+name)
-					}
-					return nil, reject(http.StatusUnauthorized, "unauthorized", "bad or missing token")
-				}
+			if ref = s.checkFront(&fr); ref != nil {
+				return nil, ref
 			}
-			var err error
-			if network, err = s.resolver().ResolveSprite(ctx, name); err != nil {
-				s.log("request refused", "sprite", name, "client", nc.RemoteAddr(), "err", err)
-				if errors.Is(err, dialer.ErrUnknownSprite) {
-					return nil, reject(http.StatusNotFound, "not_found", "unknown sprite "+name)
-				}
-				return nil, reject(http.StatusBadGateway, "unavailable", err.Error())
+			sl.token = bearerValue(fr.auth)
+			if network, ref = s.admit(s.ctx, &sl); ref != nil {
+				return nil, ref
 			}
-			sl.key, sl.token, sl.sprite = sha256.Sum256([]byte(token)), token, name
-			if status, why := s.enter(sl.key); status != 0 {
-				s.log("request refused", "sprite", name, "client", nc.RemoteAddr(), "err", why)
-				return nil, reject(status, "unavailable", why)
-			}
-			sl.held = true
 			return nil, nil
 		},
 	}
@@ -150,13 +139,28 @@ func (s *Server) serveConn(nc net.Conn) {
 		}
 	}
 	ur := &upgradeReader{r: nc, left: maxUpgradeRequest}
-	_, err := u.Upgrade(struct {
-		io.Reader
-		io.Writer
-	}{ur, nc})
+	_, err := u.Upgrade(ur)
 	defer s.release(&sl)
+	if err == nil {
+		// The 101, which the Upgrader wrote to ur.
+		_, err = nc.Write(ur.held)
+		if err != nil {
+			stop()
+			nc.Close()
+			return
+		}
+	}
 	if err != nil {
-		ur.answer(nc, err)
+		// What the Upgrader wrote is dropped: the answer is the front
+		// door's, one response with exactly its headers.
+		if ref == nil {
+			ref = ur.refusal(err)
+		}
+		if ref != nil {
+			s.logRefused(&fr, sl.sprite, ref)
+			nc.SetWriteDeadline(time.Now().Add(time.Second))
+			nc.Write(ref.appendRaw(ur.held[:0], ur.major == 1 && ur.minor == 0))
+		}
 		stop()
 		closeAfterAnswer(nc)
 		return
@@ -166,7 +170,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		return
 	}
 	c := newConn(nc, false, s.cfg, ur.rest)
-	s.serve(c, name, network, &sl)
+	s.serve(c, sl.sprite, network, &sl)
 }
 
 // answerPlainHTTP tells a client that spoke plain HTTP to a TLS listener
@@ -184,7 +188,7 @@ func answerPlainHTTP(err error) {
 
 func looksLikeHTTP(hdr []byte) bool {
 	switch string(hdr) {
-	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO", "PRI *":
 		return true
 	}
 	return false
@@ -199,23 +203,30 @@ var (
 	errTLSHandshake    = errors.New("a TLS handshake sent to a plain server")
 )
 
-// upgradeReader feeds the Upgrader: it caps the request's size, and sees a
-// TLS handshake coming to a plain listener (whose ClientHello has no line
-// end to wait for).
+// upgradeReader is the Upgrader's connection: it caps the request's size,
+// sees a TLS handshake coming to a plain listener (whose ClientHello has no
+// line end to wait for), and notes the request line's HTTP version.
 //
 // It also stops at the end of the request's header: the Upgrader's buffer
 // is pooled and dropped after the upgrade, so bytes the client sent early
 // (the first message, with the early_data extension) must not reach it.
 // They are kept in rest.
+//
+// What the Upgrader writes is held, not sent: the 101 goes out once the
+// upgrade succeeded, and a refusal is answered by the front door instead.
 type upgradeReader struct {
-	r       io.Reader
-	left    int64
-	started bool
-	tls     bool
-	lineLen int  // bytes of the current header line, CR aside
-	lines   int  // lines seen
-	done    bool // the header's empty line has been read
-	rest    []byte
+	r            io.Reader
+	left         int64
+	started      bool
+	tls          bool
+	lineLen      int  // bytes of the current header line, CR aside
+	lines        int  // lines seen
+	done         bool // the header's empty line has been read
+	rest         []byte
+	vers         [8]byte // the last bytes of the request line so far
+	major, minor int     // the request line's version, once read (0.0 if not HTTP/x.y)
+	held         []byte
+	heldBuf      [256]byte
 }
 
 func (u *upgradeReader) Read(p []byte) (int, error) {
@@ -248,9 +259,16 @@ func (u *upgradeReader) Read(p []byte) (int, error) {
 				u.left -= int64(i + 1)
 				return i + 1, err
 			}
+			if u.lines == 0 {
+				u.version()
+			}
 			u.lines++
 			u.lineLen = 0
 		default:
+			if u.lines == 0 {
+				copy(u.vers[:], u.vers[1:])
+				u.vers[len(u.vers)-1] = b
+			}
 			u.lineLen++
 		}
 	}
@@ -258,24 +276,46 @@ func (u *upgradeReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// answer tells the client why an upgrade failed where the Upgrader wrote
-// nothing: a request line it could not parse, a request too large, or TLS
-// spoken to a plain server (the client's TLS stack then reports a server
-// that does not speak TLS).
-func (u *upgradeReader) answer(w net.Conn, err error) {
-	var status string
+// version reads the version at the end of the request line.
+func (u *upgradeReader) version() {
+	v := string(u.vers[:])
+	if strings.HasPrefix(v, "HTTP/") && v[6] == '.' && '0' <= v[5] && v[5] <= '9' && '0' <= v[7] && v[7] <= '9' {
+		u.major, u.minor = int(v[5]-'0'), int(v[7]-'0')
+	}
+}
+
+// Write holds what the Upgrader writes.
+func (u *upgradeReader) Write(p []byte) (int, error) {
+	if u.held == nil {
+		u.held = u.heldBuf[:0]
+	}
+	u.held = append(u.held, p...)
+	return len(p), nil
+}
+
+// refusal is the answer to an upgrade that failed before the front door's
+// hooks could refuse it: a request line or header the Upgrader could not
+// parse or accept, a request too large, or TLS spoken to a plain server
+// (the client's TLS stack then reports a server that does not speak TLS).
+// It is nil for a client that went away or timed out: no one to answer.
+func (u *upgradeReader) refusal(err error) *refusal {
 	switch {
 	case u.tls:
-		status = "400 Bad Request\r\n\r\nthis server speaks plain ws://, not TLS\n"
+		return refuse(http.StatusBadRequest, dialer.CodeBadRequest, "this server speaks plain ws://, not TLS", nil)
 	case errors.Is(err, errRequestTooLarge):
-		status = "431 Request Header Fields Too Large\r\n\r\n"
-	case errors.Is(err, ws.ErrMalformedRequest):
-		status = "400 Bad Request\r\n\r\n"
-	default:
-		return // the Upgrader answered, or the client is gone
+		return refuse(http.StatusRequestHeaderFieldsTooLarge, dialer.CodeBadRequest, errRequestTooLarge.Error(), nil)
+	case err == ws.ErrHandshakeBadProtocol:
+		return versionRefusal(u.major)
+	case err == ws.ErrHandshakeBadMethod:
+		return methodRefusal()
 	}
-	w.SetWriteDeadline(time.Now().Add(time.Second))
-	io.WriteString(w, "HTTP/1.1 "+strings.Replace(status, "\r\n", "\r\nConnection: close\r\n", 1))
+	var rej *ws.ConnectionRejectedError
+	if errors.As(err, &rej) {
+		// ErrMalformedRequest included: a header line without a colon, or
+		// an obs-fold line (which RFC 9112 §5.2 lets a server refuse).
+		return upgradeRefusal(err)
+	}
+	return nil
 }
 
 // closeAfterAnswer closes a connection whose upgrade was refused without
@@ -303,16 +343,6 @@ func closeAfterAnswer(nc net.Conn) {
 // earlyDataHeader tells clients that the server takes the first message in
 // the same write as the upgrade request.
 var earlyDataHeader = ws.HandshakeHeaderString(wire.ServerFeaturesHeader + ": " + wire.FeatureEarlyData + "\r\n")
-
-// reject makes the Upgrader answer with status and the protocol's JSON
-// error body.
-func reject(status int, code, message string) error {
-	return ws.RejectConnectionError(
-		ws.RejectionStatus(status),
-		ws.RejectionHeader(ws.HandshakeHeaderString("Content-Type: application/json\r\n")),
-		ws.RejectionReason(strings.TrimSuffix(string(wire.Marshal(wire.ErrorBody{Error: code, Message: message})), "\n")),
-	)
-}
 
 func (s *Server) resolver() Resolver {
 	if s.Sprites == nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -48,6 +47,12 @@ type Server struct {
 	// Policy says which targets may be reached; nil allows only the
 	// sprite's loopback.
 	Policy *Policy
+	// AllowedOrigins lists the origins (as a browser sends them in the
+	// Origin header: "https://app.example") whose pages may open tunnels.
+	// An upgrade that carries any other Origin is refused with 403: a web
+	// page in a local browser could otherwise reach what this server
+	// reaches. Clients that are not browsers send no Origin.
+	AllowedOrigins []string
 	// DialTimeout bounds the dial of a target; default DefaultDialTimeout.
 	DialTimeout time.Duration
 	// HandshakeTimeout bounds the wait for the client's first message;
@@ -57,8 +62,9 @@ type Server struct {
 	// 0 means DefaultMaxTunnels; negative means no cap.
 	MaxTunnels int
 	// MaxTunnelsPerToken caps the tunnels that one token holds open; a
-	// request over it gets 429. 0 means DefaultMaxTunnelsPerToken;
-	// negative means no cap.
+	// request over it gets 429. With no Auth, every client is one
+	// identity, whatever bearer value it sends. 0 means
+	// DefaultMaxTunnelsPerToken; negative means no cap.
 	MaxTunnelsPerToken int
 	// RawStreams lets clients that offer it use the raw_stream extension:
 	// after the handshake the connection carries the stream unframed, and
@@ -122,52 +128,14 @@ func (s *Server) init() error {
 
 // ServeHTTP serves one tunnel; it returns when the tunnel has ended.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if err := s.init(); err != nil {
-		httpError(w, http.StatusInternalServerError, "internal", err.Error())
+	fr := &frontRequest{path: r.URL.Path, remote: r.RemoteAddr, auth: r.Header.Get("Authorization"),
+		auths: len(r.Header["Authorization"]), origin: r.Header.Get("Origin"), origins: len(r.Header["Origin"])}
+	sl, network, ref := s.frontHTTP(r, fr)
+	if ref != nil {
+		s.logRefused(fr, sl.sprite, ref)
+		ref.writeHTTP(w)
 		return
 	}
-	name, endpoint, ok := parsePath(r.URL.Path)
-	if !ok || endpoint != "proxy" {
-		// /control included: not part of v1 here.
-		httpError(w, http.StatusNotFound, "not_found", "no such endpoint")
-		return
-	}
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", http.MethodGet)
-		httpError(w, http.StatusMethodNotAllowed, "method_not_allowed", "the proxy endpoint takes GET with a WebSocket upgrade")
-		return
-	}
-	if s.Auth != nil {
-		if err := s.Auth.Authenticate(r.Context(), bearer(r), name); err != nil {
-			s.refused(r, name, err)
-			if errors.Is(err, dialer.ErrForbidden) {
-				httpError(w, http.StatusForbidden, "forbidden", "token not allowed for sprite "+name)
-			} else {
-				httpError(w, http.StatusUnauthorized, "unauthorized", "bad or missing token")
-			}
-			return
-		}
-	}
-	network, err := s.resolver().ResolveSprite(r.Context(), name)
-	if err != nil {
-		s.refused(r, name, err)
-		if errors.Is(err, dialer.ErrUnknownSprite) {
-			httpError(w, http.StatusNotFound, "not_found", "unknown sprite "+name)
-		} else {
-			httpError(w, http.StatusBadGateway, "unavailable", err.Error())
-		}
-		return
-	}
-	sl := &slot{key: sha256.Sum256([]byte(bearer(r))), token: bearer(r), sprite: name}
-	if status, why := s.enter(sl.key); status != 0 {
-		s.refused(r, name, errors.New(why))
-		if status == http.StatusServiceUnavailable {
-			w.Header().Set("Retry-After", "1")
-		}
-		httpError(w, status, "unavailable", why)
-		return
-	}
-	sl.held = true
 	defer s.release(sl)
 	// The hijacked connection is ours, not net/http's: Shutdown waits for
 	// it. (Added while a slot is held, so before Shutdown's wait can begin.)
@@ -175,11 +143,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.conns.Done()
 	nc, rw, _, err := httpUpgrader.Upgrade(r, w)
 	if err != nil {
-		// gobwas has answered the bad upgrade (400/426) on the hijacked conn.
+		// The front door checked the request: this is a connection that
+		// cannot be hijacked, and gobwas has answered 500.
 		if nc != nil {
 			nc.Close()
 		}
-		s.refused(r, name, err)
+		s.log("request refused", "sprite", sl.sprite, "path", fr.path, "client", fr.remote, "reason", err)
 		return
 	}
 	var pre []byte
@@ -187,7 +156,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		pre, _ = rw.Reader.Peek(rw.Reader.Buffered())
 	}
 	c := newConn(nc, false, s.cfg, pre)
-	s.serve(c, name, network, sl)
+	s.serve(c, sl.sprite, network, sl)
 }
 
 // httpUpgrader upgrades behind net/http, announcing early_data: the bytes a
@@ -323,22 +292,14 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 			return nil, "", errIdleClosed
 		}
 		if err == nil {
-			// Each tunnel is authorized and placed afresh: the token may
-			// have been revoked, or the sprite moved or removed, since the
+			// Each tunnel is admitted afresh: the token may have been
+			// revoked, or the sprite moved or removed, since the
 			// connection's upgrade.
-			if s.Auth != nil {
-				if err := s.Auth.Authenticate(s.ctx, sl.token, sl.sprite); err != nil {
-					return nil, "", errors.Join(errNoSlot, err)
-				}
+			var ref *refusal
+			if network, ref = s.admit(s.ctx, sl); ref != nil {
+				s.log("request refused", "sprite", sl.sprite, "client", c.remote, "reason", ref, "reused", true)
+				return nil, "", errors.Join(errNoSlot, ref)
 			}
-			var rerr error
-			if network, rerr = s.resolver().ResolveSprite(s.ctx, sl.sprite); rerr != nil {
-				return nil, "", errors.Join(errNoSlot, rerr)
-			}
-			if status, _ := s.enter(sl.key); status != 0 {
-				return nil, "", errNoSlot
-			}
-			sl.held = true
 			// The reply is bounded as on a new connection.
 			c.nc.SetWriteDeadline(time.Now().Add(cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)))
 		}
@@ -363,7 +324,7 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 		return nil, addr, err
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, cmpOr(s.DialTimeout, DefaultDialTimeout))
-	target, err := network.DialContext(ctx, "tcp", addr)
+	target, err := dialTarget(ctx, network, req.Host, req.Port)
 	cancel()
 	if err != nil {
 		s.replyTargetError(c, targetCode(err), err, keep)
@@ -544,10 +505,6 @@ func (s *Server) log(msg string, args ...any) {
 	}
 }
 
-func (s *Server) refused(r *http.Request, sprite string, err error) {
-	s.log("request refused", "sprite", sprite, "client", r.RemoteAddr, "err", err)
-}
-
 // parsePath splits /v1/sprites/{name}/{endpoint}.
 func parsePath(p string) (name, endpoint string, ok bool) {
 	rest, ok := strings.CutPrefix(p, "/v1/sprites/")
@@ -561,20 +518,8 @@ func parsePath(p string) (name, endpoint string, ok bool) {
 	return name, endpoint, true
 }
 
-// bearer returns the request's bearer token, or "".
-func bearer(r *http.Request) string {
-	return bearerValue(r.Header.Get("Authorization"))
-}
-
 // errTooManyFiles is the accept error that a pause may cure.
 var errTooManyFiles = syscall.EMFILE
-
-// httpError answers with the protocol's JSON error body.
-func httpError(w http.ResponseWriter, status int, code, message string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(wire.ErrorBody{Error: code, Message: message})
-}
 
 func cmpOr(d, def time.Duration) time.Duration {
 	if d > 0 {
