@@ -1,10 +1,6 @@
 package pool
 
-import (
-	"errors"
-	"io"
-	"net"
-)
+import "io"
 
 // Read reads once from r into a borrowed buffer, at [Headroom:Headroom+n].
 // The caller must Put the buffer, which is nil only when err is not nil and
@@ -26,14 +22,4 @@ func Read(r io.Reader) (bp *[]byte, n int, err error) {
 		bp = nil
 	}
 	return bp, n, err
-}
-
-// wrapReadError makes an error of the raw read path look like the one
-// net.Conn.Read returns.
-func wrapReadError(c net.Conn, err error) error {
-	var op *net.OpError
-	if errors.As(err, &op) {
-		err = op.Err // the raw path says "raw-read"; name it as Read would
-	}
-	return &net.OpError{Op: "read", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }

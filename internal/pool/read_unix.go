@@ -3,6 +3,7 @@
 package pool
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -61,4 +62,14 @@ func readPolled(r io.Reader) (bp *[]byte, n int, ok bool, err error) {
 		return nil, 0, true, cerr
 	}
 	return bp, n, true, nil
+}
+
+// wrapReadError makes an error of the raw read path look like the one
+// net.Conn.Read returns.
+func wrapReadError(c net.Conn, err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		err = op.Err // the raw path says "raw-read"; name it as Read would
+	}
+	return &net.OpError{Op: "read", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
