@@ -122,4 +122,3 @@ func sshTool(t *testing.T, name string) string {
 	}
 	return p
 }
-
