@@ -13,7 +13,7 @@ import (
 	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
 
-const connectSynopsis = "spriteproxy connect [--api URL] [--token T] [--tls-ca FILE] SPRITE HOST:PORT\n\n" +
+const connectSynopsis = "spriteproxy connect [--api URL] [--token T] [--tls-ca FILE] [--proxy URL | --no-proxy] SPRITE HOST:PORT\n\n" +
 	"One tunnel on stdin and stdout, e.g. for ssh:\n" +
 	"  ssh -o ProxyCommand='spriteproxy connect my-sprite localhost:22' user@my-sprite\n" +
 	"stdin's end is passed on as a half-close; the reply is still read to its end.\n" +
@@ -27,6 +27,7 @@ func (c *cli) connect(ctx context.Context, args []string) int {
 	fs := newFlagSet("connect")
 	api := fs.String("api", "", "the API's `URL` (default $"+envAPI+", else "+sprites.DefaultBaseURL+")")
 	token := fs.String("token", "", "the bearer `token` (default $"+envToken+")")
+	pf := addProxyFlags(fs)
 	tlsCA := fs.String("tls-ca", "", "PEM `FILE` of certificates to trust besides the system's, e.g. a self-signed server's")
 	timeout := fs.Duration("timeout", 15*time.Second, "bound on opening the tunnel")
 	pos, err := c.parseFlags(fs, args, connectSynopsis)
@@ -50,6 +51,10 @@ func (c *cli) connect(ctx context.Context, args []string) int {
 	if err := checkAPI(base); err != nil {
 		return c.failf(exitUsage, "connect", "%v", err)
 	}
+	chooseProxy, err := pf.choose()
+	if err != nil {
+		return c.failf(exitUsage, "connect", "%v", err)
+	}
 	var tlsConfig *tls.Config
 	if *tlsCA != "" {
 		if tlsConfig, err = loadCA(*tlsCA); err != nil {
@@ -59,7 +64,7 @@ func (c *cli) connect(ctx context.Context, args []string) int {
 	tok := cmp.Or(*token, c.getenv(envToken))
 	w := where{api: redactURL(base), sprite: sprite, target: target, hasToken: tok != ""}
 
-	d := &websocket.Dialer{BaseURL: base, Token: tok, TLSConfig: tlsConfig}
+	d := &websocket.Dialer{BaseURL: base, Token: tok, TLSConfig: tlsConfig, Proxy: chooseProxy}
 	dialCtx, cancel := context.WithTimeout(ctx, *timeout)
 	conn, err := d.DialSprite(dialCtx, sprite, "tcp", target)
 	cancel()
