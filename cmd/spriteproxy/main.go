@@ -82,7 +82,7 @@ const usage = `spriteproxy reaches TCP services inside sprites through WebSocket
 Usage:
   spriteproxy serve   [flags]                  serve the sprite side on this machine
   spriteproxy forward [flags] SPRITE MAPPING...  forward local ports into a sprite
-  spriteproxy connect [flags] SPRITE HOST:PORT  one tunnel on stdin/stdout (ssh ProxyCommand)
+  spriteproxy connect [flags] SPRITE HOST:PORT   one tunnel on stdin/stdout (ssh ProxyCommand)
   spriteproxy demo    [--keep]                 see it work, all in one process on loopback
 
 Run "spriteproxy COMMAND -h" for the flags of a command.
