@@ -159,13 +159,6 @@ func refServer(tb testing.TB, handle func(net.Conn)) (*fixture, *reference.Diale
 	return fx, &reference.Dialer{BaseURL: srv.URL, Token: rig.Token}
 }
 
-// oursServer starts spriteproxy's server (websocket.Server.Serve, the fast
-// path) in front of a loopback target and returns a client's handle on the
-// sprite.
-func oursServer(tb testing.TB, handle func(net.Conn), useTLS bool) (*fixture, *proxy.Sprite) {
-	return oursServerFront(tb, handle, useTLS, rig.FrontServe)
-}
-
 func oursServerFront(tb testing.TB, handle func(net.Conn), useTLS bool, front rig.Front) (*fixture, *proxy.Sprite) {
 	return oursServerClient(tb, handle, useTLS, front, func(url string, tlsConf *tls.Config) *proxy.Client {
 		return proxy.New(rig.Token, proxy.WithBaseURL(url), proxy.WithTLSConfig(tlsConf))

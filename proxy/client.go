@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net"
+	"net/url"
 
 	"github.com/spriteproxy/spriteproxy/dialer"
 	"github.com/spriteproxy/spriteproxy/session"
@@ -24,6 +25,7 @@ type Client struct {
 
 	tlsConfig *tls.Config
 	netDial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	proxy     func(*url.URL) (*url.URL, error)
 	logger    *slog.Logger
 	listen    session.ListenFunc
 }
@@ -45,6 +47,7 @@ func New(token string, opts ...Option) *Client {
 			Token:     c.token,
 			TLSConfig: c.tlsConfig,
 			NetDial:   c.netDial,
+			Proxy:     c.proxy,
 			Logger:    c.logger,
 		}
 	}
@@ -75,6 +78,18 @@ func WithTLSConfig(cfg *tls.Config) Option {
 // network or a SOCKS proxy. Nil means a net.Dialer.
 func WithNetDial(dial func(ctx context.Context, network, addr string) (net.Conn, error)) Option {
 	return func(c *Client) { c.netDial = dial }
+}
+
+// WithProxy sets how the HTTP proxy for the API is chosen: proxy gets the
+// API's URL (https:// for wss) and returns the proxy's, or nil for none;
+// the connection is then a CONNECT tunnel through it, with Basic
+// credentials from the proxy URL's user info. Without this option (or with
+// nil) the client honours HTTPS_PROXY, HTTP_PROXY and NO_PROXY as net/http
+// does (websocket.ProxyFromEnvironment), which skips loopback hosts; pass
+// websocket.NoProxy to use none. A proxy's refusal is a
+// *websocket.ProxyError.
+func WithProxy(proxy func(*url.URL) (*url.URL, error)) Option {
+	return func(c *Client) { c.proxy = proxy }
 }
 
 // WithLogger sets where the client logs: a debug line per forwarded stream

@@ -64,7 +64,7 @@ func sdkSocket(ctx context.Context, client *sprites.Client) {
 
 	var c net.Conn
 	c, err = client.Sprite("my-sprite").ProxySocket(ctx, "tcp", "localhost:5432")
-	_ = c
+	_, _ = c, err
 }
 
 func sdkManager(ctx context.Context, client *sprites.Client) {

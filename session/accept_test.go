@@ -53,6 +53,7 @@ func TestListenerFails(t *testing.T) {
 	boom := errors.New("boom")
 	var n atomic.Int32
 	served := make(chan struct{})
+	//lint:ignore S1021 the listener's func refers to fl, so it is declared first
 	var fl *fakeListener
 	fl = newFakeListener(func() (net.Conn, error) {
 		switch n.Add(1) {

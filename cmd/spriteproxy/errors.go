@@ -12,6 +12,7 @@ import (
 
 	"github.com/spriteproxy/spriteproxy/dialer"
 	sprites "github.com/spriteproxy/spriteproxy/proxy"
+	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
 
 // where is what an error message needs to say what failed: the API, the
@@ -38,6 +39,7 @@ func explain(err error, w where) string {
 		cve  *tls.CertificateVerificationError
 		rhe  tls.RecordHeaderError
 		dnse *net.DNSError
+		pe   *websocket.ProxyError
 	)
 	if errors.As(err, &me) && w.target == "" {
 		w.target = targetAddr(me.Mapping)
@@ -53,6 +55,13 @@ func explain(err error, w where) string {
 			me.Mapping.LocalPort, me.Index+1)
 	case errors.As(err, &me) && errors.Is(err, dialer.ErrBadAddress):
 		return fmt.Sprintf("mapping %d: %v", me.Index+1, me.Err)
+
+	case errors.As(err, &pe) && (pe.StatusCode == 407 || pe.StatusCode == 401):
+		return fmt.Sprintf("proxy %s refused the tunnel to %s (%s): give its credentials in the proxy URL, http://user:pass@host:port (--proxy or HTTPS_PROXY), or pass --no-proxy", pe.Proxy, w.api, pe.Status)
+	case errors.As(err, &pe) && pe.StatusCode != 0:
+		return fmt.Sprintf("proxy %s refused the tunnel to %s (%s); --no-proxy dials directly", pe.Proxy, w.api, pe.Status)
+	case errors.As(err, &pe):
+		return fmt.Sprintf("proxy %s unreachable (for %s): %v; --no-proxy dials directly", pe.Proxy, w.api, short(pe.Err))
 
 	case errors.Is(err, dialer.ErrUnauthorized):
 		if !w.hasToken {

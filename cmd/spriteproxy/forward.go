@@ -20,7 +20,7 @@ import (
 	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
 
-const forwardSynopsis = "spriteproxy forward [--api URL] [--token T] [--tls-ca FILE] [--json] SPRITE MAPPING...\n\n" +
+const forwardSynopsis = "spriteproxy forward [--api URL] [--token T] [--tls-ca FILE] [--proxy URL | --no-proxy] [--json] SPRITE MAPPING...\n\n" +
 	"MAPPING is " + mappingSyntax + ";\nLOCAL 0 picks a free port. The token and API may also come from\n$" +
 	envToken + " and $" + envAPI + "."
 
@@ -33,6 +33,7 @@ func (c *cli) forward(ctx context.Context, args []string) int {
 	fs := newFlagSet("forward")
 	api := fs.String("api", "", "the API's `URL` (default $"+envAPI+", else "+sprites.DefaultBaseURL+")")
 	token := fs.String("token", "", "the bearer `token` (default $"+envToken+")")
+	pf := addProxyFlags(fs)
 	tlsCA := fs.String("tls-ca", "", "PEM `FILE` of certificates to trust besides the system's, e.g. a self-signed server's")
 	jsonOut := fs.Bool("json", false, "print the mappings as JSON lines, for scripts")
 	noCheck := fs.Bool("no-target-check", false, "start without checking that each target accepts a connection (for services that start later)")
@@ -60,6 +61,10 @@ func (c *cli) forward(ctx context.Context, args []string) int {
 	if err := checkAPI(base); err != nil {
 		return c.failf(exitUsage, "forward", "%v", err)
 	}
+	chooseProxy, err := pf.choose()
+	if err != nil {
+		return c.failf(exitUsage, "forward", "%v", err)
+	}
 	var tlsConfig *tls.Config
 	if *tlsCA != "" {
 		if tlsConfig, err = loadCA(*tlsCA); err != nil {
@@ -71,6 +76,7 @@ func (c *cli) forward(ctx context.Context, args []string) int {
 		api:          base,
 		token:        cmp.Or(*token, c.getenv(envToken)),
 		tlsConfig:    tlsConfig,
+		proxy:        chooseProxy,
 		sprite:       sprite,
 		mappings:     mappings,
 		checkTargets: !*noCheck,
@@ -97,6 +103,7 @@ type forwarder struct {
 	api          string
 	token        string
 	tlsConfig    *tls.Config
+	proxy        func(*url.URL) (*url.URL, error) // nil: the environment's
 	sprite       string
 	mappings     []sprites.PortMapping
 	checkTargets bool          // probe every target at start, not only the API
@@ -114,7 +121,7 @@ func (f *forwarder) where(target string) where {
 // to) every target work, then starts one session per mapping, all or
 // nothing. The sessions live until ctx ends or the manager closes them.
 func (f *forwarder) start(ctx context.Context) ([]*sprites.ProxySession, *sprites.ProxyManager, error) {
-	d := &websocket.Dialer{BaseURL: f.api, Token: f.token, TLSConfig: f.tlsConfig}
+	d := &websocket.Dialer{BaseURL: f.api, Token: f.token, TLSConfig: f.tlsConfig, Proxy: f.proxy}
 	if err := f.probe(ctx, d); err != nil {
 		return nil, nil, err
 	}

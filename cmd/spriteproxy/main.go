@@ -3,12 +3,13 @@
 //
 //	spriteproxy serve   --listen ADDR [--tls-cert F --tls-key F] [--token-file F] [--allow RULE]... [--sprite NAME]...
 //	spriteproxy forward [--api URL] [--token T] [--tls-ca F] [--json] SPRITE MAPPING...
+//	spriteproxy connect [--api URL] [--token T] [--tls-ca F] SPRITE HOST:PORT
 //	spriteproxy demo    [--keep]
 //
 // serve is the server of the Sprites v1 proxy protocol (PROTOCOL.md) on this
 // machine's network; forward listens on local ports and tunnels every
 // connection to a port inside a sprite, through serve or the hosted Sprites
-// API; demo runs both in one process, on loopback, and moves data through.
+// API; connect is one tunnel on stdin and stdout (an ssh ProxyCommand); demo runs both in one process, on loopback, and moves data through.
 //
 // Exit status: 0 on success and after Ctrl-C (SIGINT) or SIGTERM, 1 when
 // something failed (a port in use, a rejected token, an unreachable server),
@@ -47,6 +48,7 @@ func main() {
 		stop()
 	}()
 	c := &cli{
+		stdin:    os.Stdin,
 		stdout:   os.Stdout,
 		stderr:   os.Stderr,
 		getenv:   os.Getenv,
@@ -65,6 +67,8 @@ func isTerminal(f *os.File) bool {
 // cli is one invocation of the command, with its surroundings made explicit
 // so that tests run it in-process.
 type cli struct {
+	// stdin is connect's input; nil reads as empty.
+	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	// terminal says stdout is a terminal: forward draws a live status line.
@@ -78,6 +82,7 @@ const usage = `spriteproxy reaches TCP services inside sprites through WebSocket
 Usage:
   spriteproxy serve   [flags]                  serve the sprite side on this machine
   spriteproxy forward [flags] SPRITE MAPPING...  forward local ports into a sprite
+  spriteproxy connect [flags] SPRITE HOST:PORT   one tunnel on stdin/stdout (ssh ProxyCommand)
   spriteproxy demo    [--keep]                 see it work, all in one process on loopback
 
 Run "spriteproxy COMMAND -h" for the flags of a command.
@@ -95,13 +100,15 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		return c.serve(ctx, rest)
 	case "forward":
 		return c.forward(ctx, rest)
+	case "connect":
+		return c.connect(ctx, rest)
 	case "demo":
 		return c.demo(ctx, rest)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(c.stdout, usage)
 		return exitOK
 	default:
-		fmt.Fprintf(c.stderr, "spriteproxy: unknown command %q: expected serve, forward or demo (spriteproxy -h)\n", cmd)
+		fmt.Fprintf(c.stderr, "spriteproxy: unknown command %q: expected serve, forward, connect or demo (spriteproxy -h)\n", cmd)
 		return exitUsage
 	}
 }

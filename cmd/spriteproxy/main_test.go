@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -56,6 +55,7 @@ func buildBinaries(t *testing.T) (spriteproxy, quickstart string) {
 	buildOnce.Do(func() {
 		goTool, err := exec.LookPath("go")
 		if err != nil {
+			//lint:ignore SA1019 the test binary runs where it was built, so its GOROOT is this machine's
 			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
 		}
 		args := []string{"build", "-o", binDir + string(filepath.Separator)}
@@ -298,18 +298,4 @@ func oneLine(t *testing.T, s string, subs ...string) {
 			t.Errorf("%q does not contain %q", s, sub)
 		}
 	}
-}
-
-// lineReader returns the lines of r, read in a goroutine that ends at r's
-// end, on a channel closed then.
-func lineReader(r io.Reader) <-chan string {
-	ch := make(chan string, 64)
-	go func() {
-		defer close(ch)
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			ch <- sc.Text()
-		}
-	}()
-	return ch
 }

@@ -52,6 +52,11 @@ type Dialer struct {
 	// layered on it for wss://): it may come from anywhere, e.g. an
 	// in-process network. nil means a net.Dialer.
 	NetDial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Proxy chooses the HTTP proxy for the server's URL (http:// for ws,
+	// https:// for wss), through which the connection is a CONNECT
+	// tunnel; a nil URL means none. nil means ProxyFromEnvironment; use
+	// NoProxy for none. The proxy is reached with NetDial if set.
+	Proxy func(*url.URL) (*url.URL, error)
 	// DisableHalfClose stops the client from asking for the half_close
 	// extension, so that it speaks exactly like the Sprites SDK.
 	DisableHalfClose bool
@@ -247,11 +252,7 @@ func (d *Dialer) netConn(ctx context.Context) (net.Conn, error) {
 	}
 	var nc net.Conn
 	var err error
-	if d.NetDial != nil {
-		nc, err = d.NetDial(ctx, "tcp", addr)
-	} else {
-		nc, err = clientDialer.DialContext(ctx, "tcp", addr)
-	}
+	nc, err = d.dialServer(ctx, addr) // proxydial.go
 	if err != nil {
 		return nil, err
 	}

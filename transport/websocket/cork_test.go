@@ -417,6 +417,7 @@ func TestCorkNoWait(t *testing.T) {
 	}
 	n, err := cc.Read(buf)
 	var ne net.Error
+	//lint:ignore SA1019 the error's documented contract includes Temporary
 	if n != 0 || !errors.As(err, &ne) || !ne.Timeout() || !ne.Temporary() {
 		t.Fatalf("nowait read with nothing left: %d, %v; want 0 and a temporary timeout", n, err)
 	}

@@ -119,6 +119,7 @@ func TestClientAgainstBadServers(t *testing.T) {
 		base := rawUpgraded(t, `{"status":"connected"}`, func(c net.Conn) {
 			f := ws.MaskFrame(ws.NewBinaryFrame([]byte("masked")))
 			ws.WriteFrame(c, f)
+			//lint:ignore SA1019 a test peer reading frames from our side, which is trusted
 			ws.ReadFrame(c)
 		})
 		c, err := dial(t, base)
@@ -308,6 +309,7 @@ func TestFragmentedAndPingFlood(t *testing.T) {
 	var got []byte
 	pongs := 0
 	for len(got) < len("fragmented") {
+		//lint:ignore SA1019 a test peer reading frames from our side, which is trusted
 		f, err := ws.ReadFrame(conn)
 		if err != nil {
 			t.Fatal(err)
