@@ -389,6 +389,7 @@ func TestInvalidCloseCodes(t *testing.T) {
 				t.Fatalf("Read = %v, want a protocol error with %d", err, tc.want)
 			}
 			a.SetReadDeadline(time.Now().Add(5 * time.Second))
+			//lint:ignore SA1019 a close frame from a test peer, at most 125 bytes
 			f, err := ws.ReadFrame(a)
 			if err != nil || f.Header.OpCode != ws.OpClose {
 				t.Fatalf("answer %v, %v; want a close frame", f.Header, err)
