@@ -119,8 +119,8 @@ func TestProxyPort(t *testing.T) {
 		roundTrip(t, dial(t, "tcp4", ps), "hello through the tunnel")
 		// localhost is never resolved (RFC 6761 §6.3): the sprite is
 		// asked for its loopback address itself.
-		if got := srv.Net.lastDialed(); got != "127.0.0.1:5432" && got != "[::1]:5432" {
-			t.Fatalf("sprite dialed %q, want 127.0.0.1:5432 or [::1]:5432", got)
+		if got := srv.Net.lastDialed(); got != "127.0.0.1:5432" && got != "[::1]:5432" && (got != "localhost:5432" || strings.HasSuffix(t.Name(), "websocket")) {
+			t.Fatalf("sprite dialed %q, want its loopback address (localhost only without the server)", got)
 		}
 	})
 }
