@@ -42,6 +42,18 @@ func silentTarget(t *testing.T) (tg *target, gone <-chan struct{}) {
 	return tg, ch
 }
 
+// awaitFreed waits for the server to close the target's connection and
+// give the tunnel's slot back.
+func awaitFreed(t *testing.T, gone <-chan struct{}, ts *testServer) {
+	t.Helper()
+	select {
+	case <-gone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server kept the target's connection after its client left")
+	}
+	waitFor(t, "Live() to drop to 0", func() bool { return ts.Live() == 0 })
+}
+
 // TestClientGoneTargetSilent (defect 1 of the lifecycle issue): a client
 // that ends its side and leaves, against a target that never speaks, frees
 // its tunnel on the server: the target's connection is closed and the slot
@@ -85,12 +97,7 @@ func TestClientGoneTargetSilent(t *testing.T) {
 					t.Fatalf("reply: %q, %v", msg, err)
 				}
 				how(t, conn)
-				select {
-				case <-gone:
-				case <-time.After(10 * time.Second):
-					t.Fatal("the server kept the target's connection after its client left")
-				}
-				waitFor(t, "Live() to drop to 0", func() bool { return ts.Live() == 0 })
+				awaitFreed(t, gone, ts)
 			}
 		})
 	}
@@ -106,12 +113,7 @@ func TestClientGoneTargetSilent(t *testing.T) {
 		c.(*Conn).CloseWrite()
 		c.(*Conn).rawTCP().SetLinger(0)
 		c.(*Conn).CloseNow()
-		select {
-		case <-gone:
-		case <-time.After(10 * time.Second):
-			t.Fatal("the server kept the target's connection after its client left")
-		}
-		waitFor(t, "Live() to drop to 0", func() bool { return ts.Live() == 0 })
+		awaitFreed(t, gone, ts)
 	})
 }
 
@@ -141,12 +143,7 @@ func TestClientGoneTargetNotReading(t *testing.T) {
 	}
 	c.(*Conn).rawTCP().SetLinger(0)
 	c.(*Conn).CloseNow()
-	select {
-	case <-gone:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the server kept the target's connection after its client left")
-	}
-	waitFor(t, "Live() to drop to 0", func() bool { return ts.Live() == 0 })
+	awaitFreed(t, gone, ts)
 }
 
 // TestTargetResetIsReset (defect 2): a target that writes 1 MiB and resets
