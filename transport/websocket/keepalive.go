@@ -71,8 +71,9 @@ func (c *Conn) startKeepalive() {
 	if c.closed.Load() {
 		return
 	}
-	next := c.nextTick(time.Now())
-	k.due = time.Now().Add(next)
+	now := time.Now()
+	next := c.nextTick(now, 0)
+	k.due = now.Add(next)
 	k.t = time.AfterFunc(next, c.keepalive)
 }
 
@@ -87,9 +88,12 @@ func (c *Conn) tcpKeepAlive() {
 	tcp.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: c.cfg.keepAlive, Interval: c.cfg.keepAlive, Count: 3})
 }
 
-// nextTick is how long from now until something may be due: a ping, the
-// dead-peer or idle deadline; at most the configured tick.
-func (c *Conn) nextTick(now time.Time) time.Duration {
+// nextTick is how long from now until something may be due: a ping (the
+// next one counted from pinged, when one was just queued, so that a ping
+// blocked on a peer that does not read does not make the timer spin), the
+// dead-peer deadline while a Read waits (a Read that starts later is at
+// least a tick from it), or the idle deadline; at most the configured tick.
+func (c *Conn) nextTick(now time.Time, pinged int64) time.Duration {
 	next := c.cfg.tick
 	at := func(from int64, d time.Duration) {
 		if d <= 0 {
@@ -100,9 +104,9 @@ func (c *Conn) nextTick(now time.Time) time.Duration {
 		}
 	}
 	if c.cfg.keepAlive > 0 {
-		at(c.lastWrite.Load(), c.cfg.keepAlive*9/10)
+		at(max(c.lastWrite.Load(), pinged), c.cfg.keepAlive*9/10)
 	}
-	if c.deadPeerRule() {
+	if c.deadPeerRule() && c.reading.Load() > 0 {
 		at(max(c.lastRead.Load(), c.ka.since), c.cfg.deadPeer)
 	}
 	at(c.lastData.Load(), c.cfg.idle)
@@ -135,10 +139,11 @@ func (c *Conn) keepalive() {
 	}
 	ping := expire == nil && c.cfg.keepAlive > 0 && nowNs-c.lastWrite.Load() >= int64(c.cfg.keepAlive)*9/10
 	if expire == nil {
-		next := c.nextTick(now)
+		pinged := int64(0)
 		if ping {
-			next = min(next, c.cfg.keepAlive*9/10)
+			pinged = nowNs
 		}
+		next := c.nextTick(now, pinged)
 		k.due = now.Add(next)
 		k.t.Reset(next)
 	} else {

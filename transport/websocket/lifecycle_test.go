@@ -348,6 +348,29 @@ func TestLateTimerIsNotPeerSilence(t *testing.T) {
 	}
 }
 
+// TestKeepAliveTimerDoesNotSpin: a tunnel no one reads, long silent, and
+// whose ping cannot go out (its peer does not read) sets its keep-alive
+// timer a ping interval ahead, not a millisecond: neither the dead-peer
+// deadline of a Read that is not waiting, nor a ping already queued, is
+// due again at once.
+func TestKeepAliveTimerDoesNotSpin(t *testing.T) {
+	t.Parallel()
+	keepAlive := time.Hour
+	client, _ := connPair(t, true, Tuning{KeepAlive: keepAlive, DeadPeerTimeout: 2 * keepAlive})
+	past := time.Now().Add(-3 * keepAlive).UnixNano()
+	client.lastRead.Store(past)
+	client.lastWrite.Store(past)
+	client.wmu.Lock() // a write under way: the ping stays queued
+	client.keepalive()
+	client.ka.mu.Lock()
+	due := time.Until(client.ka.due)
+	client.ka.mu.Unlock()
+	client.wmu.Unlock()
+	if due < keepAlive/2 {
+		t.Fatalf("keep-alive timer set %v ahead, want about a ping interval (%v)", due, keepAlive*9/10)
+	}
+}
+
 // TestInvalidCloseCodes (defect 8): a close frame with a code a peer may not
 // send is answered with 1002, a reason that is not UTF-8 with 1007, and
 // Read reports the protocol error.
