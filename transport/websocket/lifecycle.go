@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"syscall"
 
 	"github.com/spriteproxy/spriteproxy/internal/pool"
 	"github.com/spriteproxy/spriteproxy/internal/pump"
@@ -193,9 +192,6 @@ func peerClose(code int, reason string) error {
 	}
 	return &CloseError{Code: code, Reason: reason}
 }
-
-// isReset reports whether err is a connection reset.
-func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
 
 // rawTCP is the TCP socket under the tunnel, under any TLS, if it is one.
 func (c *Conn) rawTCP() *net.TCPConn {
