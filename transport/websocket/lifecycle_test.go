@@ -17,41 +17,42 @@ import (
 )
 
 // silentTarget accepts connections and never reads, writes or closes them
-// until the test ends; gone is told of each one's end (EOF, reset or a
-// close of ours).
-func silentTarget(t *testing.T) (tg *target, gone <-chan struct{}) {
-	ch := make(chan struct{}, 16)
+// until the test ends: a FIN from the server changes nothing, as with a
+// target that never reads. conns gets each accepted connection.
+func silentTarget(t *testing.T) (tg *target, conns <-chan net.Conn) {
+	ch := make(chan net.Conn, 16)
 	stop := make(chan struct{})
-	t.Cleanup(func() { close(stop) })
 	tg = startTarget(t, func(c net.Conn) {
 		defer c.Close()
-		ended := make(chan struct{})
-		go func() {
-			// The test's own reader of the target side: it reads only to
-			// learn of the connection's end, and the target's peer (the
-			// server) never sends anything, so nothing is consumed.
-			c.Read(make([]byte, 1))
-			close(ended)
-		}()
-		select {
-		case <-ended:
-			ch <- struct{}{}
-		case <-stop:
-		}
+		ch <- c
+		<-stop
 	})
+	t.Cleanup(func() { close(stop) }) // before startTarget's, which waits for the handlers
 	return tg, ch
 }
 
-// awaitFreed waits for the server to close the target's connection and
-// give the tunnel's slot back.
-func awaitFreed(t *testing.T, gone <-chan struct{}, ts *testServer) {
+// awaitFreed waits for the server to give the tunnel's slot back and
+// checks that it closed the target's connection (tc, from silentTarget)
+// for good, not only its write side: the target's writes fail once the
+// server's socket is gone, where a half-closed one would take them.
+func awaitFreed(t *testing.T, conns <-chan net.Conn, ts *testServer) {
 	t.Helper()
-	select {
-	case <-gone:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the server kept the target's connection after its client left")
-	}
+	tc := recv(t, conns, "the target's connection")
 	waitFor(t, "Live() to drop to 0", func() bool { return ts.Live() == 0 })
+	tc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := tc.Write([]byte("x")); err != nil {
+			if errors.Is(err, errDeadline) {
+				t.Fatal("the server kept the target's connection, unread, after its client left")
+			}
+			return // EPIPE or ECONNRESET: the server's socket is closed
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server kept the target's connection after its client left")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // TestClientGoneTargetSilent (defect 1 of the lifecycle issue): a client
@@ -80,7 +81,7 @@ func TestClientGoneTargetSilent(t *testing.T) {
 	for name, how := range leave {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			tg, gone := silentTarget(t)
+			tg, conns := silentTarget(t)
 			srv := newServer()
 			srv.MaxTunnelsPerToken = 2
 			srv.Tuning.CloseTimeout = 200 * time.Millisecond
@@ -97,14 +98,14 @@ func TestClientGoneTargetSilent(t *testing.T) {
 					t.Fatalf("reply: %q, %v", msg, err)
 				}
 				how(t, conn)
-				awaitFreed(t, gone, ts)
+				awaitFreed(t, conns, ts)
 			}
 		})
 	}
 	// Over TLS, with our own client: CloseWrite, then the connection lost.
 	t.Run("tls half_close then reset", func(t *testing.T) {
 		t.Parallel()
-		tg, gone := silentTarget(t)
+		tg, conns := silentTarget(t)
 		ts := startServer(t, newServer(), true)
 		c, err := ts.dialer().DialSprite(testCtx(t), "s", "tcp", tg.addr())
 		if err != nil {
@@ -113,7 +114,7 @@ func TestClientGoneTargetSilent(t *testing.T) {
 		c.(*Conn).CloseWrite()
 		c.(*Conn).rawTCP().SetLinger(0)
 		c.(*Conn).CloseNow()
-		awaitFreed(t, gone, ts)
+		awaitFreed(t, conns, ts)
 	})
 }
 
@@ -123,7 +124,7 @@ func TestClientGoneTargetSilent(t *testing.T) {
 // connection is closed, so that the copy does not wait on it for ever.
 func TestClientGoneTargetNotReading(t *testing.T) {
 	t.Parallel()
-	tg, gone := silentTarget(t)
+	tg, conns := silentTarget(t)
 	srv := newServer()
 	srv.Tuning = Tuning{KeepAlive: 20 * time.Millisecond, CloseTimeout: 100 * time.Millisecond}
 	ts := startServer(t, srv, false)
@@ -133,8 +134,9 @@ func TestClientGoneTargetNotReading(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Fill the target's socket and the server's copy towards it.
-	c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	// Fill the target's socket and the server's copy towards it: a Write
+	// that times out means the server stopped reading from the client.
+	c.SetWriteDeadline(time.Now().Add(time.Second))
 	chunk := make([]byte, 256<<10)
 	for {
 		if _, err := c.Write(chunk); err != nil {
@@ -143,7 +145,7 @@ func TestClientGoneTargetNotReading(t *testing.T) {
 	}
 	c.(*Conn).rawTCP().SetLinger(0)
 	c.(*Conn).CloseNow()
-	awaitFreed(t, gone, ts)
+	awaitFreed(t, conns, ts)
 }
 
 // isReset reports whether err is a connection reset.
@@ -184,35 +186,54 @@ func TestTargetResetIsReset(t *testing.T) {
 }
 
 // TestCloseNotHeldByBlockedPing (defect 3): a ping blocked on a peer that
-// does not read holds no lock that CloseNow needs: CloseNow returns.
-// Before the fix, the keep-alive held its lock across the write, and
-// CloseNow waited until the peer's socket went away.
+// does not read holds no lock that a close needs: CloseNow, Close and Close
+// under reuse (which stops the keep-alive before sending its end) all
+// return within the close timeout. Before the fix, the keep-alive held its
+// lock across the ping's write, and Close under reuse waited until the
+// peer's socket went away.
 func TestCloseNotHeldByBlockedPing(t *testing.T) {
 	t.Parallel()
-	client, _ := connPair(t, true, Tuning{KeepAlive: 10 * time.Millisecond, DeadPeerTimeout: time.Hour})
-	// The server Conn never reads: fill the client's socket.
-	client.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
-	for {
-		if _, err := client.Write(make([]byte, 64<<10)); err != nil {
-			break
-		}
-	}
-	client.SetWriteDeadline(time.Time{})
-	// Wait for a ping to be under way: it holds the write side, blocked.
-	deadline := time.Now().Add(5 * time.Second)
-	for client.wmu.TryLock() {
-		client.wmu.Unlock()
-		if time.Now().After(deadline) {
-			t.Fatal("no ping went out")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	done := make(chan struct{})
-	go func() { client.CloseNow(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("CloseNow blocked behind a ping to a peer that does not read")
+	for _, tc := range []struct {
+		name  string
+		reuse bool
+		close func(*Conn) error
+	}{
+		{"CloseNow", false, (*Conn).CloseNow},
+		{"Close", false, (*Conn).Close},
+		{"Close under reuse", true, (*Conn).Close},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tune := Tuning{KeepAlive: 10 * time.Millisecond, DeadPeerTimeout: time.Hour, CloseTimeout: 200 * time.Millisecond}
+			client, server := connPair(t, tc.reuse, tune)
+			client.reuse, server.reuse = tc.reuse, tc.reuse
+			// The server Conn never reads: fill the client's socket.
+			client.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+			for {
+				if _, err := client.Write(make([]byte, 64<<10)); err != nil {
+					break
+				}
+			}
+			client.SetWriteDeadline(time.Time{})
+			// Wait for a ping to be under way: it holds the write side, blocked.
+			deadline := time.Now().Add(5 * time.Second)
+			for client.wmu.TryLock() {
+				client.wmu.Unlock()
+				if time.Now().After(deadline) {
+					t.Fatal("no ping went out")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			// Within its timeout, whatever the peer does: the close timeout
+			// and a second of slack for a loaded machine.
+			done := make(chan struct{})
+			go func() { tc.close(client); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(tune.CloseTimeout + time.Second):
+				t.Fatalf("%s blocked past its %v close timeout behind a ping to a peer that does not read", tc.name, tune.CloseTimeout)
+			}
+		})
 	}
 }
 
