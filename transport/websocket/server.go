@@ -386,10 +386,10 @@ func (s *Server) replyError(c *Conn, code, message string) {
 }
 
 // reusable says whether a tunnel asked for by req takes the reuse
-// extension.
+// extension: not once a drain has begun, when connections are to go.
 func (s *Server) reusable(req wire.Request) bool {
 	return !s.DisableReuse && !s.DisableHalfClose &&
-		wire.Has(req.Features, wire.FeatureHalfClose) && wire.Has(req.Features, wire.FeatureReuse)
+		wire.Has(req.Features, wire.FeatureHalfClose) && wire.Has(req.Features, wire.FeatureReuse) && !s.Draining()
 }
 
 // replyTargetError sends the error reply for a target that may not or
