@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -124,5 +126,33 @@ func TestProcessDrainOnSIGTERM(t *testing.T) {
 	}
 	if s := srv.stderr.String(); !strings.Contains(s, "msg=stopped") || strings.Contains(s, "drain timed out") {
 		t.Errorf("serve stderr:\n%s", s)
+	}
+}
+
+// Only SIGTERM brings the drain delay: not Ctrl-C, nor a caller's cancel.
+func TestStoppedByTerm(t *testing.T) {
+	t.Parallel()
+	cancelled := func(cause error) context.Context {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(cause)
+		return ctx
+	}
+	noSignal := make(chan os.Signal, 1)
+	term := make(chan os.Signal, 1)
+	term <- syscall.SIGTERM
+	for _, tt := range []struct {
+		name string
+		ctx  context.Context
+		term chan os.Signal
+		want bool
+	}{
+		{"cancel", cancelled(nil), noSignal, false},
+		{"SIGINT", cancelled(errors.New(os.Interrupt.String() + " signal received")), noSignal, false},
+		{"SIGTERM noticed", cancelled(nil), term, true},
+		{"SIGTERM as the cause", cancelled(errors.New(syscall.SIGTERM.String() + " signal received")), noSignal, true},
+	} {
+		if got := stoppedByTerm(tt.ctx, tt.term); got != tt.want {
+			t.Errorf("%s: stoppedByTerm = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }
