@@ -99,6 +99,9 @@ type Server struct {
 	Tuning Tuning
 	// Logger receives a debug line per tunnel and refusal; nil logs nothing.
 	Logger *slog.Logger
+	// Metrics, if set, counts tunnels, bytes, dials and refusals for
+	// Prometheus (see NewMetrics); nil counts nothing.
+	Metrics *Metrics
 
 	once    sync.Once
 	cfg     *config
@@ -110,6 +113,7 @@ type Server struct {
 	listeners map[net.Listener]struct{} // those Serve accepts on
 	conns     sync.WaitGroup            // Serve loops and their connections
 	shutting  bool
+	draining  bool // Drain or Shutdown has begun: health says 503, idle connections go
 	live      int
 	perToken  map[[sha256.Size]byte]int
 	idle      chan struct{}      // closed when live drops to 0 during Shutdown
@@ -128,6 +132,12 @@ func (s *Server) init() error {
 
 // ServeHTTP serves one tunnel; it returns when the tunnel has ended.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet {
+		if ref := s.health(r.Context(), r.URL.Path); ref != nil {
+			ref.writeHTTP(w)
+			return
+		}
+	}
 	fr := &frontRequest{path: r.URL.Path, remote: r.RemoteAddr, auth: r.Header.Get("Authorization"),
 		auths: len(r.Header["Authorization"]), origin: r.Header.Get("Origin"), origins: len(r.Header["Origin"])}
 	sl, network, ref := s.frontHTTP(r, fr)
@@ -171,6 +181,7 @@ type slot struct {
 	held   bool
 	token  string // checked again for each tunnel on a reused connection
 	sprite string
+	start  time.Time // when the tunnel's request began (Metrics)
 }
 
 // release gives the slot back if it is held.
@@ -231,17 +242,19 @@ func (s *Server) serveTunnel(c *Conn, sprite string, network dialer.ContextDiale
 	c.startKeepalive()
 	s.log("tunnel open", "sprite", sprite, "client", c.remote, "target", target.RemoteAddr(), "half_close", c.halfClose, "raw", c.raw, "reuse", c.reuse)
 	var n pump.Counters
+	s.Metrics.opened()
 	err = pump.Run(s.ctx, c, target, &n)
+	s.Metrics.closed(n.AToB.Load(), n.BToA.Load())
 	s.log("tunnel closed", "sprite", sprite, "client", c.remote, "target", req, "up", n.AToB.Load(), "down", n.BToA.Load(), "err", err, "reused", next != nil)
 	return next
 }
 
-// park counts c among the idle connections that Shutdown closes at once,
-// unless the server is shutting down or has as many as it keeps.
+// park counts c among the idle connections that Drain and Shutdown close
+// at once, unless the server is draining or has as many as it keeps.
 func (s *Server) park(c *Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.shutting {
+	if s.shutting || s.draining {
 		return false
 	}
 	if max := limit(s.MaxIdleConns, DefaultMaxIdleConns); max > 0 && len(s.waiting) >= max {
@@ -251,20 +264,25 @@ func (s *Server) park(c *Conn) bool {
 		s.waiting = make(map[*Conn]struct{})
 	}
 	s.waiting[c] = struct{}{}
+	s.Metrics.idled(1)
 	// Set here, under the lock Shutdown takes to cut idle waits short, so
 	// that this deadline never overwrites Shutdown's.
 	c.nc.SetReadDeadline(time.Now().Add(cmpOr(s.IdleConnTimeout, DefaultServerIdleTimeout)))
 	return true
 }
 
-// unpark takes c off the idle connections; it reports false if Shutdown
-// has begun (c is then to be closed).
+// unpark takes c off the idle connections; it reports false if a drain
+// has begun (c is then to be closed, with no reply: the client dials
+// afresh).
 func (s *Server) unpark(c *Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, ok := s.waiting[c]
 	delete(s.waiting, c)
-	return ok && !s.shutting
+	if ok {
+		s.Metrics.idled(-1)
+	}
+	return ok && !s.shutting && !s.draining
 }
 
 var (
@@ -288,6 +306,7 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 	}
 	msg, err := c.readMessage()
 	if !sl.held {
+		sl.start = time.Now() // the first message is the request
 		if !s.unpark(c) || err != nil && !errors.Is(err, dialer.ErrBadRequest) {
 			return nil, "", errIdleClosed
 		}
@@ -307,12 +326,14 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 	if err != nil {
 		if errors.Is(err, dialer.ErrBadRequest) {
 			s.replyError(c, dialer.CodeBadRequest, err.Error())
+			s.Metrics.answered(dialer.CodeBadRequest, sl.start)
 		}
 		return nil, "", err
 	}
 	req, err := wire.ParseRequest(msg)
 	if err != nil {
 		s.replyError(c, dialer.CodeBadRequest, err.Error())
+		s.Metrics.answered(dialer.CodeBadRequest, sl.start)
 		return nil, "", err
 	}
 	addr := dialer.HostPort(req.Host, req.Port)
@@ -321,13 +342,17 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 	keep := s.reusable(req)
 	if err := s.Policy.Check(req.Host, req.Port); err != nil {
 		s.replyTargetError(c, dialer.CodeForbidden, err, keep)
+		s.Metrics.answered(dialer.CodeForbidden, sl.start)
 		return nil, addr, err
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, cmpOr(s.DialTimeout, DefaultDialTimeout))
+	dialed := time.Now()
 	target, err := dialTarget(ctx, network, req.Host, req.Port)
 	cancel()
+	s.Metrics.dialed(dialed)
 	if err != nil {
 		s.replyTargetError(c, targetCode(err), err, keep)
+		s.Metrics.answered(targetCode(err), sl.start)
 		return nil, addr, err
 	}
 	rep := wire.Reply{Status: wire.StatusConnected, Target: targetString(target, addr)}
@@ -346,6 +371,7 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 	if err := c.writeMessage(wire.Marshal(rep)); err != nil {
 		return target, addr, err
 	}
+	s.Metrics.answered("", sl.start)
 	// From here on the client reads the stream unframed, and so do we; or
 	// it ends the stream with end, and so do we. (Not before: a reply that
 	// did not go out opened no stream.)
@@ -360,10 +386,10 @@ func (s *Server) replyError(c *Conn, code, message string) {
 }
 
 // reusable says whether a tunnel asked for by req takes the reuse
-// extension.
+// extension: not once a drain has begun, when connections are to go.
 func (s *Server) reusable(req wire.Request) bool {
 	return !s.DisableReuse && !s.DisableHalfClose &&
-		wire.Has(req.Features, wire.FeatureHalfClose) && wire.Has(req.Features, wire.FeatureReuse)
+		wire.Has(req.Features, wire.FeatureHalfClose) && wire.Has(req.Features, wire.FeatureReuse) && !s.Draining()
 }
 
 // replyTargetError sends the error reply for a target that may not or
@@ -403,15 +429,17 @@ func targetString(target net.Conn, addr string) string {
 }
 
 // Shutdown stops the server from opening tunnels (new requests get 503,
-// and the listeners given to Serve are closed) and waits for the live ones
-// to end. When ctx ends first, it closes them, waits for their goroutines,
+// and the listeners given to Serve are closed), closes the connections
+// that wait idle for a next tunnel, and waits for the live ones to end;
+// /healthz answers 503 from then on, as after Drain, which a load balancer
+// needs a while before (see Drain). When ctx ends first, it closes them, waits for their goroutines,
 // and returns ctx's error. An http.Server serving the handler is the
 // caller's to shut down; hijacked tunnels are invisible to it, which is why
 // this method exists.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
 	s.mu.Lock()
-	s.shutting = true
+	s.shutting, s.draining = true, true
 	for ln := range s.listeners {
 		ln.Close()
 	}
