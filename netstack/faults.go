@@ -317,25 +317,9 @@ func (l *link) sendFaulty(pkt *stack.PacketBuffer, peer *link) {
 
 // isReset reports whether pkt is a TCP segment with RST set.
 func isReset(pkt *stack.PacketBuffer) bool {
-	var proto tcpip.TransportProtocolNumber
-	hdr := pkt.NetworkHeader().Slice()
-	switch pkt.NetworkProtocolNumber {
-	case header.IPv4ProtocolNumber:
-		if len(hdr) < header.IPv4MinimumSize {
-			return false
-		}
-		proto = header.IPv4(hdr).TransportProtocol()
-	case header.IPv6ProtocolNumber:
-		if len(hdr) < header.IPv6MinimumSize {
-			return false
-		}
-		proto = header.IPv6(hdr).TransportProtocol()
-	}
 	th := pkt.TransportHeader().Slice()
-	if proto != header.TCPProtocolNumber || len(th) < header.TCPMinimumSize {
-		return false
-	}
-	return header.TCP(th).Flags().Contains(header.TCPFlagRst)
+	return pkt.TransportProtocolNumber == header.TCPProtocolNumber && len(th) >= header.TCPMinimumSize &&
+		header.TCP(th).Flags().Contains(header.TCPFlagRst)
 }
 
 // held is a packet held back on its way into a link.
