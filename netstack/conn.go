@@ -221,6 +221,20 @@ func (c *conn) shutdown(how tcpip.ShutdownFlags) error {
 	return nil
 }
 
+// SetLinger sets what Close does with data not yet sent, as
+// (*net.TCPConn).SetLinger does: with sec == 0 Close discards it and resets
+// the connection, so that the peer sees syscall.ECONNRESET instead of an
+// end of stream (a relay uses it to pass a broken stream on as broken);
+// with sec < 0 (the default) or sec > 0 Close sends the data in the
+// background and then a FIN, and returns at once.
+func (c *conn) SetLinger(sec int) error {
+	if c.isClosed() {
+		return c.opError("set", net.ErrClosed)
+	}
+	c.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: sec == 0})
+	return nil
+}
+
 // LocalAddr returns the local address, a *net.TCPAddr.
 func (c *conn) LocalAddr() net.Addr { return c.local }
 

@@ -251,3 +251,26 @@ func TestCloseDropsHeld(t *testing.T) {
 		t.Error("nothing was held back")
 	}
 }
+
+// TestSetLingerZero checks that Close after SetLinger(0) resets the
+// connection, as on a kernel socket: the peer sees ECONNRESET, not an end
+// of stream. Relays (ProxyPort's sessions) pass a broken stream on so.
+func TestSetLingerZero(t *testing.T) {
+	t.Parallel()
+	_, _, ac, bc := faultyPair(t, 0)
+	l, ok := ac.(interface{ SetLinger(int) error })
+	if !ok {
+		t.Fatal("conn has no SetLinger")
+	}
+	if err := l.SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	ac.Close()
+	bc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(bc); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("peer of a conn closed with SetLinger(0): %v, want ECONNRESET", err)
+	}
+	if err := l.SetLinger(0); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("SetLinger after Close: %v, want net.ErrClosed", err)
+	}
+}
