@@ -16,18 +16,31 @@ import (
 )
 
 // echoSprite starts an echo service on 127.0.0.1:7 of sprite "echo"; the
-// target conns it accepts are sent on the returned channel.
-func echoSprite(t *testing.T, srv *Server) <-chan net.Conn {
+// error that ends each target conn's echo (nil for an end of stream) is
+// sent on the returned channel.
+func echoSprite(t *testing.T, srv *Server) <-chan error {
 	ln, err := srv.Sprite("echo").Listen("tcp", "127.0.0.1:7")
 	if err != nil {
 		t.Fatal(err)
 	}
-	targets := make(chan net.Conn, 16)
+	ended := make(chan error, 16)
 	testnet.Serve(t, ln, func(c net.Conn) {
-		targets <- c
-		io.Copy(c, c)
+		_, err := io.Copy(c, c)
+		ended <- err
 	})
-	return targets
+	return ended
+}
+
+// targetEnded waits for a target conn's echo to end, and returns its error.
+func targetEnded(t *testing.T, ended <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-ended:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("the target's conn did not end")
+		return nil
+	}
 }
 
 // echoOnce writes one byte on c and reads it back.
@@ -123,7 +136,6 @@ func TestCut(t *testing.T) {
 	}
 	defer lc.Close()
 	echoOnce(t, lc)
-	t1, t2 := <-targets, <-targets
 
 	n, err := srv.Cut()
 	if err != nil || n < 2 {
@@ -135,12 +147,8 @@ func TestCut(t *testing.T) {
 	}
 	wantBroken(t, "ProxyPort's local conn after Cut", lc)
 	// The server ends the targets of the tunnels it lost.
-	for _, tc := range []net.Conn{t1, t2} {
-		tc.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.ReadAll(tc); errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Errorf("target still open after Cut: %v", err)
-		}
-	}
+	targetEnded(t, targets)
+	targetEnded(t, targets)
 
 	c2, err := sprite.ProxySocket(ctx, "tcp", "localhost:7")
 	if err != nil {
@@ -266,4 +274,77 @@ func TestMachines(t *testing.T) {
 	wantBroken(t, "the laptop's tunnel", onLaptop)
 	echoOnce(t, onLocal)
 	open(srv.ClientOn(m))
+}
+
+// TestSpriteLinks checks that with WithSpriteLinks a sprite's own faults
+// act on its tunnels: its latency delays them (a lower bound only), a
+// partition makes a read time out and heals, a cut ends the tunnel with an
+// error and resets the target; refusals still read as refusals, over
+// netstack and with WithLoopbackTCP.
+func TestSpriteLinks(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		opts []Option
+	}{
+		{"netstack", []Option{WithSpriteLinks()}},
+		{"loopback", []Option{WithSpriteLinks(), WithLoopbackTCP()}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := NewServer(t, tc.opts...)
+			targets := echoSprite(t, srv)
+			sprite := srv.Sprite("echo")
+			ctx := ctxFor(t)
+			client := srv.Client().Sprite("echo")
+			if _, err := client.ProxySocket(ctx, "tcp", "localhost:9"); !errors.Is(err, dialer.ErrTargetRefused) {
+				t.Errorf("nothing listening: %v, want dialer.ErrTargetRefused", err)
+			}
+
+			const latency = 15 * time.Millisecond
+			sprite.SetConditions(netstack.Conditions{Latency: latency})
+			start := time.Now()
+			c, err := client.ProxySocket(ctx, "tcp", "localhost:7")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			echoOnce(t, c)
+			// The server's dial (TCP, the relay's answer) and the data: three
+			// round trips of the sprite's link.
+			if d := time.Since(start); d < 6*latency {
+				t.Errorf("first echoed byte after %v, want at least %v", d, 6*latency)
+			}
+			sprite.SetConditions(netstack.Conditions{})
+
+			sprite.Partition(time.Hour)
+			if _, err := c.Write([]byte("y")); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			b := make([]byte, 1)
+			if _, err := c.Read(b); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("read during the sprite's partition: %v, want a timeout", err)
+			}
+			sprite.Partition(0)
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.ReadFull(c, b); err != nil || b[0] != 'y' {
+				t.Fatalf("read after the partition: %q, %v", b, err)
+			}
+
+			if n := sprite.Cut(); n < 1 {
+				t.Fatalf("sprite Cut() = %d", n)
+			}
+			wantBroken(t, "tunnel after the sprite's Cut", c)
+			if err := targetEnded(t, targets); !errors.Is(err, syscall.ECONNRESET) {
+				t.Errorf("target after the sprite's Cut: %v, want ECONNRESET", err)
+			}
+			c2, err := client.ProxySocket(ctx, "tcp", "localhost:7")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c2.Close()
+			echoOnce(t, c2)
+		})
+	}
 }

@@ -29,14 +29,19 @@
 //	srv.Partition(2 * time.Second) // every packet dropped: only timeouts notice
 //	srv.Restart()                  // the server stops, every tunnel ends; a new one serves
 //
+//	srv := proxytest.NewServer(t, proxytest.WithSpriteLinks())
+//	srv.Sprite("db").SetConditions(netstack.Conditions{Latency: 10 * time.Millisecond}) // server ↔ sprite
+//
 // These act on Local(), the machine every Client of the server is on. For
 // several clients with links of their own, NewMachine adds a machine and
 // ClientOn makes a client there; its host's SetConditions, Partition and
 // Cut (package netstack) are that client's faults. The server reaches a
 // sprite's targets inside the sprite's own stack, so a sprite's link
-// carries nothing of a tunnel: faults are made on a client's side. With
-// WithLoopbackTCP the client reaches the server over the OS, and the
-// fault methods return an error.
+// carries nothing of a tunnel, unless WithSpriteLinks puts the server on
+// the far side of it: then the sprite host's own SetConditions, Partition
+// and Cut are that sprite's faults, between the server and its targets.
+// With WithLoopbackTCP the client reaches the server over the OS, and the
+// Server's fault methods return an error.
 package proxytest
 
 import (
@@ -91,8 +96,11 @@ type Server struct {
 	ln        net.Listener
 	served    chan struct{}
 
+	egress *netstack.Host // the host the server dials sprites from (WithSpriteLinks)
+
 	mu       sync.Mutex
 	sprites  map[string]*netstack.Host
+	gateways map[string]*gateway // by sprite, with WithSpriteLinks
 	machines map[string]*netstack.Host
 	closed   bool
 	once     sync.Once
@@ -102,10 +110,22 @@ type Server struct {
 type Option func(*options)
 
 type options struct {
-	loopback  bool
-	plain     bool
-	configure func(*websocket.Server)
+	loopback    bool
+	plain       bool
+	spriteLinks bool
+	configure   func(*websocket.Server)
 }
+
+// WithSpriteLinks makes the server reach each sprite's targets across the
+// sprite's link, as a server in another place than its sprites would,
+// instead of inside the sprite's own stack: a sprite host's
+// SetConditions, Partition and Cut (package netstack) then act on the
+// tunnels to that sprite, between the server and the target. Each sprite
+// runs a small relay on its network address for it, which costs one round
+// trip of the sprite's link per dial beyond TCP's own. Targets listen as
+// before (127.0.0.1 included), and a refused or unreachable target reads
+// as it does without the option.
+func WithSpriteLinks() Option { return func(o *options) { o.spriteLinks = true } }
 
 // WithLoopbackTCP serves the API on 127.0.0.1 (an OS port) and makes
 // Client's sessions listen on the OS's loopback, so that curl, psql or a
@@ -140,6 +160,7 @@ func Start(opts ...Option) (s *Server, err error) {
 		Network:  netstack.NewNetwork(nil),
 		sprites:  make(map[string]*netstack.Host),
 		machines: make(map[string]*netstack.Host),
+		gateways: make(map[string]*gateway),
 		served:   make(chan struct{}),
 	}
 	for _, o := range opts {
@@ -165,6 +186,13 @@ func Start(opts ...Option) (s *Server, err error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	s.egress = s.api
+	if s.opts.spriteLinks && s.egress == nil {
+		if s.egress, err = s.Network.NewHost(APIHost); err != nil {
+			s.ln.Close()
+			return nil, err
+		}
 	}
 	scheme := "http"
 	if !s.opts.plain {
@@ -325,6 +353,14 @@ func (s *Server) AddSprite(name string) (*netstack.Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxytest: sprite %q: %w", name, err)
 	}
+	if s.opts.spriteLinks {
+		g, err := startGateway(h)
+		if err != nil {
+			h.Close()
+			return nil, fmt.Errorf("proxytest: sprite %q: %w", name, err)
+		}
+		s.gateways[name] = g
+	}
 	s.sprites[name] = h
 	return h, nil
 }
@@ -335,6 +371,9 @@ func (s *Server) resolve(_ context.Context, name string) (dialer.ContextDialer, 
 	h, ok := s.sprites[name]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", dialer.ErrUnknownSprite, name)
+	}
+	if g := s.gateways[name]; g != nil {
+		return gatewayDialer{from: s.egress, gw: g}, nil
 	}
 	return h, nil
 }
@@ -417,6 +456,13 @@ func (s *Server) Close() {
 		defer s.restartMu.Unlock()
 		s.Tunnels.Close()
 		<-s.served
+		s.mu.Lock()
+		gateways := s.gateways
+		s.gateways = nil
+		s.mu.Unlock()
+		for _, g := range gateways {
+			g.close()
+		}
 		s.Network.Close()
 	})
 }
