@@ -41,7 +41,7 @@ func TestWANPaths(t *testing.T) {
 						t.Fatal(err)
 					}
 					c.Close()
-					w.settle()
+					w.settle(t)
 					conns = append(conns, w.accepts.Load()-before)
 				}
 				switch {

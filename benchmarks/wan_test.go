@@ -3,18 +3,21 @@ package benchmarks
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spriteproxy/spriteproxy/benchmarks/internal/reference"
 	"github.com/spriteproxy/spriteproxy/benchmarks/internal/rig"
+	"github.com/spriteproxy/spriteproxy/dialer"
 	"github.com/spriteproxy/spriteproxy/netstack"
 	"github.com/spriteproxy/spriteproxy/proxy"
 	"github.com/spriteproxy/spriteproxy/transport/websocket"
@@ -41,6 +44,10 @@ type wanRig struct {
 	target                 *rig.Service
 	accepts                atomic.Int64 // connections the tunnel server accepted
 	closers                []func()
+	// tunnelClosed, for a ProxyPort of ours, gets a value each time the
+	// session's Close of a tunnel has returned (its connection, if
+	// reusable, is then back in the idle pool).
+	tunnelClosed chan struct{}
 }
 
 func (w *wanRig) onClose(f func()) { w.closers = append(w.closers, f) }
@@ -156,7 +163,13 @@ func wanOurs(useTLS, port bool) func(testing.TB, *wanRig, bool) func(context.Con
 		w.onClose(srv.Close)
 		d := &websocket.Dialer{BaseURL: serverURL(useTLS), Token: rig.Token, TLSConfig: wanTLS(srv.ClientTLS),
 			DisableReuse: !reuse, NetDial: w.client.DialContext}
-		client := proxy.New(rig.Token, proxy.WithDialer(d), proxy.WithListen(func(_ context.Context, network, addr string) (net.Listener, error) {
+		var dd dialer.Dialer = d
+		if port {
+			w.tunnelClosed = make(chan struct{}, 16)
+			dd = closeWatcher{d, w.tunnelClosed}
+		}
+		w.onClose(d.CloseIdleConnections)
+		client := proxy.New(rig.Token, proxy.WithDialer(dd), proxy.WithListen(func(_ context.Context, network, addr string) (net.Listener, error) {
 			return w.client.Listen(network, addr)
 		}))
 		w.onClose(client.CloseIdleConnections)
@@ -242,11 +255,62 @@ func echoByte(c net.Conn, v byte) error {
 	return nil
 }
 
-// settle is the untimed pause between two ops: long enough for a closed
-// tunnel's connection to be back in the client's idle pool (ProxyPort
-// closes its tunnel after the application's Close returns) and for the
-// server to be done with the last one.
-func (w *wanRig) settle() { time.Sleep(3*w.rtt + 10*time.Millisecond) }
+// closeWatcher is a websocket.Dialer whose tunnels tell when their Close
+// has returned. The tunnel is the *websocket.Conn itself, embedded, so
+// every method the session looks for is there.
+type closeWatcher struct {
+	d      *websocket.Dialer
+	closed chan<- struct{}
+}
+
+func (cw closeWatcher) DialSprite(ctx context.Context, sprite, network, address string) (net.Conn, error) {
+	c, err := cw.d.DialSprite(ctx, sprite, network, address)
+	if err != nil {
+		return nil, err
+	}
+	return &watchedConn{Conn: c.(*websocket.Conn), closed: cw.closed}, nil
+}
+
+type watchedConn struct {
+	*websocket.Conn
+	closed chan<- struct{}
+	once   sync.Once
+}
+
+// tell signals the close, without waiting: bulk rows do not wait for it.
+func (c *watchedConn) tell() {
+	select {
+	case c.closed <- struct{}{}:
+	default:
+	}
+}
+
+func (c *watchedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.tell)
+	return err
+}
+
+func (c *watchedConn) CloseNow() error {
+	err := c.Conn.CloseNow()
+	c.once.Do(c.tell)
+	return err
+}
+
+// settle waits, untimed, until the last op's tunnel is closed: a
+// ProxyPort closes its tunnel some round trips after the application's
+// Close, and the next op must find its connection back in the idle pool.
+// ProxySocket's Close has done that before it returns.
+func (w *wanRig) settle(tb testing.TB) {
+	if w.tunnelClosed == nil {
+		return
+	}
+	select {
+	case <-w.tunnelClosed:
+	case <-time.After(time.Minute):
+		w.check(tb, errors.New("the ProxyPort's tunnel was not closed within a minute of its local conn"))
+	}
+}
 
 // wanFirstByte times, per op, a connect through the path, a 1-byte write
 // and the read of its echo; the close and a settling pause come after,
@@ -274,7 +338,7 @@ func wanFirstByte(b *testing.B, rtt time.Duration, p wanPath, reused bool) {
 		} else {
 			c.Close()
 		}
-		w.settle()
+		w.settle(b)
 	}
 	times := make([]time.Duration, 0, b.N)
 	accepts := w.accepts.Load()
@@ -293,7 +357,7 @@ func wanFirstByte(b *testing.B, rtt time.Duration, p wanPath, reused bool) {
 			c.Close()
 		}
 		w.check(b, err)
-		w.settle()
+		w.settle(b)
 	}
 	b.StopTimer()
 	slices.Sort(times)
