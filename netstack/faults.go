@@ -11,6 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
 // Conditions are the faults of a host's link to the network: what a packet
@@ -114,10 +115,10 @@ func (h *Host) Partition(d time.Duration) {
 // Cut resets every TCP connection of h that crosses its link, at once, as
 // a load balancer or a NAT that forgets its mappings does: both ends see
 // syscall.ECONNRESET (errors.Is) on their next or blocked Read or Write.
-// Connections inside the host (to loopback or to its own addresses) and
-// listeners are left alone; new
-// connections may be made straight away. The resets reach the peers at
-// once, whatever the Conditions or a partition. It returns how many
+// Connections inside the host (to loopback or to its own addresses),
+// listeners and connections already closed (TIME_WAIT) are left alone;
+// new connections may be made straight away. The resets reach the peers
+// at once, whatever the Conditions or a partition. It returns how many
 // connections it reset.
 func (h *Host) Cut() int {
 	l := h.link
@@ -144,12 +145,26 @@ func (h *Host) Cut() int {
 		if r := netipAddr(ti.ID.RemoteAddress); r.IsLoopback() || slices.Contains(h.addrs, r) {
 			continue // inside the host
 		}
+		if st, ok := ep.(interface{ State() uint32 }); !ok || !resettable(tcp.EndpointState(st.State())) {
+			continue
+		}
 		h.cut.Store(ep, struct{}{})
 		ep.Abort()
 		n++
 	}
 	l.stats.reset.Add(uint64(n))
 	return n
+}
+
+// resettable reports whether a connection in state st has a peer that a
+// reset can reach and an owner that may still see it.
+func resettable(st tcp.EndpointState) bool {
+	switch st {
+	case tcp.StateEstablished, tcp.StateSynSent, tcp.StateSynRecv, tcp.StateFinWait1, tcp.StateFinWait2,
+		tcp.StateCloseWait, tcp.StateLastAck, tcp.StateClosing:
+		return true
+	}
+	return false
 }
 
 // FaultStats returns what h's link has done to packets so far.
