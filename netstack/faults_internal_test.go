@@ -1,8 +1,12 @@
 package netstack
 
 import (
+	"io"
+	"net"
 	"testing"
 	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
 // TestStageLoss checks that Loss drops about the share it is given, and
@@ -71,5 +75,63 @@ func TestStageSchedule(t *testing.T) {
 	}
 	if _, v := s.schedule(now, now, 1000); v != overflowed {
 		t.Fatalf("a fifth packet past the queue: %v, want overflowed", v)
+	}
+}
+
+// TestCutSkipsTimeWait checks that Cut leaves a connection already closed
+// (its end in TIME_WAIT) alone: it is neither counted nor remembered as
+// cut, since no conn's Close would forget it.
+func TestCutSkipsTimeWait(t *testing.T) {
+	t.Parallel()
+	n := NewNetwork(nil)
+	defer n.Close()
+	a, _ := n.NewHost("a")
+	b, _ := n.NewHost("b")
+	l, err := b.Listen("tcp", ":7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		accepted <- c
+	}()
+	ac, err := a.Dial("tcp", "b:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc := <-accepted
+	if bc == nil {
+		t.Fatal("accept failed")
+	}
+	ac.Close()
+	if _, err := io.ReadAll(bc); err != nil {
+		t.Fatal(err)
+	}
+	bc.Close()
+	// a's end reaches TIME_WAIT once its stack has taken b's FIN, which
+	// nothing signals: look, a bounded number of times.
+	timeWait := func() bool {
+		for _, ep := range a.stack.RegisteredEndpoints() {
+			if st, ok := ep.(interface{ State() uint32 }); ok && tcp.EndpointState(st.State()) == tcp.StateTimeWait {
+				return true
+			}
+		}
+		return false
+	}
+	for i := 0; !timeWait(); i++ {
+		if i == 10000 {
+			t.Fatal("a's end never reached TIME_WAIT")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := a.Cut(); got != 0 {
+		t.Errorf("Cut() = %d with only a TIME_WAIT connection, want 0", got)
+	}
+	empty := true
+	a.cut.Range(func(any, any) bool { empty = false; return false })
+	if !empty {
+		t.Error("Cut remembered a TIME_WAIT endpoint as cut")
 	}
 }
