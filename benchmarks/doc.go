@@ -9,7 +9,9 @@
 // writes, over each path; BenchmarkParallel does the same with 8 and 64
 // streams at once; BenchmarkSetup dials, echoes one byte and closes;
 // BenchmarkIdleTunnel holds idle tunnels open in a client process and a
-// server process of their own and weighs each. The throughput rows report
+// server process of their own and weighs each; BenchmarkWAN times the
+// first echoed byte of a tunnel and bulk throughput across a netstack link
+// with a chosen RTT and loss. The throughput rows report
 // CPU seconds per GiB moved (getrusage) beside bytes per second.
 //
 // go run ./benchmarks/cmd/report runs the set with repetitions and prints

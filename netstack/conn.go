@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spriteproxy/spriteproxy/dialer"
@@ -26,6 +27,7 @@ import (
 //   - Errors are *net.OpError values; a reset reads as syscall.ECONNRESET,
 //     a write after CloseWrite as syscall.EPIPE.
 type conn struct {
+	host   *Host
 	ep     tcpip.Endpoint
 	wq     *waiter.Queue
 	local  net.Addr
@@ -52,8 +54,8 @@ var (
 	_ dialer.HalfCloser = (*conn)(nil)
 )
 
-func newConn(ep tcpip.Endpoint, wq *waiter.Queue) *conn {
-	c := &conn{ep: ep, wq: wq, done: make(chan struct{})}
+func newConn(h *Host, ep tcpip.Endpoint, wq *waiter.Queue) *conn {
+	c := &conn{host: h, ep: ep, wq: wq, done: make(chan struct{})}
 	if a, err := ep.GetLocalAddress(); err == nil {
 		c.local = tcpAddr(a)
 	}
@@ -107,7 +109,7 @@ func (c *conn) Read(b []byte) (int, error) {
 			if c.isClosed() {
 				return 0, c.opError("read", net.ErrClosed)
 			}
-			return 0, c.opError("read", sysError("read", terr))
+			return 0, c.opError("read", c.sysError("read", terr))
 		}
 		if !registered {
 			// Register, then try again: data may have come in between.
@@ -159,7 +161,7 @@ func (c *conn) Write(b []byte) (int, error) {
 			if c.isClosed() {
 				return n, c.opError("write", net.ErrClosed)
 			}
-			return n, c.opError("write", sysError("write", terr))
+			return n, c.opError("write", c.sysError("write", terr))
 		}
 		if !registered {
 			// Register, then try again: room may have come in between.
@@ -189,6 +191,7 @@ func (c *conn) Close() error {
 		c.rd.stop()
 		c.wd.stop()
 		c.ep.Close()
+		c.host.forget(c.ep)
 	})
 	if !first {
 		return c.opError("close", net.ErrClosed)
@@ -215,6 +218,20 @@ func (c *conn) shutdown(how tcpip.ShutdownFlags) error {
 	if terr := c.ep.Shutdown(how); terr != nil {
 		return c.opError("close", sysError("shutdown", terr))
 	}
+	return nil
+}
+
+// SetLinger sets what Close does with data not yet sent, as
+// (*net.TCPConn).SetLinger does: with sec == 0 Close discards it and resets
+// the connection, so that the peer sees syscall.ECONNRESET instead of an
+// end of stream (a relay uses it to pass a broken stream on as broken);
+// with sec < 0 (the default) or sec > 0 Close sends the data in the
+// background and then a FIN, and returns at once.
+func (c *conn) SetLinger(sec int) error {
+	if c.isClosed() {
+		return c.opError("set", net.ErrClosed)
+	}
+	c.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: sec == 0})
 	return nil
 }
 
@@ -259,6 +276,15 @@ func (c *conn) isClosed() bool {
 	default:
 		return false
 	}
+}
+
+// sysError is sysError for c's endpoint: an abort by Host.Cut is the reset
+// that Cut stands for.
+func (c *conn) sysError(call string, terr tcpip.Error) error {
+	if _, ok := terr.(*tcpip.ErrAborted); ok && c.host.wasCut(c.ep) {
+		return os.NewSyscallError(call, syscall.ECONNRESET)
+	}
+	return sysError(call, terr)
 }
 
 func (c *conn) opError(op string, err error) error {

@@ -104,7 +104,7 @@ func (h *Host) dial(ctx context.Context, network string, ap netip.AddrPort) (net
 		}
 		return fail(sysError("connect", terr))
 	}
-	return newConn(ep, wq), nil
+	return newConn(h, ep, wq), nil
 }
 
 // connecting reports whether ep's handshake is still under way.

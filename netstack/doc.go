@@ -51,7 +51,31 @@
 // detection is off, since nothing is ever lost and its probe timer misfires
 // at in-memory round-trip times; connections may reuse ports in TIME_WAIT.
 //
-// The package starts no goroutine of its own. Each host's stack runs one TCP
-// processor goroutine per CPU (GOMAXPROCS at NewHost), ended by Host.Close or
-// Network.Close, which return once they have exited.
+// # Faults
+//
+// A host's link to the network can be made bad at run time, to test code
+// against a slow, lossy or broken network without a real one:
+//
+//	app.SetConditions(netstack.Conditions{
+//		Latency:   25 * time.Millisecond, // each way: 50 ms of round trip to db
+//		Jitter:    5 * time.Millisecond,
+//		Bandwidth: 1 << 20,               // bytes per second, each way
+//		Loss:      0.01,
+//		Seed:      1,                     // the same packets lost every run
+//	})
+//	app.Partition(2 * time.Second) // every packet dropped: only timeouts notice
+//	app.Cut()                      // every connection across the link reset now
+//
+// Conditions apply to each packet on its way out of the host and again on
+// its way in, so two hosts with conditions add up. Held-back packets wait
+// in the receiving host's link, released in order by one goroutine per link
+// that first has to hold one; Host.Close ends it and drops what it holds.
+// Jitter never reorders packets. Host.FaultStats counts what the faults
+// did. Between two perfect links (no conditions, no partition set) a
+// packet costs two atomic loads more than it did before faults existed.
+//
+// The package starts no goroutine of its own but those delay lines. Each
+// host's stack runs one TCP processor goroutine per CPU (GOMAXPROCS at
+// NewHost), ended by Host.Close or Network.Close, which return once they
+// have exited.
 package netstack

@@ -2,9 +2,13 @@ package netstack_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"syscall"
+	"time"
 
 	"github.com/spriteproxy/spriteproxy/netstack"
 )
@@ -78,4 +82,47 @@ func ExampleNetwork_Dialer() {
 	// Output:
 	// inside the sprite
 	// dial tcp my-sprite/localhost:9090: connection refused by target: connect: connection refused
+}
+
+// A host's link made bad at run time: latency on every packet, then a
+// partition that only a deadline notices, then a cut that resets the
+// connection at both ends.
+func ExampleHost_SetConditions() {
+	n := netstack.NewNetwork(nil)
+	defer n.Close()
+	db, _ := n.NewHost("db")
+	app, _ := n.NewHost("app")
+	l, _ := db.Listen("tcp", ":5432")
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		accepted <- c
+	}()
+
+	app.SetConditions(netstack.Conditions{Latency: 25 * time.Millisecond})
+	start := time.Now()
+	c, err := app.DialContext(context.Background(), "tcp", "db:5432")
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	peer := <-accepted
+	defer peer.Close()
+	fmt.Println("dial paid a 50 ms round trip:", time.Since(start) >= 50*time.Millisecond)
+
+	app.Partition(time.Hour)
+	peer.Write([]byte("lost in the partition"))
+	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	_, err = c.Read(make([]byte, 64))
+	fmt.Println("read during the partition:", errors.Is(err, os.ErrDeadlineExceeded))
+	app.Partition(0)
+
+	app.Cut()
+	_, err = peer.Read(make([]byte, 64))
+	fmt.Println("the server's end after the cut:", errors.Is(err, syscall.ECONNRESET))
+	// Output:
+	// dial paid a 50 ms round trip: true
+	// read during the partition: true
+	// the server's end after the cut: true
 }

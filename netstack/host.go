@@ -37,6 +37,8 @@ type Host struct {
 	stack *stack.Stack
 	link  *link
 
+	cut sync.Map // tcpip.Endpoint → struct{}: the endpoints Cut reset
+
 	done      chan struct{} // closed when Close starts
 	closeOnce sync.Once
 }
@@ -168,7 +170,9 @@ func (h *Host) Close() error {
 	h.closeOnce.Do(func() {
 		h.net.remove(h)
 		close(h.done)
-		// No delivery into the stack may run while it is torn down.
+		// No delivery into the stack may run while it is torn down; packets
+		// held back by its Conditions are dropped.
+		h.link.delay.stop()
 		h.link.in.close()
 		h.stack.Destroy()
 	})

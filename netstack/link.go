@@ -27,6 +27,16 @@ type link struct {
 
 	disp atomic.Pointer[dispatcher] // nil until Attach, and after Attach(nil)
 	in   gate                       // inbound deliveries in flight
+
+	// Faults (faults.go). faulty is false while the link is perfect, so
+	// that the packet path then reads one atomic and nothing else.
+	faultMu         sync.Mutex // serialises changes to the faults
+	faulty          atomic.Bool
+	egress, ingress stage
+	partitionEnd    atomic.Int64 // Unix ns; 0: no partition
+	cutting         atomic.Int32 // Cuts under way
+	delay           delayLine    // packets held back on their way in
+	stats           faultStats
 }
 
 // dispatcher boxes the interface so that an atomic.Pointer can hold it.
@@ -35,7 +45,9 @@ type dispatcher struct{ stack.NetworkDispatcher }
 var _ stack.LinkEndpoint = (*link)(nil)
 
 func newLink(n *Network, mtu uint32) *link {
-	return &link{net: n, mtu: mtu, in: gate{done: make(chan struct{})}}
+	l := &link{net: n, mtu: mtu, in: gate{done: make(chan struct{})}}
+	l.delay.init(l)
+	return l
 }
 
 // WritePackets sends each packet to the host owning its destination address.
@@ -47,7 +59,13 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 		if !ok {
 			continue
 		}
-		if peer := l.net.linkOf(dst); peer == nil || !peer.deliver(pkt) {
+		peer := l.net.linkOf(dst)
+		switch {
+		case peer == nil:
+			l.net.dropped.Add(1)
+		case l.faulty.Load() || peer.faulty.Load():
+			l.sendFaulty(pkt, peer)
+		case !peer.deliver(pkt):
 			l.net.dropped.Add(1)
 		}
 	}
@@ -58,6 +76,15 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 // byte is copied) to l's stack as an inbound packet. It reports false if the
 // host is closing and the packet was dropped.
 func (l *link) deliver(pkt *stack.PacketBuffer) bool {
+	in := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: pkt.ToBuffer()})
+	defer in.DecRef()
+	return l.deliverInbound(pkt.NetworkProtocolNumber, in)
+}
+
+// deliverInbound hands the inbound packet in to l's stack; the caller keeps
+// its reference. It reports false if the host is closing and the packet was
+// dropped.
+func (l *link) deliverInbound(proto tcpip.NetworkProtocolNumber, in *stack.PacketBuffer) bool {
 	if !l.in.enter() {
 		return false
 	}
@@ -66,9 +93,7 @@ func (l *link) deliver(pkt *stack.PacketBuffer) bool {
 	if d == nil {
 		return false
 	}
-	in := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: pkt.ToBuffer()})
-	d.DeliverNetworkPacket(pkt.NetworkProtocolNumber, in)
-	in.DecRef()
+	d.DeliverNetworkPacket(proto, in)
 	return true
 }
 

@@ -131,7 +131,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		}
 		ep, wq, terr := l.ep.Accept(nil)
 		if terr == nil {
-			return newConn(ep, wq), nil
+			return newConn(l.host, ep, wq), nil
 		}
 		if _, again := terr.(*tcpip.ErrWouldBlock); !again {
 			if l.isClosed() {

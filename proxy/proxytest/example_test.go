@@ -1,10 +1,13 @@
 package proxytest_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
+	"github.com/spriteproxy/spriteproxy/netstack"
 	"github.com/spriteproxy/spriteproxy/proxy/proxytest"
 )
 
@@ -40,4 +43,56 @@ func Example() {
 	resp.Body.Close()
 	fmt.Println(string(body))
 	// Output: hello from inside the sprite
+}
+
+// A tunnel over a bad network: 40 ms of round trip between the client and
+// the server, then a reset of every connection, as a load balancer that
+// drops its connections would do. The tunnel ends with an error, never a
+// clean end of stream, and the next one works.
+func ExampleServer_Cut() {
+	srv, err := proxytest.Start()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer srv.Close()
+	ln, _ := srv.Sprite("echo").Listen("tcp", "127.0.0.1:7")
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+
+	srv.SetConditions(netstack.Conditions{Latency: 20 * time.Millisecond})
+	sprite := srv.Client().Sprite("echo")
+	ctx := context.Background()
+	start := time.Now()
+	conn, err := sprite.ProxySocket(ctx, "tcp", "localhost:7")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer conn.Close()
+	conn.Write([]byte("x"))
+	io.ReadFull(conn, make([]byte, 1))
+	fmt.Println("first echo after at least 3 round trips:", time.Since(start) >= 120*time.Millisecond)
+
+	srv.Cut()
+	_, err = io.ReadAll(conn)
+	fmt.Println("after the cut the tunnel failed:", err != nil)
+
+	again, err := sprite.ProxySocket(ctx, "tcp", "localhost:7")
+	fmt.Println("a new tunnel:", err)
+	if err == nil {
+		again.Close()
+	}
+	// Output:
+	// first echo after at least 3 round trips: true
+	// after the cut the tunnel failed: true
+	// a new tunnel: <nil>
 }

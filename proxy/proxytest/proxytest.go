@@ -16,6 +16,32 @@
 // the OS: dial their LocalAddr with Local().DialContext. WithLoopbackTCP
 // serves on real loopback TCP instead, to look at the traffic with
 // external tools.
+//
+// # Bad networks
+//
+// The client's machine reaches the server over a link that a test can make
+// bad at run time, to see how its code copes with a slow, lossy or broken
+// network, with no real network and no proxy process:
+//
+//	srv.SetConditions(netstack.Conditions{Latency: 50 * time.Millisecond}) // 100 ms round trips
+//	srv.SetConditions(netstack.Conditions{Bandwidth: 1 << 20, Loss: 0.01, Seed: 1})
+//	srv.Cut()                     // every connection to the server reset now
+//	srv.Partition(2 * time.Second) // every packet dropped: only timeouts notice
+//	srv.Restart()                  // the server stops, every tunnel ends; a new one serves
+//
+//	srv := proxytest.NewServer(t, proxytest.WithSpriteLinks())
+//	srv.Sprite("db").SetConditions(netstack.Conditions{Latency: 10 * time.Millisecond}) // server ↔ sprite
+//
+// These act on Local(), the machine every Client of the server is on. For
+// several clients with links of their own, NewMachine adds a machine and
+// ClientOn makes a client there; its host's SetConditions, Partition and
+// Cut (package netstack) are that client's faults. The server reaches a
+// sprite's targets inside the sprite's own stack, so a sprite's link
+// carries nothing of a tunnel, unless WithSpriteLinks puts the server on
+// the far side of it: then the sprite host's own SetConditions, Partition
+// and Cut are that sprite's faults, between the server and its targets.
+// With WithLoopbackTCP the client reaches the server over the OS, and the
+// Server's fault methods return an error.
 package proxytest
 
 import (
@@ -27,6 +53,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/spriteproxy/spriteproxy/dialer"
 	"github.com/spriteproxy/spriteproxy/internal/testcert"
@@ -49,7 +76,8 @@ type Server struct {
 	// https://127.0.0.1:PORT with WithLoopbackTCP.
 	URL string
 	// Tunnels is the tunnel server. Its fields may be changed only through
-	// the options of NewServer (WithServer).
+	// the options of NewServer (WithServer). Restart replaces it: read it
+	// only when no Restart may run.
 	Tunnels *websocket.Server
 	// Network is the in-memory network the API, the sprites and the
 	// client's machine live on.
@@ -57,25 +85,47 @@ type Server struct {
 
 	opts      options
 	clientTLS *tls.Config
+	serverTLS *tls.Config
 	api       *netstack.Host // nil with WithLoopbackTCP
 	local     *netstack.Host // the client's machine
+	addr      string         // the listener's address, for Restart
+
+	// serving is the server running now and its listener; Restart swaps
+	// it. restartMu serialises Restart with itself and with Close.
+	restartMu sync.Mutex
 	ln        net.Listener
 	served    chan struct{}
 
-	mu      sync.Mutex
-	sprites map[string]*netstack.Host
-	closed  bool
-	once    sync.Once
+	egress *netstack.Host // the host the server dials sprites from (WithSpriteLinks)
+
+	mu       sync.Mutex
+	sprites  map[string]*netstack.Host
+	gateways map[string]*gateway // by sprite, with WithSpriteLinks
+	machines map[string]*netstack.Host
+	closed   bool
+	once     sync.Once
 }
 
 // Option configures NewServer.
 type Option func(*options)
 
 type options struct {
-	loopback  bool
-	plain     bool
-	configure func(*websocket.Server)
+	loopback    bool
+	plain       bool
+	spriteLinks bool
+	configure   func(*websocket.Server)
 }
+
+// WithSpriteLinks makes the server reach each sprite's targets across the
+// sprite's link, as a server in another place than its sprites would,
+// instead of inside the sprite's own stack: a sprite host's
+// SetConditions, Partition and Cut (package netstack) then act on the
+// tunnels to that sprite, between the server and the target. Each sprite
+// runs a small relay on its network address for it, which costs one round
+// trip of the sprite's link per dial beyond TCP's own. Targets listen as
+// before (127.0.0.1 included), and a refused or unreachable target reads
+// as it does without the option.
+func WithSpriteLinks() Option { return func(o *options) { o.spriteLinks = true } }
 
 // WithLoopbackTCP serves the API on 127.0.0.1 (an OS port) and makes
 // Client's sessions listen on the OS's loopback, so that curl, psql or a
@@ -107,9 +157,11 @@ func NewServer(t testing.TB, opts ...Option) *Server {
 // caller must Close it.
 func Start(opts ...Option) (s *Server, err error) {
 	s = &Server{
-		Network: netstack.NewNetwork(nil),
-		sprites: make(map[string]*netstack.Host),
-		served:  make(chan struct{}),
+		Network:  netstack.NewNetwork(nil),
+		sprites:  make(map[string]*netstack.Host),
+		machines: make(map[string]*netstack.Host),
+		gateways: make(map[string]*gateway),
+		served:   make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(&s.opts)
@@ -119,13 +171,6 @@ func Start(opts ...Option) (s *Server, err error) {
 			s.Network.Close()
 		}
 	}()
-	s.Tunnels = &websocket.Server{
-		Auth:    websocket.StaticToken(Token),
-		Sprites: websocket.ResolverFunc(s.resolve),
-	}
-	if s.opts.configure != nil {
-		s.opts.configure(s.Tunnels)
-	}
 	if s.local, err = s.Network.NewHost("client"); err != nil {
 		return nil, err
 	}
@@ -142,6 +187,13 @@ func Start(opts ...Option) (s *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	s.egress = s.api
+	if s.opts.spriteLinks && s.egress == nil {
+		if s.egress, err = s.Network.NewHost(APIHost); err != nil {
+			s.ln.Close()
+			return nil, err
+		}
+	}
 	scheme := "http"
 	if !s.opts.plain {
 		pair, err := testcert.New(APIHost)
@@ -150,16 +202,125 @@ func Start(opts ...Option) (s *Server, err error) {
 			return nil, err
 		}
 		s.clientTLS = pair.ClientConfig()
-		s.Tunnels.TLSConfig = pair.ServerConfig()
+		s.serverTLS = pair.ServerConfig()
 		scheme = "https"
 	}
-	_, port, _ := net.SplitHostPort(s.ln.Addr().String())
+	s.addr = s.ln.Addr().String()
+	_, port, _ := net.SplitHostPort(s.addr)
 	s.URL = scheme + "://" + net.JoinHostPort(host, port)
-	go func() {
-		defer close(s.served)
-		s.Tunnels.Serve(s.ln)
-	}()
+	s.serve()
 	return s, nil
+}
+
+// serve starts a new tunnel server on s.ln.
+func (s *Server) serve() {
+	ts := &websocket.Server{
+		Auth:    websocket.StaticToken(Token),
+		Sprites: websocket.ResolverFunc(s.resolve),
+	}
+	if s.opts.configure != nil {
+		s.opts.configure(ts)
+	}
+	if s.serverTLS != nil {
+		ts.TLSConfig = s.serverTLS
+	}
+	s.Tunnels = ts
+	ln, served := s.ln, make(chan struct{})
+	s.served = served
+	go func() {
+		defer close(served)
+		ts.Serve(ln)
+	}()
+}
+
+// ErrNoLink is what the fault methods return with WithLoopbackTCP, where
+// the client reaches the server over the OS.
+var ErrNoLink = errors.New("proxytest: the client reaches the server over OS loopback (WithLoopbackTCP): no link to make faults on")
+
+// SetConditions gives the link between the client's machine (Local) and
+// the network latency, jitter, a bandwidth cap or loss from now on (see
+// netstack.Conditions); the zero Conditions makes it perfect again.
+func (s *Server) SetConditions(c netstack.Conditions) error {
+	if s.opts.loopback {
+		return ErrNoLink
+	}
+	s.local.SetConditions(c)
+	return nil
+}
+
+// Cut resets every connection between the client's machine and the rest
+// of the network now, as a load balancer or a NAT that forgets its
+// mappings does: the client and the server both see a reset
+// (syscall.ECONNRESET underneath), and every tunnel on those connections
+// ends with an error. New connections work at once. It returns how many
+// connections it reset.
+func (s *Server) Cut() (int, error) {
+	if s.opts.loopback {
+		return 0, ErrNoLink
+	}
+	return s.local.Cut(), nil
+}
+
+// Partition drops every packet between the client's machine and the rest
+// of the network for d: neither end hears anything, so only timeouts (read
+// deadlines, keep-alives) notice, and connections that outlive it carry on.
+// Partition(0) ends a partition now.
+func (s *Server) Partition(d time.Duration) error {
+	if s.opts.loopback {
+		return ErrNoLink
+	}
+	s.local.Partition(d)
+	return nil
+}
+
+// Restart stops the tunnel server, as a server process that exits would:
+// every tunnel and connection ends (the clients see an error matching
+// dialer.ErrTunnelClosed, or a reset), and then a new server, configured
+// as the first (WithServer runs again), serves at the same URL. Tunnels is
+// the new server once Restart returns.
+func (s *Server) Restart() error {
+	s.restartMu.Lock()
+	defer s.restartMu.Unlock()
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return errors.New("proxytest: server closed")
+	}
+	s.Tunnels.Close()
+	<-s.served
+	s.ln.Close()
+	var err error
+	if s.opts.loopback {
+		s.ln, err = net.Listen("tcp", s.addr)
+	} else {
+		s.ln, err = s.api.Listen("tcp", s.addr)
+	}
+	if err != nil {
+		return fmt.Errorf("proxytest: restart: %w", err)
+	}
+	s.serve()
+	return nil
+}
+
+// NewMachine adds a client machine called name to the network, with a
+// link of its own: faults made on it (SetConditions, Partition, Cut of
+// package netstack) touch only the clients made there with ClientOn.
+func (s *Server) NewMachine(name string) (*netstack.Host, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("proxytest: server closed")
+	}
+	if _, ok := s.machines[name]; ok {
+		return nil, fmt.Errorf("proxytest: machine %q exists", name)
+	}
+	h, err := s.Network.NewHost("machine-" + name)
+	if err != nil {
+		return nil, fmt.Errorf("proxytest: machine %q: %w", name, err)
+	}
+	s.machines[name] = h
+	return h, nil
 }
 
 // Sprite returns the sprite called name, creating it on first use: a host
@@ -192,6 +353,14 @@ func (s *Server) AddSprite(name string) (*netstack.Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxytest: sprite %q: %w", name, err)
 	}
+	if s.opts.spriteLinks {
+		g, err := startGateway(h)
+		if err != nil {
+			h.Close()
+			return nil, fmt.Errorf("proxytest: sprite %q: %w", name, err)
+		}
+		s.gateways[name] = g
+	}
 	s.sprites[name] = h
 	return h, nil
 }
@@ -202,6 +371,9 @@ func (s *Server) resolve(_ context.Context, name string) (dialer.ContextDialer, 
 	h, ok := s.sprites[name]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", dialer.ErrUnknownSprite, name)
+	}
+	if g := s.gateways[name]; g != nil {
+		return gatewayDialer{from: s.egress, gw: g}, nil
 	}
 	return h, nil
 }
@@ -224,15 +396,29 @@ func (s *Server) ClientTLS() *tls.Config {
 // the OS's loopback with WithLoopbackTCP). opts come after, so they may
 // change any of it.
 func (s *Server) Client(opts ...proxy.Option) *proxy.Client {
+	if s.opts.loopback {
+		return s.client(nil, opts)
+	}
+	return s.client(s.local, opts)
+}
+
+// ClientOn is Client on machine m (from NewMachine): its sessions listen
+// there and it dials from there. Not with WithLoopbackTCP, whose server is
+// not on the in-memory network.
+func (s *Server) ClientOn(m *netstack.Host, opts ...proxy.Option) *proxy.Client {
+	return s.client(m, opts)
+}
+
+func (s *Server) client(m *netstack.Host, opts []proxy.Option) *proxy.Client {
 	base := []proxy.Option{proxy.WithBaseURL(s.URL)}
 	if s.clientTLS != nil {
 		base = append(base, proxy.WithTLSConfig(s.ClientTLS()))
 	}
-	if !s.opts.loopback {
+	if m != nil {
 		base = append(base,
-			proxy.WithNetDial(s.local.DialContext),
+			proxy.WithNetDial(m.DialContext),
 			proxy.WithListen(func(_ context.Context, network, address string) (net.Listener, error) {
-				return s.local.Listen(network, address)
+				return m.Listen(network, address)
 			}))
 	}
 	return proxy.New(Token, append(base, opts...)...)
@@ -266,8 +452,17 @@ func (s *Server) Close() {
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
+		s.restartMu.Lock()
+		defer s.restartMu.Unlock()
 		s.Tunnels.Close()
 		<-s.served
+		s.mu.Lock()
+		gateways := s.gateways
+		s.gateways = nil
+		s.mu.Unlock()
+		for _, g := range gateways {
+			g.close()
+		}
 		s.Network.Close()
 	})
 }

@@ -41,11 +41,12 @@ type mode struct {
 	count, idleCount int
 	benchtime        string
 	tunnels          int
+	wanOps           int // ops (tunnels, or transfers) per WAN row
 }
 
 var (
-	full  = mode{count: 5, idleCount: 3, benchtime: "1s", tunnels: 2000}
-	quick = mode{count: 3, idleCount: 1, benchtime: "200ms", tunnels: 200}
+	full  = mode{count: 5, idleCount: 3, benchtime: "1s", tunnels: 2000, wanOps: 5}
+	quick = mode{count: 3, idleCount: 1, benchtime: "200ms", tunnels: 200, wanOps: 2}
 )
 
 func main() {
@@ -57,6 +58,9 @@ func main() {
 		tunnels   = flag.Int("tunnels", 0, "idle tunnels per BenchmarkIdleTunnel run (0: the mode's)")
 		bench     = flag.String("bench", "^Benchmark(Bulk|Parallel|Setup)$", "go test -bench for the throughput and setup rows")
 		noIdle    = flag.Bool("no-idle", false, "skip BenchmarkIdleTunnel")
+		wan       = flag.Bool("wan", false, "also run the WAN rows (BenchmarkWAN: first byte at 0-150 ms RTT, bulk at 50 ms with loss; ~5 min, -quick ~2 min)")
+		wanOnly   = flag.Bool("wan-only", false, "run only the WAN rows")
+		wanOps    = flag.Int("wan-ops", 0, "tunnels (or transfers) per WAN row (0: the mode's, 5 or 2 with -quick)")
 		maxOther  = flag.Float64("max-other", 0, "run a round again when other processes kept more than this many cores busy during it (0: never)")
 		retries   = flag.Int("retries", 3, "how many times -max-other may run one round again")
 		in        = flag.String("in", "", "render this saved `go test -bench` output instead of running")
@@ -72,6 +76,7 @@ func main() {
 	m.count = or(*count, m.count)
 	m.idleCount = or(*idleCount, m.idleCount)
 	m.tunnels = or(*tunnels, m.tunnels)
+	m.wanOps = or(*wanOps, m.wanOps)
 	if *benchtime != "" {
 		m.benchtime = *benchtime
 	}
@@ -93,12 +98,20 @@ func main() {
 			"-benchtime", m.benchtime, "-timeout", "60m", "./benchmarks/"}
 		idleArgs := []string{"test", "-run", "^$", "-bench", "^BenchmarkIdleTunnel$", "-count", "1",
 			"-benchtime", "1x", "-timeout", "60m", "./benchmarks/", "-tunnels", strconv.Itoa(m.tunnels)}
+		wanArgs := []string{"test", "-run", "^$", "-bench", "^BenchmarkWAN$", "-count", "1",
+			"-benchtime", strconv.Itoa(m.wanOps) + "x", "-timeout", "60m", "./benchmarks/"}
 		var runs [][]string
-		for range m.count {
-			runs = append(runs, mainArgs)
+		if !*wanOnly {
+			for range m.count {
+				runs = append(runs, mainArgs)
+			}
+			commands = append(commands, fmt.Sprintf("go %s   # %s", shellQuote(mainArgs), times(m.count)))
 		}
-		commands = append(commands, fmt.Sprintf("go %s   # %s", shellQuote(mainArgs), times(m.count)))
-		if !*noIdle {
+		if *wan || *wanOnly {
+			runs = append(runs, wanArgs)
+			commands = append(commands, fmt.Sprintf("go %s   # once", shellQuote(wanArgs)))
+		}
+		if !*noIdle && !*wanOnly {
 			for range m.idleCount {
 				runs = append(runs, idleArgs)
 			}
@@ -174,11 +187,17 @@ func writeHeader(w io.Writer, s *Set, m mode, commands []string, others []float6
 	fmt.Fprintf(w, " on %d cores (`nproc`), %s, %s, %s %s/%s, GOMAXPROCS %d.\n\n",
 		runtime.NumCPU(), cpuModel(s), kernel(), runtime.Version(), runtime.GOOS, runtime.GOARCH, s.Procs)
 	if !rendered {
-		fmt.Fprintf(w, "Mode %s: %d %s of every throughput and setup row, %s each", name, m.count, plural(m.count, "round"), m.benchtime)
-		if _, ok := s.Runs["BenchmarkIdleTunnel/ours"]; ok {
-			fmt.Fprintf(w, ", then %d %s of BenchmarkIdleTunnel with %d tunnels", m.idleCount, plural(m.idleCount, "run"), m.tunnels)
+		fmt.Fprintf(w, "Mode %s:", name)
+		if len(s.Order) > 0 && !strings.HasPrefix(s.Order[0], "BenchmarkWAN/") {
+			fmt.Fprintf(w, " %d %s of every throughput and setup row, %s each", m.count, plural(m.count, "round"), m.benchtime)
+			if _, ok := s.Runs["BenchmarkIdleTunnel/ours"]; ok {
+				fmt.Fprintf(w, ", then %d %s of BenchmarkIdleTunnel with %d tunnels", m.idleCount, plural(m.idleCount, "run"), m.tunnels)
+			}
+			fmt.Fprint(w, ". Figures are medians [min–max] over the rounds; a ratio is the median of the ratios taken within each round, where the two rows ran seconds apart.")
 		}
-		fmt.Fprint(w, ". Figures are medians [min–max] over the rounds; a ratio is the median of the ratios taken within each round, where the two rows ran seconds apart.")
+		if hasWAN(s) {
+			fmt.Fprintf(w, " The WAN rows ran once, %d tunnels (or transfers) per row; a first-byte figure is the median over them.", m.wanOps)
+		}
 		if len(others) > 0 {
 			fmt.Fprintf(w, " Other processes kept %.2f–%.2f cores busy on average during the runs (from /proc/stat less this run's own CPU time); such work lowers and spreads the figures.",
 				slices.Min(others), slices.Max(others))

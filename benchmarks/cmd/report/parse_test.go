@@ -189,3 +189,37 @@ func TestReplaceBetweenMarkers(t *testing.T) {
 		t.Error("a file without markers was accepted")
 	}
 }
+
+// TestRenderWAN renders WAN rows: first-byte cells in ms and round trips,
+// the bulk ratio to raw TCP, and the WAN targets alone when only WAN rows
+// ran.
+func TestRenderWAN(t *testing.T) {
+	in := `BenchmarkWAN/first-byte/150ms/socket-ws/fresh-2 	5	 1 ns/op	 1.000 conns/op	 600.0 ms	 4.000 rtt
+BenchmarkWAN/first-byte/150ms/socket-ws/reused-2 	5	 1 ns/op	 0 conns/op	 300.0 ms	 2.000 rtt
+BenchmarkWAN/first-byte/150ms/port-ws/reused-2 	5	 1 ns/op	 0 conns/op	 150.0 ms	 1.000 rtt
+BenchmarkWAN/first-byte/0ms/socket-ws/fresh-2 	5	 1 ns/op	 1.000 conns/op	 1.5 ms
+BenchmarkWAN/bulk/50ms/loss-0pct/tcp-2 	1	 1 ns/op	 10.00 MB/s	 0 lost-pkts/op
+BenchmarkWAN/bulk/50ms/loss-0pct/socket-ws-2 	1	 1 ns/op	 8.00 MB/s	 0 lost-pkts/op
+`
+	s, err := Parse(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	Render(&b, s)
+	out := b.String()
+	for _, want := range []string{
+		"### Targets of issue #17 (WAN)",
+		"| socket-ws: ProxySocket, ws:// | fresh | 1.5 | — | — | 600.0 (4.00) | 1 |",
+		"| socket-ws: ProxySocket, ws:// | reused | — | — | — | 300.0 (2.00) | 0 |",
+		"| socket-ws | 8.00 | 0.80 | — | — |",
+		"| first echoed byte, reused connection (ProxySocket ws; ProxyPort ws), 150 ms RTT, in round trips | not run | ≤ 1.2 RTT | 2.00; 1.00 RTT | **FAIL** |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no line %q in\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "Targets of issue #6") || strings.Contains(out, "BenchmarkBulk") {
+		t.Errorf("a WAN-only report shows the other tables:\n%s", out)
+	}
+}

@@ -60,11 +60,19 @@ func refTwin(name string) string {
 
 // Render writes the markdown report: targets first, then every table.
 func Render(w io.Writer, s *Set) {
-	fmt.Fprintln(w, "### Targets of issue #6")
+	wanOnly := onlyWAN(s)
+	all, title := targets, "### Targets of issue #6"
+	switch {
+	case wanOnly:
+		all, title = wanTargets, "### Targets of issue #17 (WAN)"
+	case hasWAN(s):
+		all, title = append(all[:len(all):len(all)], wanTargets...), "### Targets of issues #6 and #17 (WAN)"
+	}
+	fmt.Fprintln(w, title)
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| measure | reference SDK way (measured here) | target for spriteproxy | spriteproxy | verdict |")
 	fmt.Fprintln(w, "|---|---|---|---|---|")
-	for _, t := range targets {
+	for _, t := range all {
 		text, pass, ok := t.ours(s)
 		verdict := "**FAIL**"
 		if !ok {
@@ -75,6 +83,10 @@ func Render(w io.Writer, s *Set) {
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", t.measure, t.reference(s), t.goal, text, verdict)
 	}
 
+	if wanOnly {
+		renderWAN(w, s)
+		return
+	}
 	renderFloors(w, s)
 
 	fmt.Fprintln(w)
@@ -156,6 +168,8 @@ func Render(w io.Writer, s *Set) {
 				medianCell(s.Stat(name, side+"-goroutines/tunnel"), "%.1f"))
 		}
 	}
+
+	renderWAN(w, s)
 }
 
 // spread is "median [min–max]", or the median alone for one run.

@@ -3,6 +3,7 @@ package reference
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -40,6 +41,15 @@ type Dialer struct {
 	TLSConfig *tls.Config // for wss://; nil means the system's roots
 	// NetDial, if set, dials the connection under the WebSocket.
 	NetDial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// ProbeControl makes each Dial first ask for the SDK's pooled
+	// endpoint, GET {base}/v1/sprites/{name}/control as a WebSocket
+	// upgrade on a connection of its own, and expect 404 before it opens
+	// /proxy, as the SDK does when the server does not serve /control
+	// (the captured transcript in the design notes shows the probe before
+	// a ProxySocket and before a ProxyPort's first connection; modelled
+	// here before every tunnel). The WAN rows set it: it costs round
+	// trips, not CPU.
+	ProbeControl bool
 }
 
 // Dial opens a tunnel to addr ("host:port") inside sprite. ctx bounds the
@@ -65,6 +75,17 @@ func (d *Dialer) Dial(ctx context.Context, sprite, addr string) (net.Conn, error
 	}
 	h := http.Header{}
 	h.Set("Authorization", "Bearer "+d.Token)
+	if d.ProbeControl {
+		ws, resp, err := wd.DialContext(ctx, base+"/v1/sprites/"+sprite+"/control", h)
+		if err == nil {
+			ws.Close()
+			return nil, errors.New("reference: /control upgraded; the model expects 404")
+		}
+		if resp == nil || resp.StatusCode != http.StatusNotFound {
+			return nil, fmt.Errorf("reference: /control probe: %w", err)
+		}
+		resp.Body.Close()
+	}
 	ws, _, err := wd.DialContext(ctx, base+"/v1/sprites/"+sprite+"/proxy", h)
 	if err != nil {
 		return nil, fmt.Errorf("reference: dial: %w", err)

@@ -1,0 +1,137 @@
+package netstack
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+)
+
+// TestStageLoss checks that Loss drops about the share it is given, and
+// the same packets for the same seed.
+func TestStageLoss(t *testing.T) {
+	t.Parallel()
+	const packets = 20000
+	drops := func(loss float64, seed uint64) []int {
+		var s stage
+		s.set(Conditions{Loss: loss, Seed: seed}, 1)
+		now := time.Now()
+		var lostAt []int
+		for i := range packets {
+			if _, v := s.schedule(now, now, 1500); v == lost {
+				lostAt = append(lostAt, i)
+			}
+		}
+		return lostAt
+	}
+	for _, loss := range []float64{0, 0.01, 0.1, 0.5, 1} {
+		got := float64(len(drops(loss, 7))) / packets
+		if got < loss*0.8 || got > loss*1.2 {
+			t.Errorf("Loss %v dropped %.4f of the packets", loss, got)
+		}
+	}
+	a, b := drops(0.1, 3), drops(0.1, 3)
+	if len(a) != len(b) {
+		t.Fatalf("the same seed dropped %d then %d packets", len(a), len(b))
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("the same seed dropped packet %d then %d", a[i], b[i])
+		}
+	}
+}
+
+// TestStageSchedule checks the release times a stage gives: latency
+// added, jitter never reordering, and a capped link spacing packets by
+// their size and dropping past its queue.
+func TestStageSchedule(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	var s stage
+	s.set(Conditions{Latency: 10 * time.Millisecond, Jitter: 50 * time.Millisecond, Seed: 1}, 1)
+	last := now
+	for i := range 1000 {
+		at, v := s.schedule(now, now, 100)
+		if v != pass {
+			t.Fatalf("packet %d dropped", i)
+		}
+		if at.Before(now.Add(10*time.Millisecond)) || at.Before(last) {
+			t.Fatalf("packet %d due at +%v, after one due at +%v", i, at.Sub(now), last.Sub(now))
+		}
+		last = at
+	}
+
+	s.set(Conditions{Bandwidth: 1000, Queue: 3000}, 1) // 1 ms per byte
+	for i := range 3 {
+		at, v := s.schedule(now, now, 1000)
+		if want := now.Add(time.Duration(i+1) * time.Second); v != pass || !at.Equal(want) {
+			t.Fatalf("packet %d: due +%v (%v), want +%v", i, at.Sub(now), v, want.Sub(now))
+		}
+	}
+	if _, v := s.schedule(now, now, 1000); v != pass {
+		t.Fatalf("a fourth packet with 3000 bytes waiting: %v", v)
+	}
+	if _, v := s.schedule(now, now, 1000); v != overflowed {
+		t.Fatalf("a fifth packet past the queue: %v, want overflowed", v)
+	}
+}
+
+// TestCutSkipsTimeWait checks that Cut leaves a connection already closed
+// (its end in TIME_WAIT) alone: it is neither counted nor remembered as
+// cut, since no conn's Close would forget it.
+func TestCutSkipsTimeWait(t *testing.T) {
+	t.Parallel()
+	n := NewNetwork(nil)
+	defer n.Close()
+	a, _ := n.NewHost("a")
+	b, _ := n.NewHost("b")
+	l, err := b.Listen("tcp", ":7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		accepted <- c
+	}()
+	ac, err := a.Dial("tcp", "b:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc := <-accepted
+	if bc == nil {
+		t.Fatal("accept failed")
+	}
+	ac.Close()
+	if _, err := io.ReadAll(bc); err != nil {
+		t.Fatal(err)
+	}
+	bc.Close()
+	// a's end reaches TIME_WAIT once its stack has taken b's FIN, which
+	// nothing signals: look, a bounded number of times.
+	timeWait := func() bool {
+		for _, ep := range a.stack.RegisteredEndpoints() {
+			if st, ok := ep.(interface{ State() uint32 }); ok && tcp.EndpointState(st.State()) == tcp.StateTimeWait {
+				return true
+			}
+		}
+		return false
+	}
+	for i := 0; !timeWait(); i++ {
+		if i == 10000 {
+			t.Fatal("a's end never reached TIME_WAIT")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := a.Cut(); got != 0 {
+		t.Errorf("Cut() = %d with only a TIME_WAIT connection, want 0", got)
+	}
+	empty := true
+	a.cut.Range(func(any, any) bool { empty = false; return false })
+	if !empty {
+		t.Error("Cut remembered a TIME_WAIT endpoint as cut")
+	}
+}
