@@ -765,3 +765,79 @@ func (r *relay) release() {
 		}
 	}
 }
+
+// Focused regressions of what the matrix found, each failing on the code
+// before its fix.
+
+// TestOwnTimeoutWinsOverPeerClose: once our idle or dead-peer rule has
+// ended a tunnel (expire: close 4002 sent, connection not yet closed), the
+// peer's answering close 1000 does not turn the end into a clean one: the
+// copy towards the target reports the timeout, so that the target is cut,
+// not closed as if the stream were complete. Before the fix CopyTo
+// returned the peer's clean end (ErrClosedByPeer), and a Read io.EOF.
+func TestOwnTimeoutWinsOverPeerClose(t *testing.T) {
+	t.Parallel()
+	client, server := connPair(t, true, Tuning{KeepAlive: -1, CloseTimeout: time.Second})
+	// The state expire leaves between its close 4002 and closing the
+	// connection.
+	dead := error(&net.OpError{Op: "read", Net: "websocket", Err: &timeoutError{"no data either way: idle tunnel closed"}})
+	server.deadErr.Store(&dead)
+	closed := make(chan error, 1)
+	go func() { closed <- client.Close() }() // the peer's close 1000
+	_, err := server.CopyTo(io.Discard, nil)
+	if err != dead {
+		t.Fatalf("CopyTo after our timeout and the peer's close = %v, want the timeout", err)
+	}
+	if _, err := server.Read(make([]byte, 1)); err != dead {
+		t.Fatalf("Read after our timeout and the peer's close = %v, want the timeout", err)
+	}
+	server.CloseNow()
+	recv(t, closed, "the client's Close")
+}
+
+// TestCloseWaitsForWriteUnderWay: Close while a Write still holds the
+// write side (its bytes out, its goroutine not yet run again) waits for it
+// and sends the close frame, so that the peer reads a clean end. Before
+// the fix Close took the held write side for a blocked Write and closed at
+// once without a close frame: the peer read a connection lost.
+func TestCloseWaitsForWriteUnderWay(t *testing.T) {
+	t.Parallel()
+	client, server := connPair(t, false, Tuning{KeepAlive: -1, CloseTimeout: 5 * time.Second})
+	label := t.Name()
+	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("matrix", label)))
+	client.wmu.Lock() // the Write under way
+	closed := make(chan error, 1)
+	go func() { closed <- client.Close() }()
+	// Wait until Close waits for the write side (or fail at once if it
+	// returned without it).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		select {
+		case err := <-closed:
+			client.wmu.Unlock()
+			t.Fatalf("Close returned (%v) while a Write held the write side", err)
+		default:
+		}
+		waiting := false
+		for _, g := range labelledGoroutines(label, []string{"websocket.(*Conn).close+"}) {
+			waiting = waiting || strings.Contains(g, "Mutex).Lock")
+		}
+		if waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			client.wmu.Unlock()
+			t.Fatal("Close never came to wait for the write side")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	client.wmu.Unlock()
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := server.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("the peer read %v, want the clean end of Close's close frame", err)
+	}
+	server.Close() // answers the close frame: the client's Close returns
+	if err := recv(t, closed, "the client's Close"); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+}
