@@ -52,7 +52,8 @@ func (c *Conn) closeWriteLocked() error {
 // waits up to the close timeout for the peer's (reading and discarding what
 // the peer still sends), then closes the connection underneath and stops
 // the keep-alive timer. It is idempotent and safe to call concurrently; a
-// blocked Read or Write returns.
+// blocked Read returns, and a Write under way finishes first or, if the
+// peer does not read, fails at the close timeout.
 func (c *Conn) Close() error {
 	if c.raw {
 		return c.rawClose()
