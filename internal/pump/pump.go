@@ -168,6 +168,12 @@ func (p *pair) copy(dst, src net.Conn, count *atomic.Int64) error {
 		p.abort(errEnded)
 		return nil
 	}
+	if err == nil && p.aborted() {
+		// The pair is being cut (or closed): this end of stream is the
+		// abort's doing, src's peer answering the close it was sent, and
+		// passing it on would end dst cleanly before the cut reaches it.
+		return nil
+	}
 	if err == nil {
 		hc, ok := dst.(interface{ CloseWrite() error })
 		if !ok {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -171,5 +172,65 @@ func TestRunNoHalfClose(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("Run = %v, want a normal end", err)
+	}
+}
+
+// answerer is a tunnel as the pump sees it: its Read ends cleanly once
+// the pump's cut has closed it with an error (CloseWithError), as a
+// tunnel's does when its peer answers the close frame it was sent. The cut
+// waits until the pump has acted on that end (passed it on, or not), at
+// most a little while: what must not happen cannot be waited for.
+type answerer struct {
+	net.Conn
+	answered chan struct{}
+	passedOn <-chan struct{}
+}
+
+func (a *answerer) Read([]byte) (int, error) {
+	<-a.answered
+	return 0, io.EOF
+}
+
+func (a *answerer) CloseWithError(error) error {
+	close(a.answered)
+	select {
+	case <-a.passedOn:
+	case <-time.After(100 * time.Millisecond):
+	}
+	return a.Conn.Close()
+}
+
+// finSpy is a TCP conn that reports its CloseWrite.
+type finSpy struct {
+	*net.TCPConn
+	fin chan struct{}
+}
+
+func (f finSpy) CloseWrite() error {
+	close(f.fin)
+	return f.TCPConn.CloseWrite()
+}
+
+// TestCutNotPassedOnAsEnd: a pair being cut does not pass on the end of
+// stream that its own cut brought about (a tunnel's peer answering the
+// close it was sent): the other side is reset, not ended cleanly. Before
+// the fix the copy passed that end on with CloseWrite, and the target
+// read a FIN, a complete stream, before the cut's reset.
+func TestCutNotPassedOnAsEnd(t *testing.T) {
+	t.Parallel()
+	_, tunnel := testnet.TCPPair(t)
+	b, target := testnet.TCPPair(t)
+	spy := finSpy{b.(*net.TCPConn), make(chan struct{})}
+	a := &answerer{Conn: tunnel, answered: make(chan struct{}), passedOn: spy.fin}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, a, spy, nil) }()
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+	target.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := target.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the target read %v, want a reset", err)
 	}
 }

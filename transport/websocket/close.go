@@ -52,7 +52,8 @@ func (c *Conn) closeWriteLocked() error {
 // waits up to the close timeout for the peer's (reading and discarding what
 // the peer still sends), then closes the connection underneath and stops
 // the keep-alive timer. It is idempotent and safe to call concurrently; a
-// blocked Read or Write returns.
+// blocked Read returns, and a Write under way finishes first or, if the
+// peer does not read, fails at the close timeout.
 func (c *Conn) Close() error {
 	if c.raw {
 		return c.rawClose()
@@ -72,21 +73,20 @@ func (c *Conn) close(code int, reason string) error {
 	c.closing.Store(true)
 	deadline := time.Now().Add(c.cfg.closeTimeout)
 	clean := false
-	if c.wmu.TryLock() {
-		if c.wr.err == nil && !c.closed.Load() {
-			c.wd.closing(c.nc, deadline)
-			c.writeControlLocked()
-			if c.flushPendLocked() == nil && c.sendCloseLocked(code, reason) == nil {
-				clean = true
-			}
+	// A Write under way finishes first, or gives up at the deadline if the
+	// peer does not read, as in closeReuse. (Taking a held write side for
+	// a blocked Write dropped the close frame behind one that was only
+	// returning: its bytes out, its goroutine not yet run again.)
+	c.wd.closing(c.nc, deadline)
+	c.wmu.Lock()
+	if c.wr.err == nil && !c.closed.Load() {
+		c.writeControlLocked()
+		if c.flushPendLocked() == nil && c.sendCloseLocked(code, reason) == nil {
+			clean = true
 		}
-		c.wr.closed = true
-		c.wmu.Unlock()
-	} else {
-		// A Write is blocked: the peer is not reading, so no close frame can
-		// get through. Unblock the writer and close at once.
-		c.wd.closing(c.nc, aLongTimeAgo)
 	}
+	c.wr.closed = true
+	c.wmu.Unlock()
 	if clean && !c.closeRecv.Load() {
 		c.drainOrWait(deadline)
 	}

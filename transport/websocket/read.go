@@ -454,11 +454,16 @@ func (c *Conn) readMessage() ([]byte, error) {
 
 // readError turns a read-side error into what Read returns.
 func (c *Conn) readError(err error) error {
-	if err == io.EOF {
-		return io.EOF
-	}
+	// Once our dead-peer or idle rule has ended the tunnel, that is its
+	// end, whatever the peer sent meanwhile: its answer to our close 4002
+	// can be read before the connection is closed, and a clean io.EOF then
+	// would have the pump close the target gracefully, a cut stream ending
+	// as a complete one.
 	if d := c.deadErr.Load(); d != nil {
 		return *d
+	}
+	if err == io.EOF {
+		return io.EOF
 	}
 	if c.closed.Load() || c.closing.Load() && isTimeout(err) {
 		return c.opError("read", net.ErrClosed)
