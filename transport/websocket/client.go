@@ -75,6 +75,13 @@ type Dialer struct {
 	// IdleConnTimeout is how long an idle connection is kept for reuse; 0
 	// means DefaultIdleConnTimeout.
 	IdleConnTimeout time.Duration
+	// HalfCloseLinger is how long, after CloseWrite on a tunnel whose
+	// server has no half_close (a plain v1 server), the tunnel waits for
+	// the server to fall silent before it sends the close frame, so that a
+	// reply still in flight is not cut off (see Conn.CloseWrite); as
+	// socat's -t. 0 means DefaultHalfCloseLinger; negative sends the close
+	// frame at once.
+	HalfCloseLinger time.Duration
 	// Tuning sets the keep-alive, dead-peer and close timeouts and the
 	// message limit; the zero value means the defaults.
 	Tuning Tuning
@@ -135,6 +142,10 @@ func (d *Dialer) setup() error {
 	d.header = ws.HandshakeHeaderHTTP(h)
 	if d.cfg, err = d.Tuning.config(); err != nil {
 		return err
+	}
+	d.cfg.linger = d.HalfCloseLinger
+	if d.cfg.linger == 0 {
+		d.cfg.linger = DefaultHalfCloseLinger
 	}
 	if u.Scheme == "wss" {
 		d.tlsConf = d.TLSConfig.Clone()

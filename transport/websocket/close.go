@@ -13,9 +13,15 @@ import (
 var aLongTimeAgo = time.Unix(1, 0)
 
 // CloseWrite ends the write side of the stream; reads go on. With the
-// half_close extension the peer reads io.EOF and may still write back;
-// with a plain peer this sends the close frame, which the peer reads as the
-// end of the stream. Writes after it fail with syscall.EPIPE.
+// half_close extension the peer reads io.EOF and may still write back.
+// A plain peer has no half-close: the close frame is its only end of
+// stream, and a plain server answers it at once, dropping what it was
+// still sending. So on the client, CloseWrite to a plain server sends
+// nothing yet: the tunnel goes on reading, and the close frame goes out
+// once the server has been silent for Dialer.HalfCloseLinger (as socat's
+// -t), when the server's own close frame arrives, or at Close. On the
+// server (towards a plain client), it sends the close frame at once.
+// Writes after it fail with syscall.EPIPE.
 func (c *Conn) CloseWrite() error {
 	if c.raw {
 		return c.rawCloseWrite()
@@ -41,7 +47,18 @@ func (c *Conn) closeWriteLocked() error {
 		return err
 	}
 	if !c.halfClose {
-		return c.sendCloseLocked(closeNormal, "")
+		if c.cfg.linger <= 0 {
+			return c.sendCloseLocked(closeNormal, "")
+		}
+		// Lingering first, then the peer's close checked: a close frame
+		// read in between is answered by one side or the other.
+		c.lingering.Store(true)
+		c.wr.closed = true
+		if c.closeRecv.Load() {
+			return c.sendCloseLocked(closeNormal, "")
+		}
+		c.startLinger()
+		return nil
 	}
 	_, err := c.writeFrameLocked(opText, wire.EOFMessage)
 	c.wr.closed = true

@@ -18,8 +18,14 @@ import (
 //     boundaries carry no meaning.
 //   - CloseWrite ends the write side: with the half_close extension it sends
 //     {"type":"eof"} and the peer's reads end with io.EOF while it can
-//     still write back; without it, it sends the close frame, which a plain
-//     peer reads as the end of the stream.
+//     still write back. A plain peer knows only the close frame, and a
+//     plain server answers it at once, cutting what it still sends back; so
+//     on the client the tunnel lingers: it keeps reading, and sends the
+//     close frame once the server has sent nothing for
+//     Dialer.HalfCloseLinger (default 2 s, as socat's -t), or when the
+//     server's own close frame arrives, or at Close. A request/reply
+//     exchange then comes back whole. The server sends its close frame to
+//     a plain client at once: that is the client's end of stream.
 //   - Read returns io.EOF when the peer ends its write side (eof message)
 //     or closes with code 1000 or 1001; another close code is a
 //     *CloseError, a protocol violation a *ProtocolError (both match
@@ -100,6 +106,7 @@ type Conn struct {
 	peerClosed chan struct{} // closed when the peer's close frame (or the connection's end) is read
 	peerOnce   sync.Once
 	closing    atomic.Bool // Close has begun
+	lingering  atomic.Bool // CloseWrite without half_close: our close frame waits for the peer's silence
 	closed     atomic.Bool // the connection underneath is closed
 	closeOnce  sync.Once
 	closeErr   error

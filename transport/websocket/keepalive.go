@@ -49,6 +49,53 @@ type keepTimer struct {
 	t     *time.Timer
 	due   time.Time // when t was set to fire
 	since int64     // unix nanoseconds: silence before this is not the peer's (we did not run)
+
+	// The linger timer, after CloseWrite to a plain peer (CloseWrite).
+	linger     *time.Timer
+	lingerDue  time.Time
+	lingerFrom int64 // unix nanoseconds: the peer's silence is counted from here at the earliest
+}
+
+// startLinger arms the linger timer: the close frame goes out once the
+// peer has sent no frame for the linger period.
+func (c *Conn) startLinger() {
+	k := &c.ka
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if c.closed.Load() || k.linger != nil {
+		return
+	}
+	now := time.Now()
+	k.lingerFrom = now.UnixNano()
+	k.lingerDue = now.Add(c.cfg.linger)
+	k.linger = time.AfterFunc(c.cfg.linger, c.lingerTick)
+}
+
+// lingerTick runs when the linger timer fires: the close frame goes out if
+// the peer has been silent for the linger period, or the timer is set
+// again for when it will have been. Like the keep-alive timer, it decides
+// under the timer's lock and sends after letting go of it.
+func (c *Conn) lingerTick() {
+	k := &c.ka
+	k.mu.Lock()
+	if c.closed.Load() || k.linger == nil {
+		k.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	if now.Sub(k.lingerDue) > lateTick {
+		k.lingerFrom = now.UnixNano() // we did not run: what arrived is still unread
+	}
+	quiet := time.Duration(now.UnixNano() - max(c.lastRead.Load(), k.lingerFrom))
+	if quiet < c.cfg.linger {
+		k.lingerDue = now.Add(c.cfg.linger - quiet)
+		k.linger.Reset(c.cfg.linger - quiet)
+		k.mu.Unlock()
+		return
+	}
+	k.linger = nil
+	k.mu.Unlock()
+	c.queueClose(closeNormal, "")
 }
 
 // deadPeerRule reports whether the dead-peer rule applies to this tunnel.
@@ -180,6 +227,10 @@ func (c *Conn) stopKeepalive() {
 	if k.t != nil {
 		k.t.Stop()
 		k.t = nil
+	}
+	if k.linger != nil {
+		k.linger.Stop()
+		k.linger = nil
 	}
 	k.mu.Unlock()
 }

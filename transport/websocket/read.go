@@ -429,7 +429,7 @@ func (c *Conn) closeReceived(payload []byte) error {
 	// answer it at once. A plain peer's close frame is its end of stream; we
 	// answer when our side ends too (CloseWrite or Close), so that nothing we
 	// still send back is cut off.
-	if c.halfClose || c.closing.Load() {
+	if c.halfClose || c.closing.Load() || c.lingering.Load() {
 		c.queueClose(closeNormal, "")
 	}
 	r.gone = c.halfClose && r.err == io.EOF
