@@ -344,17 +344,7 @@ func (d *Dialer) handshake(nc net.Conn, u *url.URL, sprite, host string, port in
 
 // firstMessage is the handshake message asking for host:port.
 func (d *Dialer) firstMessage(host string, port int) []byte {
-	req := wire.Request{Host: host, Port: port}
-	if !d.DisableHalfClose {
-		req.Features = append(req.Features, wire.FeatureHalfClose)
-		if !d.DisableReuse {
-			req.Features = append(req.Features, wire.FeatureReuse)
-		}
-	}
-	if !d.DisableRawStream {
-		req.Features = append(req.Features, wire.FeatureRawStream)
-	}
-	return wire.Marshal(req)
+	return wire.Marshal(wire.Request{Host: host, Port: port, Features: d.allowed().offer()})
 }
 
 // request sends the handshake message first on c (unless it went out
@@ -384,7 +374,7 @@ func (d *Dialer) request(c *Conn, first []byte, sent bool, sprite, host string, 
 	if rep.Status == wire.StatusError {
 		// Under reuse the server may keep the connection open: no stream
 		// was opened on it.
-		if !d.DisableReuse && !d.DisableHalfClose && wire.Has(rep.Features, wire.FeatureReuse) {
+		if keepsRefused(rep.Features, d.allowed(), false) {
 			c.onReuse = func(l *link) { kept = l }
 		}
 		if c.onReuse == nil || !c.detach() {
@@ -392,9 +382,7 @@ func (d *Dialer) request(c *Conn, first []byte, sent bool, sprite, host string, 
 		}
 		return kept, true, &dialer.TargetError{Code: rep.Error, Message: rep.Message}
 	}
-	c.halfClose = !d.DisableHalfClose && wire.Has(rep.Features, wire.FeatureHalfClose)
-	c.raw = !d.DisableRawStream && wire.Has(rep.Features, wire.FeatureRawStream)
-	c.reuse = c.halfClose && !c.raw && !d.DisableReuse && wire.Has(rep.Features, wire.FeatureReuse)
+	c.setExtensions(negotiate(rep.Features, d.allowed()))
 	if c.reuse {
 		c.onReuse = func(l *link) { d.putIdle(sprite, l) }
 	}
