@@ -116,10 +116,20 @@ func (c *Conn) close(code int, reason string) error {
 // returned at an eof, say) so that the drain can read on.
 func (c *Conn) drainOrWait(deadline time.Time) {
 	c.nc.SetReadDeadline(deadline)
-	if lockSoon(&c.rmu) {
+	if c.lockReadBy(deadline, c.peerClosed) {
 		c.drainLocked()
-		c.rmu.Unlock()
-		return
+		c.unlockRead()
+	}
+}
+
+// lockReadBy takes the read side (rmu) for a close: at once if it is
+// free, or when the Read, copy or AwaitEnd holding it lets go
+// (unlockRead), giving up at deadline or when stop is closed (nil for
+// never). It is not polling: the holder's unlockRead wakes it. One close
+// waits at a time (Close runs once, and its waits follow each other).
+func (c *Conn) lockReadBy(deadline time.Time, stop <-chan struct{}) bool {
+	if c.rmu.TryLock() {
+		return true
 	}
 	left := make(chan struct{}, 1)
 	c.readLeft.Store(&left)
@@ -127,24 +137,25 @@ func (c *Conn) drainOrWait(deadline time.Time) {
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	for {
-		if c.rmu.TryLock() { // (again after each signal, and once after the Store)
-			c.drainLocked()
-			c.rmu.Unlock()
-			return
+		// Again after each wake-up, and once after the Store: a holder
+		// that let go before it could not wake us.
+		if c.rmu.TryLock() {
+			return true
 		}
 		select {
-		case <-c.peerClosed:
-			return
+		case <-stop:
+			return false
 		case <-t.C:
-			return
+			return false
 		case <-left:
 		}
 	}
 }
 
-// readerLeft tells a Close waiting in drainOrWait that a Read has let go
-// of the read side.
-func (c *Conn) readerLeft() {
+// unlockRead lets go of the read side, and wakes a close waiting for it
+// (lockReadBy): one atomic load when none waits.
+func (c *Conn) unlockRead() {
+	c.rmu.Unlock()
 	if p := c.readLeft.Load(); p != nil {
 		select {
 		case *p <- struct{}{}:

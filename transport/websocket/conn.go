@@ -72,8 +72,8 @@ type Conn struct {
 	// reuse (the client's pool, or the server's loop).
 	onReuse func(*link)
 	endRecv atomic.Bool // the peer's {"type":"end"} was read
-	// readLeft, while Close waits for a Read to let go of the read side,
-	// is where a Read says it did.
+	// readLeft, while a close waits for a Read to let go of the read side
+	// (lockReadBy), is where the Read says it did (unlockRead).
 	readLeft atomic.Pointer[chan struct{}]
 	// dmu guards the connection's deadlines against detach: once the
 	// connection carries another stream, this Conn must not touch it.

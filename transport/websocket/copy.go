@@ -104,8 +104,7 @@ func (c *Conn) CopyTo(w io.Writer, count *atomic.Int64) (int64, error) {
 		c.rmu.Lock()
 		n, err := c.copyChunkLocked(w, &segs)
 		gone := c.rd.gone
-		c.rmu.Unlock()
-		c.readerLeft()
+		c.unlockRead()
 		total += n
 		if count != nil && n > 0 {
 			count.Add(n)

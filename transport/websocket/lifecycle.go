@@ -64,8 +64,7 @@ func (c *Conn) AwaitEnd() error {
 	defer c.reading.Add(-1)
 	c.rmu.Lock()
 	err := c.awaitEndLocked()
-	c.rmu.Unlock()
-	c.readerLeft()
+	c.unlockRead()
 	return err
 }
 

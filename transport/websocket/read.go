@@ -69,8 +69,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	c.lastRead.Store(time.Now().UnixNano())
 	c.rmu.Lock()
 	n, err := c.readLocked(p)
-	c.rmu.Unlock()
-	c.readerLeft()
+	c.unlockRead()
 	if err != nil {
 		err = c.readError(err)
 	}
@@ -440,7 +439,7 @@ func (c *Conn) closeReceived(payload []byte) error {
 // readMessage reads a whole text message during the handshake.
 func (c *Conn) readMessage() ([]byte, error) {
 	c.rmu.Lock()
-	defer c.rmu.Unlock()
+	defer c.unlockRead()
 	r := &c.rd
 	r.handshake, r.msg = true, nil
 	defer func() { r.handshake, r.msg = false, nil }()

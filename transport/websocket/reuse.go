@@ -3,8 +3,6 @@ package websocket
 import (
 	"io"
 	"net"
-	"runtime"
-	"sync"
 	"time"
 
 	"github.com/spriteproxy/spriteproxy/internal/wire"
@@ -102,10 +100,10 @@ func (c *Conn) closeReuse() error {
 // peer's end may still hold the read lock for a while.
 func (c *Conn) detach() bool {
 	c.stopKeepalive()
-	if !lockBy(&c.rmu, time.Now().Add(c.cfg.closeTimeout)) {
+	if !c.lockReadBy(time.Now().Add(c.cfg.closeTimeout), nil) {
 		return false
 	}
-	defer c.rmu.Unlock()
+	defer c.unlockRead()
 	c.wmu.Lock() // writers fail at once now (end is sent), or by the write deadline
 	defer c.wmu.Unlock()
 	r := &c.rd
@@ -125,35 +123,6 @@ func (c *Conn) detach() bool {
 	c.nc.SetDeadline(time.Time{})
 	c.onReuse(l)
 	return true
-}
-
-// lockSoon takes mu unless a Read or Write keeps it: one that is about to
-// return (at the end of the stream, or between two frames of a copy) lets
-// go within a few yields; one blocked on the connection does not.
-func lockSoon(mu *sync.Mutex) bool {
-	for range 100 {
-		if mu.TryLock() {
-			return true
-		}
-		runtime.Gosched()
-	}
-	return false
-}
-
-// lockBy takes mu, waiting for it until deadline at most: after the
-// peer's end a Read or copy holding it touches the connection no more, but
-// a copy may still be writing what it read to a slow destination.
-func lockBy(mu *sync.Mutex, deadline time.Time) bool {
-	if lockSoon(mu) {
-		return true
-	}
-	for wait := 50 * time.Microsecond; time.Now().Before(deadline); wait = min(2*wait, 10*time.Millisecond) {
-		time.Sleep(wait)
-		if mu.TryLock() {
-			return true
-		}
-	}
-	return false
 }
 
 // finish closes the connection underneath and stops the keep-alive timer:
