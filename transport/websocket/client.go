@@ -466,21 +466,6 @@ func (c *Conn) writeMessage(p []byte) error {
 	return err
 }
 
-// CloseNow closes the tunnel at once, without the closing handshake: the
-// peer sees the connection end without a close frame. Use Close for a clean
-// end; CloseNow is for giving up on a broken or stuck peer. Like Close, it
-// is idempotent, and after either one the other does nothing.
-func (c *Conn) CloseNow() error {
-	if c.raw {
-		return c.rawClose()
-	}
-	c.closeOnce.Do(func() {
-		c.closing.Store(true)
-		c.closeErr = c.finish()
-	})
-	return c.closeErr
-}
-
 // ctxExpired reports whether ctx's deadline has passed.
 func ctxExpired(ctx context.Context) bool {
 	dl, ok := ctx.Deadline()

@@ -37,7 +37,7 @@ func (c *Conn) CloseWrite() error {
 }
 
 func (c *Conn) closeWriteLocked() error {
-	if c.wr.closed {
+	if c.state().out() != dirOpen {
 		return nil
 	}
 	if err := c.writableLocked(); err != nil {
@@ -46,22 +46,21 @@ func (c *Conn) closeWriteLocked() error {
 		}
 		return err
 	}
-	if !c.halfClose {
-		if c.cfg.linger <= 0 {
-			return c.sendCloseLocked(closeNormal, "")
-		}
-		// Lingering first, then the peer's close checked: a close frame
-		// read in between is answered by one side or the other.
-		c.lingering.Store(true)
-		c.wr.closed = true
-		if c.closeRecv.Load() {
+	switch c.finAction() {
+	case finClose:
+		return c.sendCloseLocked(closeNormal, "")
+	case finLinger:
+		// Our fin is recorded and the peer's close checked in one step: a
+		// close frame read meanwhile is answered here or by the reader
+		// (closeFrameReceived), never by neither.
+		if c.finSent().has(recvClose) {
 			return c.sendCloseLocked(closeNormal, "")
 		}
 		c.startLinger()
 		return nil
 	}
 	_, err := c.writeFrameLocked(opText, wire.EOFMessage)
-	c.wr.closed = true
+	c.finSent()
 	return err
 }
 
@@ -84,27 +83,41 @@ func (c *Conn) Close() error {
 	return c.closeErr
 }
 
+// CloseNow closes the tunnel at once, without the closing handshake: the
+// peer sees the connection end without a close frame. Use Close for a clean
+// end; CloseNow is for giving up on a broken or stuck peer. Like Close, it
+// is idempotent, and after either one the other does nothing.
+func (c *Conn) CloseNow() error {
+	if c.raw {
+		return c.rawClose()
+	}
+	c.closeOnce.Do(func() {
+		c.beginClose()
+		c.closeErr = c.finish()
+	})
+	return c.closeErr
+}
+
 // close is Close with a close frame of code and reason.
 func (c *Conn) close(code int, reason string) error {
-	c.closing.Store(true)
+	c.beginClose()
 	deadline := time.Now().Add(c.cfg.closeTimeout)
 	clean := false
 	if c.wmu.TryLock() {
-		if c.wr.err == nil && !c.closed.Load() {
+		if c.wr.err == nil && !c.state().closed() {
 			c.wd.closing(c.nc, deadline)
 			c.writeControlLocked()
 			if c.flushPendLocked() == nil && c.sendCloseLocked(code, reason) == nil {
 				clean = true
 			}
 		}
-		c.wr.closed = true
 		c.wmu.Unlock()
 	} else {
 		// A Write is blocked: the peer is not reading, so no close frame can
 		// get through. Unblock the writer and close at once.
 		c.wd.closing(c.nc, aLongTimeAgo)
 	}
-	if clean && !c.closeRecv.Load() {
+	if clean && !c.state().has(recvClose) {
 		c.drainOrWait(deadline)
 	}
 	return c.finish()
@@ -168,22 +181,18 @@ func (c *Conn) unlockRead() {
 // the read deadline.
 func (c *Conn) drainLocked() {
 	r := &c.rd
-	r.eof = false // the eof message ended the stream for the reader, not for us
-	if r.err != nil && r.err != io.EOF && !c.closeRecv.Load() {
+	if r.err != nil && r.err != io.EOF && !c.state().has(recvClose) {
 		c.discardRaw()
 		return
 	}
 	for {
-		err := c.awaitDataLocked()
-		if err != nil {
-			if r.eof {
-				r.eof = false
-				continue
-			}
+		// Past the peer's eof: it ended the stream for the reader, not
+		// for us.
+		if err := c.awaitDataLocked(true); err != nil {
 			return
 		}
 		bp := pool.Get()
-		_, err = c.readPayloadLocked((*bp)[:min(r.left, int64(pool.Size))])
+		_, err := c.readPayloadLocked((*bp)[:min(r.left, int64(pool.Size))])
 		pool.Put(bp)
 		if err != nil {
 			return

@@ -100,6 +100,7 @@ func refusalFeatures(keep bool) []string {
 // setExtensions puts what was negotiated in force on c.
 func (c *Conn) setExtensions(e extensions) {
 	c.halfClose, c.raw, c.reuse = e.halfClose, e.raw, e.reuse
+	c.startStreaming()
 }
 
 // allowed is what the Dialer offers.

@@ -62,7 +62,7 @@ func (c *Conn) startLinger() {
 	k := &c.ka
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if c.closed.Load() || k.linger != nil {
+	if c.state().closed() || k.linger != nil {
 		return
 	}
 	now := time.Now()
@@ -78,7 +78,7 @@ func (c *Conn) startLinger() {
 func (c *Conn) lingerTick() {
 	k := &c.ka
 	k.mu.Lock()
-	if c.closed.Load() || k.linger == nil {
+	if c.state().closed() || k.linger == nil {
 		k.mu.Unlock()
 		return
 	}
@@ -115,7 +115,7 @@ func (c *Conn) startKeepalive() {
 	k := &c.ka
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if c.closed.Load() {
+	if c.state().closed() {
 		return
 	}
 	now := time.Now()
@@ -166,7 +166,7 @@ func (c *Conn) nextTick(now time.Time, pinged int64) time.Duration {
 func (c *Conn) keepalive() {
 	k := &c.ka
 	k.mu.Lock()
-	if c.closed.Load() || k.t == nil {
+	if c.state().closed() || k.t == nil {
 		k.mu.Unlock()
 		return
 	}
@@ -214,9 +214,9 @@ func (c *Conn) expire(err *timeoutError) {
 	c.deadErr.Store(&e)
 	c.queueClose(closeTimedOut, "timeout")
 	c.lost(e)
-	c.closed.Store(true)
-	c.markPeerClosed()
-	c.closeNC()
+	if c.ended() {
+		c.closeNC()
+	}
 }
 
 // stopKeepalive stops the timer; a tick already running finishes on its
