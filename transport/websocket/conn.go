@@ -21,7 +21,7 @@ import (
 //     still write back. A plain peer knows only the close frame, and a
 //     plain server answers it at once, cutting what it still sends back; so
 //     on the client the tunnel lingers: it keeps reading, and sends the
-//     close frame once the server has sent nothing for
+//     close frame once the server has sent no data for
 //     Dialer.HalfCloseLinger (default 2 s, as socat's -t), or when the
 //     server's own close frame arrives, or at Close. A request/reply
 //     exchange then comes back whole. The server sends its close frame to

@@ -57,7 +57,7 @@ type keepTimer struct {
 }
 
 // startLinger arms the linger timer: the close frame goes out once the
-// peer has sent no frame for the linger period.
+// peer has sent no data for the linger period (pings do not count).
 func (c *Conn) startLinger() {
 	k := &c.ka
 	k.mu.Lock()
@@ -86,7 +86,9 @@ func (c *Conn) lingerTick() {
 	if now.Sub(k.lingerDue) > lateTick {
 		k.lingerFrom = now.UnixNano() // we did not run: what arrived is still unread
 	}
-	quiet := time.Duration(now.UnixNano() - max(c.lastRead.Load(), k.lingerFrom))
+	// Silence is of data: a peer that pings, or answers our pings, while
+	// it has nothing more to send is silent all the same.
+	quiet := time.Duration(now.UnixNano() - max(c.lastData.Load(), k.lingerFrom))
 	if quiet < c.cfg.linger {
 		k.lingerDue = now.Add(c.cfg.linger - quiet)
 		k.linger.Reset(c.cfg.linger - quiet)

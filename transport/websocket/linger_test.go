@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 	gorilla "github.com/gorilla/websocket"
 	"github.com/spriteproxy/spriteproxy/internal/testcert"
 )
@@ -138,5 +140,70 @@ func TestCloseWriteAgainstPlainServerKeepsReply(t *testing.T) {
 				t.Fatalf("echo of %d bytes came back as %d bytes", len(msg), len(got))
 			}
 		})
+	}
+}
+
+// TestLingerEndsDespitePings: a plain server that pings while it has
+// nothing more to send is silent all the same; the client's linger ends,
+// its close frame goes out, and the stream ends cleanly once the server
+// answers it.
+func TestLingerEndsDespitePings(t *testing.T) {
+	t.Parallel()
+	url := rawUpgraded(t, `{"status":"connected","target":"127.0.0.1:9"}`, func(conn net.Conn) {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		var wmu sync.Mutex
+		wg.Add(1)
+		go func() { // a ping every 20 ms, far under the linger
+			defer wg.Done()
+			tick := time.NewTicker(20 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				wmu.Lock()
+				err := wsutil.WriteServerMessage(conn, ws.OpPing, nil)
+				wmu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}()
+		defer wg.Wait()
+		defer close(stop)
+		for {
+			_, op, err := wsutil.ReadClientData(conn)
+			if err != nil {
+				return
+			}
+			if op == ws.OpClose {
+				return
+			}
+		}
+	})
+	d := &Dialer{BaseURL: url, Token: testToken, HalfCloseLinger: 200 * time.Millisecond}
+	c, err := d.DialSprite(testCtx(t), "s", "tcp", "127.0.0.1:9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.(*Conn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	end := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(c)
+		end <- err
+	}()
+	select {
+	case err := <-end:
+		if err != nil {
+			t.Fatalf("after the linger: %v, want a clean EOF", err)
+		}
+	case <-testCtx(t).Done():
+		t.Fatal("the linger never ended while the server pinged")
 	}
 }
