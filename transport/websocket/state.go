@@ -34,17 +34,17 @@ import (
 // The tunnel:
 //
 //	handshaking ──reply──► streaming ──Close──► ending ──connection closed──► ended
-//	     │                     │                  │
-//	     └─────────────────────┴──────────────────┴──reuse: both ends' end──► pooled
+//	     │                                        │
+//	     └─ reuse: target refused ──► pooled ◄────┴── reuse: both ends' end
 //
 // handshaking: the first message and its reply (also between two streams
 // of a reused connection, on a new Conn). streaming: the extensions are in
 // force. ending: Close (CloseWithError, CloseNow) has begun: writes fail,
 // the close handshake (or the end exchange) runs. ended: the connection
 // underneath is closed (by Close, CloseNow, a failure, or the dead-peer or
-// idle rule). pooled: with reuse, the stream ended cleanly both ways and
-// the connection was handed on for the next stream: this Conn never
-// touches it again.
+// idle rule). pooled: with reuse, the stream ended cleanly both ways (or
+// a refused target opened none) and the connection was handed on for the
+// next stream: this Conn never touches it again.
 //
 // Besides, the word records which frames ended the directions (close frame
 // or end, each way), since the close handshake and reuse depend on it.
