@@ -75,6 +75,13 @@ type Dialer struct {
 	// IdleConnTimeout is how long an idle connection is kept for reuse; 0
 	// means DefaultIdleConnTimeout.
 	IdleConnTimeout time.Duration
+	// HalfCloseLinger is how long, after CloseWrite on a tunnel whose
+	// server has no half_close (a plain v1 server), the tunnel waits for
+	// the server to fall silent before it sends the close frame, so that a
+	// reply still in flight is not cut off (see Conn.CloseWrite); as
+	// socat's -t. 0 means DefaultHalfCloseLinger; negative sends the close
+	// frame at once.
+	HalfCloseLinger time.Duration
 	// Tuning sets the keep-alive, dead-peer and close timeouts and the
 	// message limit; the zero value means the defaults.
 	Tuning Tuning
@@ -135,6 +142,10 @@ func (d *Dialer) setup() error {
 	d.header = ws.HandshakeHeaderHTTP(h)
 	if d.cfg, err = d.Tuning.config(); err != nil {
 		return err
+	}
+	d.cfg.linger = d.HalfCloseLinger
+	if d.cfg.linger == 0 {
+		d.cfg.linger = DefaultHalfCloseLinger
 	}
 	if u.Scheme == "wss" {
 		d.tlsConf = d.TLSConfig.Clone()
@@ -333,17 +344,7 @@ func (d *Dialer) handshake(nc net.Conn, u *url.URL, sprite, host string, port in
 
 // firstMessage is the handshake message asking for host:port.
 func (d *Dialer) firstMessage(host string, port int) []byte {
-	req := wire.Request{Host: host, Port: port}
-	if !d.DisableHalfClose {
-		req.Features = append(req.Features, wire.FeatureHalfClose)
-		if !d.DisableReuse {
-			req.Features = append(req.Features, wire.FeatureReuse)
-		}
-	}
-	if !d.DisableRawStream {
-		req.Features = append(req.Features, wire.FeatureRawStream)
-	}
-	return wire.Marshal(req)
+	return wire.Marshal(wire.Request{Host: host, Port: port, Features: d.allowed().offer()})
 }
 
 // request sends the handshake message first on c (unless it went out
@@ -373,7 +374,7 @@ func (d *Dialer) request(c *Conn, first []byte, sent bool, sprite, host string, 
 	if rep.Status == wire.StatusError {
 		// Under reuse the server may keep the connection open: no stream
 		// was opened on it.
-		if !d.DisableReuse && !d.DisableHalfClose && wire.Has(rep.Features, wire.FeatureReuse) {
+		if keepsRefused(rep.Features, d.allowed(), false) {
 			c.onReuse = func(l *link) { kept = l }
 		}
 		if c.onReuse == nil || !c.detach() {
@@ -381,9 +382,7 @@ func (d *Dialer) request(c *Conn, first []byte, sent bool, sprite, host string, 
 		}
 		return kept, true, &dialer.TargetError{Code: rep.Error, Message: rep.Message}
 	}
-	c.halfClose = !d.DisableHalfClose && wire.Has(rep.Features, wire.FeatureHalfClose)
-	c.raw = !d.DisableRawStream && wire.Has(rep.Features, wire.FeatureRawStream)
-	c.reuse = c.halfClose && !c.raw && !d.DisableReuse && wire.Has(rep.Features, wire.FeatureReuse)
+	c.setExtensions(negotiate(rep.Features, d.allowed()))
 	if c.reuse {
 		c.onReuse = func(l *link) { d.putIdle(sprite, l) }
 	}
@@ -465,21 +464,6 @@ func (c *Conn) writeMessage(p []byte) error {
 	defer c.wmu.Unlock()
 	_, err := c.writeFrameLocked(opText, p)
 	return err
-}
-
-// CloseNow closes the tunnel at once, without the closing handshake: the
-// peer sees the connection end without a close frame. Use Close for a clean
-// end; CloseNow is for giving up on a broken or stuck peer. Like Close, it
-// is idempotent, and after either one the other does nothing.
-func (c *Conn) CloseNow() error {
-	if c.raw {
-		return c.rawClose()
-	}
-	c.closeOnce.Do(func() {
-		c.closing.Store(true)
-		c.closeErr = c.finish()
-	})
-	return c.closeErr
 }
 
 // ctxExpired reports whether ctx's deadline has passed.

@@ -13,9 +13,15 @@ import (
 var aLongTimeAgo = time.Unix(1, 0)
 
 // CloseWrite ends the write side of the stream; reads go on. With the
-// half_close extension the peer reads io.EOF and may still write back;
-// with a plain peer this sends the close frame, which the peer reads as the
-// end of the stream. Writes after it fail with syscall.EPIPE.
+// half_close extension the peer reads io.EOF and may still write back.
+// A plain peer has no half-close: the close frame is its only end of
+// stream, and a plain server answers it at once, dropping what it was
+// still sending. So on the client, CloseWrite to a plain server sends
+// nothing yet: the tunnel goes on reading, and the close frame goes out
+// once the server has been silent for Dialer.HalfCloseLinger (as socat's
+// -t), when the server's own close frame arrives, or at Close. On the
+// server (towards a plain client), it sends the close frame at once.
+// Writes after it fail with syscall.EPIPE.
 func (c *Conn) CloseWrite() error {
 	if c.raw {
 		return c.rawCloseWrite()
@@ -31,7 +37,7 @@ func (c *Conn) CloseWrite() error {
 }
 
 func (c *Conn) closeWriteLocked() error {
-	if c.wr.closed {
+	if c.state().out() != dirOpen {
 		return nil
 	}
 	if err := c.writableLocked(); err != nil {
@@ -40,11 +46,21 @@ func (c *Conn) closeWriteLocked() error {
 		}
 		return err
 	}
-	if !c.halfClose {
+	switch c.finAction() {
+	case finClose:
 		return c.sendCloseLocked(closeNormal, "")
+	case finLinger:
+		// Our fin is recorded and the peer's close checked in one step: a
+		// close frame read meanwhile is answered here or by the reader
+		// (closeFrameReceived), never by neither.
+		if c.finSent().has(recvClose) {
+			return c.sendCloseLocked(closeNormal, "")
+		}
+		c.startLinger()
+		return nil
 	}
 	_, err := c.writeFrameLocked(opText, wire.EOFMessage)
-	c.wr.closed = true
+	c.finSent()
 	return err
 }
 
@@ -68,9 +84,24 @@ func (c *Conn) Close() error {
 	return c.closeErr
 }
 
+// CloseNow closes the tunnel at once, without the closing handshake: the
+// peer sees the connection end without a close frame. Use Close for a clean
+// end; CloseNow is for giving up on a broken or stuck peer. Like Close, it
+// is idempotent, and after either one the other does nothing.
+func (c *Conn) CloseNow() error {
+	if c.raw {
+		return c.rawClose()
+	}
+	c.closeOnce.Do(func() {
+		c.beginClose()
+		c.closeErr = c.finish()
+	})
+	return c.closeErr
+}
+
 // close is Close with a close frame of code and reason.
 func (c *Conn) close(code int, reason string) error {
-	c.closing.Store(true)
+	c.beginClose()
 	deadline := time.Now().Add(c.cfg.closeTimeout)
 	clean := false
 	// A Write under way finishes first, or gives up at the deadline if the
@@ -79,15 +110,14 @@ func (c *Conn) close(code int, reason string) error {
 	// returning: its bytes out, its goroutine not yet run again.)
 	c.wd.closing(c.nc, deadline)
 	c.wmu.Lock()
-	if c.wr.err == nil && !c.closed.Load() {
+	if c.wr.err == nil && !c.state().closed() {
 		c.writeControlLocked()
 		if c.flushPendLocked() == nil && c.sendCloseLocked(code, reason) == nil {
 			clean = true
 		}
 	}
-	c.wr.closed = true
 	c.wmu.Unlock()
-	if clean && !c.closeRecv.Load() {
+	if clean && !c.state().has(recvClose) {
 		c.drainOrWait(deadline)
 	}
 	return c.finish()
@@ -99,10 +129,20 @@ func (c *Conn) close(code int, reason string) error {
 // returned at an eof, say) so that the drain can read on.
 func (c *Conn) drainOrWait(deadline time.Time) {
 	c.nc.SetReadDeadline(deadline)
-	if lockSoon(&c.rmu) {
+	if c.lockReadBy(deadline, c.peerClosed) {
 		c.drainLocked()
-		c.rmu.Unlock()
-		return
+		c.unlockRead()
+	}
+}
+
+// lockReadBy takes the read side (rmu) for a close: at once if it is
+// free, or when the Read, copy or AwaitEnd holding it lets go
+// (unlockRead), giving up at deadline or when stop is closed (nil for
+// never). It is not polling: the holder's unlockRead wakes it. One close
+// waits at a time (Close runs once, and its waits follow each other).
+func (c *Conn) lockReadBy(deadline time.Time, stop <-chan struct{}) bool {
+	if c.rmu.TryLock() {
+		return true
 	}
 	left := make(chan struct{}, 1)
 	c.readLeft.Store(&left)
@@ -110,24 +150,25 @@ func (c *Conn) drainOrWait(deadline time.Time) {
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	for {
-		if c.rmu.TryLock() { // (again after each signal, and once after the Store)
-			c.drainLocked()
-			c.rmu.Unlock()
-			return
+		// Again after each wake-up, and once after the Store: a holder
+		// that let go before it could not wake us.
+		if c.rmu.TryLock() {
+			return true
 		}
 		select {
-		case <-c.peerClosed:
-			return
+		case <-stop:
+			return false
 		case <-t.C:
-			return
+			return false
 		case <-left:
 		}
 	}
 }
 
-// readerLeft tells a Close waiting in drainOrWait that a Read has let go
-// of the read side.
-func (c *Conn) readerLeft() {
+// unlockRead lets go of the read side, and wakes a close waiting for it
+// (lockReadBy): one atomic load when none waits.
+func (c *Conn) unlockRead() {
+	c.rmu.Unlock()
 	if p := c.readLeft.Load(); p != nil {
 		select {
 		case *p <- struct{}{}:
@@ -140,22 +181,18 @@ func (c *Conn) readerLeft() {
 // the read deadline.
 func (c *Conn) drainLocked() {
 	r := &c.rd
-	r.eof = false // the eof message ended the stream for the reader, not for us
-	if r.err != nil && r.err != io.EOF && !c.closeRecv.Load() {
+	if r.err != nil && r.err != io.EOF && !c.state().has(recvClose) {
 		c.discardRaw()
 		return
 	}
 	for {
-		err := c.awaitDataLocked()
-		if err != nil {
-			if r.eof {
-				r.eof = false
-				continue
-			}
+		// Past the peer's eof: it ended the stream for the reader, not
+		// for us.
+		if err := c.awaitDataLocked(true); err != nil {
 			return
 		}
 		bp := pool.Get()
-		_, err = c.readPayloadLocked((*bp)[:min(r.left, int64(pool.Size))])
+		_, err := c.readPayloadLocked((*bp)[:min(r.left, int64(pool.Size))])
 		pool.Put(bp)
 		if err != nil {
 			return

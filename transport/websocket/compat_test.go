@@ -233,8 +233,9 @@ func TestClientAgainstMinimalServer(t *testing.T) {
 		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
 			t.Fatalf("read %q, %v", buf, err)
 		}
-		// Without half_close, CloseWrite is the close frame; the server
-		// answers it and the read side ends cleanly.
+		// Without half_close, the close frame goes out once the server
+		// has been silent for the linger period; the server answers it
+		// and the read side ends cleanly.
 		if err := c.(*Conn).CloseWrite(); err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,10 @@ const (
 	DefaultDeadPeerTimeout = 3 * DefaultKeepAlive
 	// DefaultCloseTimeout bounds the wait for the peer's close frame.
 	DefaultCloseTimeout = 2 * time.Second
+	// DefaultHalfCloseLinger is how long a client's tunnel to a plain
+	// server waits, after CloseWrite, for the server to fall silent before
+	// it sends the close frame (Dialer.HalfCloseLinger).
+	DefaultHalfCloseLinger = 2 * time.Second
 	// DefaultMaxMessageSize caps one received message. Payloads are
 	// streamed, never buffered whole, so the cap is a defence, not a cost.
 	DefaultMaxMessageSize = 16 << 20
@@ -43,6 +47,10 @@ type config struct {
 	maxMessage   int64
 	idle         time.Duration
 	tick         time.Duration // how often the keep-alive timer runs; 0 for never
+	// linger is how long the peer must be silent, after CloseWrite with no
+	// half_close, before the close frame goes out; <= 0 sends it at once
+	// (the server, whose close frame is its plain client's end of stream).
+	linger time.Duration
 }
 
 func (t Tuning) config() (*config, error) {

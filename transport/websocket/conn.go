@@ -18,8 +18,14 @@ import (
 //     boundaries carry no meaning.
 //   - CloseWrite ends the write side: with the half_close extension it sends
 //     {"type":"eof"} and the peer's reads end with io.EOF while it can
-//     still write back; without it, it sends the close frame, which a plain
-//     peer reads as the end of the stream.
+//     still write back. A plain peer knows only the close frame, and a
+//     plain server answers it at once, cutting what it still sends back; so
+//     on the client the tunnel lingers: it keeps reading, and sends the
+//     close frame once the server has sent no data for
+//     Dialer.HalfCloseLinger (default 2 s, as socat's -t), or when the
+//     server's own close frame arrives, or at Close. A request/reply
+//     exchange then comes back whole. The server sends its close frame to
+//     a plain client at once: that is the client's end of stream.
 //   - Read returns io.EOF when the peer ends its write side (eof message)
 //     or closes with code 1000 or 1001; another close code is a
 //     *CloseError, a protocol violation a *ProtocolError (both match
@@ -65,14 +71,16 @@ type Conn struct {
 	// onReuse takes the connection once the stream has ended cleanly under
 	// reuse (the client's pool, or the server's loop).
 	onReuse func(*link)
-	endRecv atomic.Bool // the peer's {"type":"end"} was read
-	// readLeft, while Close waits for a Read to let go of the read side,
-	// is where a Read says it did.
+	// st is the tunnel's lifecycle (state.go): how far each direction and
+	// the tunnel have ended.
+	st lifecycle
+	// readLeft, while a close waits for a Read to let go of the read side
+	// (lockReadBy), is where the Read says it did (unlockRead).
 	readLeft atomic.Pointer[chan struct{}]
 	// dmu guards the connection's deadlines against detach: once the
-	// connection carries another stream, this Conn must not touch it.
-	dmu      sync.RWMutex
-	detached bool
+	// connection carries another stream (phasePooled), this Conn must not
+	// touch it.
+	dmu sync.RWMutex
 
 	// Read side, guarded by rmu.
 	rmu   sync.Mutex
@@ -91,16 +99,12 @@ type Conn struct {
 	ctrlPending atomic.Bool
 
 	// State shared by both sides.
-	lastRead   atomic.Int64 // unix nanoseconds of the last frame received, or of the start of a Read
-	lastWrite  atomic.Int64 // unix nanoseconds of the last frame sent
-	lastData   atomic.Int64 // unix nanoseconds of the last data frame either way
-	reading    atomic.Int32 // Reads in progress
-	closeSent  atomic.Bool
-	closeRecv  atomic.Bool
-	peerClosed chan struct{} // closed when the peer's close frame (or the connection's end) is read
+	lastRead   atomic.Int64  // unix nanoseconds of the last frame received, or of the start of a Read
+	lastWrite  atomic.Int64  // unix nanoseconds of the last frame sent
+	lastData   atomic.Int64  // unix nanoseconds of the last data frame either way
+	reading    atomic.Int32  // Reads in progress
+	peerClosed chan struct{} // closed when the peer's direction or the tunnel has closed (markPeerClosed)
 	peerOnce   sync.Once
-	closing    atomic.Bool // Close has begun
-	closed     atomic.Bool // the connection underneath is closed
 	closeOnce  sync.Once
 	closeErr   error
 	deadErr    atomic.Pointer[error] // set when the dead-peer timeout closed the tunnel
@@ -184,7 +188,7 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 func (c *Conn) setDeadline(t time.Time, read bool, set func(time.Time) error) error {
 	c.dmu.RLock()
 	defer c.dmu.RUnlock()
-	if c.detached {
+	if c.state().phase() == phasePooled {
 		return c.opError("set deadline", net.ErrClosed)
 	}
 	if read {
@@ -205,11 +209,6 @@ func (c *Conn) Raw() bool { return c.raw }
 // state, say); reading or writing it breaks the tunnel. Once a tunnel with
 // the reuse extension is closed, the connection may carry another tunnel.
 func (c *Conn) NetConn() net.Conn { return c.nc }
-
-// markPeerClosed records that nothing more will be read from the peer.
-func (c *Conn) markPeerClosed() {
-	c.peerOnce.Do(func() { close(c.peerClosed) })
-}
 
 func (c *Conn) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: "websocket", Source: c.local, Addr: c.remote, Err: err}

@@ -103,9 +103,8 @@ func (c *Conn) CopyTo(w io.Writer, count *atomic.Int64) (int64, error) {
 	for {
 		c.rmu.Lock()
 		n, err := c.copyChunkLocked(w, &segs)
-		gone := c.rd.gone
-		c.rmu.Unlock()
-		c.readerLeft()
+		gone := c.state().has(peerBoth)
+		c.unlockRead()
 		total += n
 		if count != nil && n > 0 {
 			count.Add(n)
@@ -131,7 +130,7 @@ func (c *Conn) copyChunkLocked(w io.Writer, segsp *[][]byte) (int64, error) {
 	if r.err != nil {
 		return 0, c.readError(r.err)
 	}
-	if r.eof {
+	if c.state().in() == dirFin {
 		return 0, io.EOF
 	}
 	var bp *[]byte
@@ -166,7 +165,7 @@ func (c *Conn) copyChunkLocked(w io.Writer, segsp *[][]byte) (int64, error) {
 
 	segs := (*segsp)[:0]
 	defer func() { *segsp = segs[:0] }()
-	for r.err == nil && !r.eof {
+	for r.err == nil && c.state().in() != dirFin {
 		var more bool
 		var err error
 		switch r.mode {
@@ -214,7 +213,7 @@ func (c *Conn) copyChunkLocked(w io.Writer, segsp *[][]byte) (int64, error) {
 			return n, err
 		}
 	}
-	if r.eof {
+	if c.state().in() == dirFin {
 		return n, io.EOF
 	}
 	return n, nil

@@ -49,6 +49,35 @@ func Example() {
 	// Output: hello through the tunnel
 }
 
+// Against a server without the half_close extension (the hosted API, or
+// here a spriteproxy server that turned it off), CloseWrite cannot reach
+// the service as a FIN: the client lingers instead, reading the reply
+// until the server has been silent for HalfCloseLinger, and only then
+// sends the close frame, so that the reply is not cut off.
+func ExampleDialer_HalfCloseLinger() {
+	svc := echoService()
+	defer svc.Close()
+	srv := &websocket.Server{Auth: websocket.StaticToken("secret"), DisableHalfClose: true}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	d := websocket.NewDialer("http://"+ln.Addr().String(), "secret")
+	d.HalfCloseLinger = 200 * time.Millisecond // default DefaultHalfCloseLinger
+	conn, err := d.DialSprite(context.Background(), "my-sprite", "tcp", svc.Addr().String())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer conn.Close()
+	c := conn.(*websocket.Conn)
+	c.Write([]byte("request"))
+	c.CloseWrite() // no close frame yet: the reply is still to come
+	reply, err := io.ReadAll(c)
+	fmt.Printf("half_close: %v, reply %q, %v\n", c.HalfClose(), reply, err)
+	// Output: half_close: false, reply "request", <nil>
+}
+
 // Tunnels one after another to the same sprite share a connection (the
 // reuse extension): closing one cleanly leaves its WebSocket open for the
 // next, which then costs one message and a reply instead of a TCP, TLS and

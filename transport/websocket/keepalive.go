@@ -49,6 +49,55 @@ type keepTimer struct {
 	t     *time.Timer
 	due   time.Time // when t was set to fire
 	since int64     // unix nanoseconds: silence before this is not the peer's (we did not run)
+
+	// The linger timer, after CloseWrite to a plain peer (CloseWrite).
+	linger     *time.Timer
+	lingerDue  time.Time
+	lingerFrom int64 // unix nanoseconds: the peer's silence is counted from here at the earliest
+}
+
+// startLinger arms the linger timer: the close frame goes out once the
+// peer has sent no data for the linger period (pings do not count).
+func (c *Conn) startLinger() {
+	k := &c.ka
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if c.state().closed() || k.linger != nil {
+		return
+	}
+	now := time.Now()
+	k.lingerFrom = now.UnixNano()
+	k.lingerDue = now.Add(c.cfg.linger)
+	k.linger = time.AfterFunc(c.cfg.linger, c.lingerTick)
+}
+
+// lingerTick runs when the linger timer fires: the close frame goes out if
+// the peer has been silent for the linger period, or the timer is set
+// again for when it will have been. Like the keep-alive timer, it decides
+// under the timer's lock and sends after letting go of it.
+func (c *Conn) lingerTick() {
+	k := &c.ka
+	k.mu.Lock()
+	if c.state().closed() || k.linger == nil {
+		k.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	if now.Sub(k.lingerDue) > lateTick {
+		k.lingerFrom = now.UnixNano() // we did not run: what arrived is still unread
+	}
+	// Silence is of data: a peer that pings, or answers our pings, while
+	// it has nothing more to send is silent all the same.
+	quiet := time.Duration(now.UnixNano() - max(c.lastData.Load(), k.lingerFrom))
+	if quiet < c.cfg.linger {
+		k.lingerDue = now.Add(c.cfg.linger - quiet)
+		k.linger.Reset(c.cfg.linger - quiet)
+		k.mu.Unlock()
+		return
+	}
+	k.linger = nil
+	k.mu.Unlock()
+	c.queueClose(closeNormal, "")
 }
 
 // deadPeerRule reports whether the dead-peer rule applies to this tunnel.
@@ -68,7 +117,7 @@ func (c *Conn) startKeepalive() {
 	k := &c.ka
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if c.closed.Load() {
+	if c.state().closed() {
 		return
 	}
 	now := time.Now()
@@ -119,7 +168,7 @@ func (c *Conn) nextTick(now time.Time, pinged int64) time.Duration {
 func (c *Conn) keepalive() {
 	k := &c.ka
 	k.mu.Lock()
-	if c.closed.Load() || k.t == nil {
+	if c.state().closed() || k.t == nil {
 		k.mu.Unlock()
 		return
 	}
@@ -167,9 +216,9 @@ func (c *Conn) expire(err *timeoutError) {
 	c.deadErr.Store(&e)
 	c.queueClose(closeTimedOut, "timeout")
 	c.lost(e)
-	c.closed.Store(true)
-	c.markPeerClosed()
-	c.closeNC()
+	if c.ended() {
+		c.closeNC()
+	}
 }
 
 // stopKeepalive stops the timer; a tick already running finishes on its
@@ -180,6 +229,10 @@ func (c *Conn) stopKeepalive() {
 	if k.t != nil {
 		k.t.Stop()
 		k.t = nil
+	}
+	if k.linger != nil {
+		k.linger.Stop()
+		k.linger = nil
 	}
 	k.mu.Unlock()
 }

@@ -9,7 +9,8 @@ import (
 	"github.com/spriteproxy/spriteproxy/internal/pump"
 )
 
-// How a tunnel ends, in one place.
+// How a tunnel ends, as its peer and the pump see it. (The states and
+// their transitions are in state.go.)
 //
 // A tunnel's two directions end apart. Ours ends when we send eof (with
 // half_close) or the close frame (without); the peer's when its eof, close
@@ -64,16 +65,14 @@ func (c *Conn) AwaitEnd() error {
 	defer c.reading.Add(-1)
 	c.rmu.Lock()
 	err := c.awaitEndLocked()
-	c.rmu.Unlock()
-	c.readerLeft()
+	c.unlockRead()
 	return err
 }
 
 func (c *Conn) awaitEndLocked() error {
 	r := &c.rd
-	r.eof = false // the eof ended the stream for the copier; we read on
 	for {
-		err := c.awaitDataLocked()
+		err := c.awaitDataLocked(true) // the eof ended the stream for the copier; we read on
 		switch {
 		case err == nil:
 			// Data after the peer's end of stream: a peer may not send it;
@@ -84,11 +83,9 @@ func (c *Conn) awaitEndLocked() error {
 			if err != nil {
 				return err
 			}
-		case r.eof:
-			r.eof = false
 		case err != io.EOF:
 			return err
-		case c.endRecv.Load() || c.halfClose || c.closeSent.Load():
+		case c.endedCleanly(c.state()):
 			return nil
 		default:
 			// A plain peer's close frame was its end of stream: it waits
@@ -108,7 +105,7 @@ func (c *Conn) awaitSocketEnd() error {
 		if err == nil {
 			continue // nothing may follow a close frame: drop it
 		}
-		if c.closeSent.Load() {
+		if c.state().has(sentClose) {
 			return nil
 		}
 		if err == io.EOF {
@@ -144,7 +141,7 @@ func (c *Conn) AfterEnd(f func(error)) (stop func() bool) {
 // lost records that the tunnel is gone for err, found outside a Read or
 // Write, and tells whoever asked (AfterEnd). Our own Close is no loss.
 func (c *Conn) lost(err error) {
-	if c.closing.Load() {
+	if c.state().closing() {
 		return
 	}
 	c.emu.Lock()

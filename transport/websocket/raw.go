@@ -80,15 +80,14 @@ func (c *Conn) rawCloseWrite() error {
 
 func (c *Conn) rawClose() error {
 	c.closeOnce.Do(func() {
-		c.closing.Store(true)
+		c.beginClose()
 		if c.cork != nil && !c.cork.busy.Load() && c.cork.held.Load() {
 			// Bytes a write deadline kept were counted as written: give
 			// them the close timeout to go out, as a framed Close does.
 			c.nc.SetWriteDeadline(time.Now().Add(c.cfg.closeTimeout))
 			c.cork.flushHeld()
 		}
-		c.closed.Store(true)
-		c.markPeerClosed()
+		c.ended()
 		c.closeErr = c.closeNC()
 	})
 	return c.closeErr

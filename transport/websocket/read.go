@@ -50,9 +50,7 @@ type reader struct {
 
 	handshake bool   // a handshake message is awaited: binary frames are an error
 	msg       []byte // the handshake message, once complete
-	eof       bool   // the peer sent {"type":"eof"}
-	gone      bool   // the peer closed both ways (a close frame with half_close, before any eof)
-	err       error  // sticky: io.EOF after the close frame, or a failure
+	err       error  // sticky: io.EOF after the close frame, or a failure (the peer's direction closed)
 }
 
 // errBinaryBeforeHandshake: a binary message came where the handshake's text
@@ -69,8 +67,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	c.lastRead.Store(time.Now().UnixNano())
 	c.rmu.Lock()
 	n, err := c.readLocked(p)
-	c.rmu.Unlock()
-	c.readerLeft()
+	c.unlockRead()
 	if err != nil {
 		err = c.readError(err)
 	}
@@ -80,7 +77,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 // readLocked is Read with rmu held.
 func (c *Conn) readLocked(p []byte) (int, error) {
 	r := &c.rd
-	if err := c.awaitDataLocked(); err != nil {
+	if err := c.awaitDataLocked(false); err != nil {
 		return 0, err
 	}
 	if r.handshake && r.msg != nil {
@@ -97,14 +94,15 @@ func (c *Conn) readLocked(p []byte) (int, error) {
 
 // awaitDataLocked reads headers and control frames until the reader is
 // inside a binary frame with payload left, a handshake message is complete,
-// or the stream has ended (io.EOF) or failed.
-func (c *Conn) awaitDataLocked() error {
+// or the stream has ended (io.EOF: the peer's eof, unless pastFin, or its
+// close frame or end) or failed.
+func (c *Conn) awaitDataLocked(pastFin bool) error {
 	r := &c.rd
 	for {
 		if r.err != nil {
 			return r.err
 		}
-		if r.eof {
+		if !pastFin && c.state().in() == dirFin {
 			return io.EOF
 		}
 		switch r.mode {
@@ -157,14 +155,14 @@ func (c *Conn) ioError(err error) error {
 	if err == nil {
 		return nil
 	}
-	if isTimeout(err) && !c.closed.Load() {
+	if isTimeout(err) && !c.state().closed() {
 		return err
 	}
 	if err == io.EOF {
 		err = errUnexpectedEOF
 	}
 	c.rd.err = err
-	c.markPeerClosed()
+	c.inLost()
 	return err
 }
 
@@ -183,7 +181,7 @@ func (c *Conn) fail(err error) error {
 	if errors.As(err, &pe) {
 		c.queueClose(pe.Code, pe.Reason)
 	}
-	c.markPeerClosed()
+	c.inLost()
 	return err
 }
 
@@ -402,18 +400,20 @@ func (c *Conn) textReceived() {
 		r.msg = append([]byte(nil), r.text...)
 		return
 	}
-	if !c.halfClose {
+	if !c.controlMessages() {
 		return // a plain peer's text messages carry nothing for us
 	}
-	if ctl, err := wire.ParseControl(r.text); err == nil {
-		switch {
-		case ctl.Type == wire.ControlEOF:
-			r.eof = true
-		case ctl.Type == wire.ControlEnd && c.reuse:
-			c.endReceived()
-		}
+	ctl, err := wire.ParseControl(r.text)
+	if err != nil || !c.takesControl(ctl.Type) {
+		return // unknown control types are ignored, as the protocol says
 	}
-	// Unknown control types are ignored, as the protocol says.
+	switch ctl.Type {
+	case wire.ControlEOF:
+		c.finReceived()
+	case wire.ControlEnd:
+		r.err = io.EOF
+		c.endReceived()
+	}
 }
 
 // closeReceived acts on the peer's close frame.
@@ -423,24 +423,17 @@ func (c *Conn) closeReceived(payload []byte) error {
 	if err != nil {
 		return c.fail(err)
 	}
-	c.closeRecv.Store(true)
 	r.err = peerClose(code, reason)
-	// With half_close, a close frame means the peer is gone both ways, so we
-	// answer it at once. A plain peer's close frame is its end of stream; we
-	// answer when our side ends too (CloseWrite or Close), so that nothing we
-	// still send back is cut off.
-	if c.halfClose || c.closing.Load() {
+	if c.closeFrameReceived(r.err == io.EOF) { // (answersClose)
 		c.queueClose(closeNormal, "")
 	}
-	r.gone = c.halfClose && r.err == io.EOF
-	c.markPeerClosed()
 	return r.err
 }
 
 // readMessage reads a whole text message during the handshake.
 func (c *Conn) readMessage() ([]byte, error) {
 	c.rmu.Lock()
-	defer c.rmu.Unlock()
+	defer c.unlockRead()
 	r := &c.rd
 	r.handshake, r.msg = true, nil
 	defer func() { r.handshake, r.msg = false, nil }()
@@ -465,7 +458,7 @@ func (c *Conn) readError(err error) error {
 	if err == io.EOF {
 		return io.EOF
 	}
-	if c.closed.Load() || c.closing.Load() && isTimeout(err) {
+	if s := c.state(); s.closed() || s.closing() && isTimeout(err) {
 		return c.opError("read", net.ErrClosed)
 	}
 	var op *net.OpError

@@ -1,10 +1,7 @@
 package websocket
 
 import (
-	"io"
 	"net"
-	"runtime"
-	"sync"
 	"time"
 
 	"github.com/spriteproxy/spriteproxy/internal/wire"
@@ -39,23 +36,13 @@ type link struct {
 	pre []byte // bytes read past the end of the last stream
 }
 
-// endReceived acts on the peer's {"type":"end"}: the peer sends nothing
-// more on this stream. Before an eof it means the peer closed both ways.
-func (c *Conn) endReceived() {
-	r := &c.rd
-	r.gone = !r.eof
-	r.err = io.EOF
-	c.endRecv.Store(true)
-	c.markPeerClosed()
-}
-
 // closeReuse is Close under the reuse extension: it sends end, waits (up
 // to the close timeout) for the peer's, and hands the connection on to
 // onReuse. Anything out of the ordinary (a Read blocked, a write that
 // fails or times out, a close frame either way) falls back to closing the
 // connection.
 func (c *Conn) closeReuse() error {
-	c.closing.Store(true)
+	c.beginClose()
 	c.stopKeepalive() // no ping may follow end
 	deadline := time.Now().Add(c.cfg.closeTimeout)
 	// A Write in progress finishes first (a copy towards a peer that is
@@ -67,17 +54,16 @@ func (c *Conn) closeReuse() error {
 	// that is no sign that the peer stopped reading.
 	late := !time.Now().Before(deadline)
 	sent, stalled := false, false
-	if c.wr.err == nil && !c.closed.Load() {
+	if c.wr.err == nil && !c.state().closed() {
 		c.writeControlLocked()
 		err := c.flushPendLocked()
-		if err == nil && !c.closeSent.Load() {
+		if err == nil && !c.state().has(sentClose) {
 			_, err = c.writeFrameLocked(opText, wire.EndMessage)
 			sent = err == nil
-			c.wr.endSent = true
+			c.endSent()
 		}
 		stalled = isTimeout(err) && !late
 	}
-	c.wr.closed = true
 	c.wmu.Unlock()
 	if stalled {
 		// The peer read nothing until the deadline: a close frame would
@@ -88,10 +74,10 @@ func (c *Conn) closeReuse() error {
 		return c.close(closeNormal, "")
 	}
 
-	if !c.endRecv.Load() && !c.closeRecv.Load() {
+	if !c.state().has(recvEnd | recvClose) {
 		c.drainOrWait(deadline)
 	}
-	if !c.endRecv.Load() || !c.detach() {
+	if !c.state().has(recvEnd) || !c.detach() {
 		return c.finish()
 	}
 	return nil
@@ -102,14 +88,14 @@ func (c *Conn) closeReuse() error {
 // peer's end may still hold the read lock for a while.
 func (c *Conn) detach() bool {
 	c.stopKeepalive()
-	if !lockBy(&c.rmu, time.Now().Add(c.cfg.closeTimeout)) {
+	if !c.lockReadBy(time.Now().Add(c.cfg.closeTimeout), nil) {
 		return false
 	}
-	defer c.rmu.Unlock()
+	defer c.unlockRead()
 	c.wmu.Lock() // writers fail at once now (end is sent), or by the write deadline
 	defer c.wmu.Unlock()
 	r := &c.rd
-	if c.closed.Load() || c.wr.err != nil || len(c.wr.pend) > 0 || c.closeSent.Load() || c.closeRecv.Load() ||
+	if !reusable(c.state()) || c.wr.err != nil || len(c.wr.pend) > 0 ||
 		r.mode != modeHeader || r.msgOp != 0 || c.onReuse == nil {
 		return false
 	}
@@ -118,53 +104,22 @@ func (c *Conn) detach() bool {
 		l.pre = append(append([]byte(nil), rest...), r.pre...)
 	}
 	c.dmu.Lock()
-	c.detached = true
+	pooled := c.pool()
 	c.dmu.Unlock()
-	c.closed.Store(true)
-	c.markPeerClosed()
+	if !pooled {
+		return false
+	}
 	c.nc.SetDeadline(time.Time{})
 	c.onReuse(l)
 	return true
 }
 
-// lockSoon takes mu unless a Read or Write keeps it: one that is about to
-// return (at the end of the stream, or between two frames of a copy) lets
-// go within a few yields; one blocked on the connection does not.
-func lockSoon(mu *sync.Mutex) bool {
-	for range 100 {
-		if mu.TryLock() {
-			return true
-		}
-		runtime.Gosched()
-	}
-	return false
-}
-
-// lockBy takes mu, waiting for it until deadline at most: after the
-// peer's end a Read or copy holding it touches the connection no more, but
-// a copy may still be writing what it read to a slow destination.
-func lockBy(mu *sync.Mutex, deadline time.Time) bool {
-	if lockSoon(mu) {
-		return true
-	}
-	for wait := 50 * time.Microsecond; time.Now().Before(deadline); wait = min(2*wait, 10*time.Millisecond) {
-		time.Sleep(wait)
-		if mu.TryLock() {
-			return true
-		}
-	}
-	return false
-}
-
 // finish closes the connection underneath and stops the keep-alive timer:
 // the last step of Close, and of an end that could not be completed.
 func (c *Conn) finish() error {
-	c.closed.Store(true)
-	c.markPeerClosed()
+	mine := c.ended()
 	c.stopKeepalive()
-	c.dmu.RLock()
-	defer c.dmu.RUnlock()
-	if c.detached {
+	if !mine {
 		return nil // the connection carries another stream now
 	}
 	return c.closeNC()
@@ -175,7 +130,7 @@ func (c *Conn) finish() error {
 // peer's: an idle client reads nothing until it uses the link again.
 func (c *Conn) goAway() {
 	c.closeOnce.Do(func() {
-		c.closing.Store(true)
+		c.beginClose()
 		if c.wmu.TryLock() {
 			c.nc.SetWriteDeadline(time.Now().Add(c.cfg.closeTimeout))
 			c.sendCloseLocked(closeGoingAway, "")

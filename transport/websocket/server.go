@@ -339,7 +339,7 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 	addr := dialer.HostPort(req.Host, req.Port)
 	// A target that cannot be reached leaves the connection as it was
 	// (reuse): no stream was opened, so no end is exchanged.
-	keep := s.reusable(req)
+	keep := keepsRefused(req.Features, s.allowed(), true)
 	if err := s.Policy.Check(req.Host, req.Port); err != nil {
 		s.replyTargetError(c, dialer.CodeForbidden, err, keep)
 		s.Metrics.answered(dialer.CodeForbidden, sl.start)
@@ -355,19 +355,8 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 		s.Metrics.answered(targetCode(err), sl.start)
 		return nil, addr, err
 	}
-	rep := wire.Reply{Status: wire.StatusConnected, Target: targetString(target, addr)}
-	if !s.DisableHalfClose && wire.Has(req.Features, wire.FeatureHalfClose) {
-		rep.Features = append(rep.Features, wire.FeatureHalfClose)
-		c.halfClose = true
-	}
-	raw := s.RawStreams && wire.Has(req.Features, wire.FeatureRawStream)
-	if raw {
-		rep.Features = append(rep.Features, wire.FeatureRawStream)
-	}
-	reuse := keep && !raw
-	if reuse {
-		rep.Features = append(rep.Features, wire.FeatureReuse)
-	}
+	ext := negotiate(req.Features, s.allowed())
+	rep := wire.Reply{Status: wire.StatusConnected, Target: targetString(target, addr), Features: ext.features()}
 	if err := c.writeMessage(wire.Marshal(rep)); err != nil {
 		return target, addr, err
 	}
@@ -375,7 +364,7 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 	// From here on the client reads the stream unframed, and so do we; or
 	// it ends the stream with end, and so do we. (Not before: a reply that
 	// did not go out opened no stream.)
-	c.raw, c.reuse = raw, reuse
+	c.setExtensions(ext)
 	return target, addr, nil
 }
 
@@ -385,22 +374,12 @@ func (s *Server) replyError(c *Conn, code, message string) {
 	c.writeMessage(wire.Marshal(wire.Reply{Status: wire.StatusError, Error: code, Message: message}))
 }
 
-// reusable says whether a tunnel asked for by req takes the reuse
-// extension: not once a drain has begun, when connections are to go.
-func (s *Server) reusable(req wire.Request) bool {
-	return !s.DisableReuse && !s.DisableHalfClose &&
-		wire.Has(req.Features, wire.FeatureHalfClose) && wire.Has(req.Features, wire.FeatureReuse) && !s.Draining()
-}
-
 // replyTargetError sends the error reply for a target that may not or
 // cannot be reached. With keep (reuse), the reply says that the connection
 // stays open, and it is handed on to wait for the client's next first
 // message.
 func (s *Server) replyTargetError(c *Conn, code string, err error, keep bool) {
-	rep := wire.Reply{Status: wire.StatusError, Error: code, Message: err.Error()}
-	if keep {
-		rep.Features = []string{wire.FeatureReuse}
-	}
+	rep := wire.Reply{Status: wire.StatusError, Error: code, Message: err.Error(), Features: refusalFeatures(keep)}
 	if c.writeMessage(wire.Marshal(rep)) == nil && keep {
 		c.detach()
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
-	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -19,12 +18,10 @@ const writevChunk = 1 << 20
 
 // writer is the write side's state, guarded by Conn.wmu.
 type writer struct {
-	err     error  // sticky: the stream can carry no more frames
-	pend    []byte // the rest of a frame cut short by a write timeout
-	closed  bool   // no more data: eof or close frame sent
-	endSent bool   // end sent (reuse): no more frames but a close frame
-	hdr     [maxHeader]byte
-	ctrl    [maxControlPayload]byte // a control frame's payload on its way out
+	err  error  // sticky: the stream can carry no more frames
+	pend []byte // the rest of a frame cut short by a write timeout
+	hdr  [maxHeader]byte
+	ctrl [maxControlPayload]byte // a control frame's payload on its way out
 }
 
 // pendingControl holds control frames that the read side asked for, to be
@@ -78,22 +75,19 @@ func (c *Conn) writeLocked(p []byte) (int, error) {
 // owed first (control frames, the rest of a cut frame).
 func (c *Conn) writableLocked() error {
 	w := &c.wr
-	switch {
-	case w.err != nil:
+	if w.err != nil {
 		return w.err
-	case c.closing.Load() || c.closed.Load():
-		return net.ErrClosed
-	case w.closed, c.endRecv.Load():
-		// After the peer's end (reuse), it reads nothing more.
-		return syscall.EPIPE
+	}
+	if err := writable(c.state()); err != nil {
+		return err
 	}
 	if c.ctrlPending.Load() {
 		c.writeControlLocked()
 		if w.err != nil {
 			return w.err
 		}
-		if w.closed {
-			return syscall.EPIPE
+		if err := writable(c.state()); err != nil {
+			return err // our close frame went out (answering the peer's)
 		}
 	}
 	return c.flushPendLocked()
@@ -208,7 +202,7 @@ func (c *Conn) afterWrite(payload, total, n int, err error, rest func(from int) 
 		c.lastWrite.Store(time.Now().UnixNano())
 		return payload, nil
 	}
-	if isTimeout(err) && !c.closed.Load() {
+	if isTimeout(err) && !c.state().closed() {
 		if n == 0 {
 			return 0, err
 		}
@@ -225,7 +219,7 @@ func (c *Conn) writeError(err error) error {
 	if d := c.deadErr.Load(); d != nil {
 		return *d
 	}
-	if c.closed.Load() || errors.Is(err, net.ErrClosed) {
+	if c.state().closed() || errors.Is(err, net.ErrClosed) {
 		return c.opError("write", net.ErrClosed)
 	}
 	var op *net.OpError
@@ -283,10 +277,10 @@ func (c *Conn) writeControlLocked() {
 	c.ctrl.pong, c.ctrl.ping, c.ctrl.close = false, false, false
 	c.ctrlPending.Store(false)
 	c.ctrlMu.Unlock()
-	if c.wr.err != nil || c.closed.Load() {
+	if c.wr.err != nil || c.state().closed() {
 		return
 	}
-	if c.wr.endSent {
+	if c.state().has(sentEnd) {
 		// After end, the connection carries the next stream's frames:
 		// the peer expects no pong or ping of this one.
 		pong, ping = false, false
@@ -316,8 +310,7 @@ func (c *Conn) controlBound() time.Duration {
 
 // sendCloseLocked sends the close frame once; no data may follow it.
 func (c *Conn) sendCloseLocked(code int, reason string) error {
-	c.wr.closed = true
-	if !c.closeSent.CompareAndSwap(false, true) {
+	if !c.closeFrameSent() {
 		return nil
 	}
 	_, err := c.writeFrameLocked(opClose, closeBody(c.wr.ctrl[:0], code, reason))

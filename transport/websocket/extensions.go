@@ -1,0 +1,116 @@
+package websocket
+
+import "github.com/spriteproxy/spriteproxy/internal/wire"
+
+// The extension rules of PROTOCOL.md §4–7, in one place: what an end
+// offers, what is negotiated from what the other end listed, and what a
+// refused target leaves of the connection. The rules:
+//
+//   - half_close (§4) is granted when the client lists it and the server
+//     allows it;
+//   - raw_stream (§6) likewise, and a server allows it only when its
+//     operator says so;
+//   - reuse (§7) needs half_close and never combines with raw_stream: it is
+//     granted only with half_close, and not when raw_stream is;
+//   - early_data (§5) is not negotiated in the handshake (the upgrade
+//     response's header carries it), so it is not here.
+//
+// The same function applies on both ends: the server to the client's
+// request, the client to the server's reply (a server grants only what was
+// asked, so the client's own rules then agree with the server's).
+
+// allowed is what one end is willing to use: a Dialer's offer, or a
+// Server's settings.
+type allowed struct {
+	halfClose bool
+	rawStream bool
+	reuse     bool
+}
+
+// extensions is what a tunnel negotiated.
+type extensions struct {
+	halfClose bool // eof messages; the peer answers pings while idle
+	raw       bool // no framing after the handshake
+	reuse     bool // the stream ends with end messages, the connection lives on
+}
+
+// offer is the features a client that allows a lists in its first
+// message, in the order it has always sent them.
+func (a allowed) offer() []string {
+	var f []string
+	if a.halfClose {
+		f = append(f, wire.FeatureHalfClose)
+		if a.reuse {
+			f = append(f, wire.FeatureReuse)
+		}
+	}
+	if a.rawStream {
+		f = append(f, wire.FeatureRawStream)
+	}
+	return f
+}
+
+// negotiate is what a tunnel uses when the other end listed features and
+// this end allows a.
+func negotiate(listed []string, a allowed) extensions {
+	var e extensions
+	e.halfClose = a.halfClose && wire.Has(listed, wire.FeatureHalfClose)
+	e.raw = a.rawStream && wire.Has(listed, wire.FeatureRawStream)
+	e.reuse = e.halfClose && !e.raw && a.reuse && wire.Has(listed, wire.FeatureReuse)
+	return e
+}
+
+// features is what a server's connected reply lists for e, in the order
+// it has always sent them.
+func (e extensions) features() []string {
+	var f []string
+	if e.halfClose {
+		f = append(f, wire.FeatureHalfClose)
+	}
+	if e.raw {
+		f = append(f, wire.FeatureRawStream)
+	}
+	if e.reuse {
+		f = append(f, wire.FeatureReuse)
+	}
+	return f
+}
+
+// keepsRefused reports whether a connection whose target was refused stays
+// open for the next first message (§7): on the server, when the client
+// asked for half_close and reuse (whatever else it asked: a refusal opens
+// no raw stream) and this end allows both; on the client, when the error
+// reply lists reuse and this end offered it.
+func keepsRefused(listed []string, a allowed, server bool) bool {
+	if !a.halfClose || !a.reuse || !wire.Has(listed, wire.FeatureReuse) {
+		return false
+	}
+	return !server || wire.Has(listed, wire.FeatureHalfClose)
+}
+
+// refusalFeatures is what an error reply lists when keep says that the
+// connection stays open.
+func refusalFeatures(keep bool) []string {
+	if keep {
+		return []string{wire.FeatureReuse}
+	}
+	return nil
+}
+
+// setExtensions puts what was negotiated in force on c.
+func (c *Conn) setExtensions(e extensions) {
+	c.halfClose, c.raw, c.reuse = e.halfClose, e.raw, e.reuse
+	c.startStreaming()
+}
+
+// allowed is what the Dialer offers.
+func (d *Dialer) allowed() allowed {
+	return allowed{halfClose: !d.DisableHalfClose, rawStream: !d.DisableRawStream, reuse: !d.DisableReuse}
+}
+
+// allowed is what the Server grants.
+func (s *Server) allowed() allowed {
+	// Once a drain has begun, connections are to go: no new tunnel is
+	// offered reuse.
+	return allowed{halfClose: !s.DisableHalfClose, rawStream: s.RawStreams, reuse: !s.DisableReuse && !s.Draining()}
+}

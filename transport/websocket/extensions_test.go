@@ -1,0 +1,92 @@
+package websocket
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/spriteproxy/spriteproxy/internal/wire"
+)
+
+// TestNegotiateTable holds the extension rules against PROTOCOL.md §4–7:
+// each row is what a client allows, what a server allows, and what the
+// handshake must then grant, both as the server's reply lists it and as
+// the client takes the reply.
+func TestNegotiateTable(t *testing.T) {
+	t.Parallel()
+	const hc, raw, reuse = wire.FeatureHalfClose, wire.FeatureRawStream, wire.FeatureReuse
+	all := allowed{halfClose: true, rawStream: true, reuse: true}
+	cases := []struct {
+		name           string
+		client, server allowed
+		offer          []string // the client's first message
+		reply          []string // the server's connected reply
+		keepRefused    bool     // a refused target leaves the connection open (§7)
+	}{
+		{"everything both ways", all, all, []string{hc, reuse, raw}, []string{hc, raw}, true},                                                                              // §7: never reuse with raw
+		{"server without raw (the default)", all, allowed{halfClose: true, reuse: true}, []string{hc, reuse, raw}, []string{hc, reuse}, true},                              // §6: raw only if the operator allows
+		{"server with raw only", all, allowed{rawStream: true}, []string{hc, reuse, raw}, []string{raw}, false},                                                            // §4
+		{"plain server (hosted API)", all, allowed{}, []string{hc, reuse, raw}, nil, false},                                                                                // §8
+		{"server without reuse", all, allowed{halfClose: true}, []string{hc, reuse, raw}, []string{hc}, false},                                                             // §7
+		{"server without half_close: no reuse", all, allowed{reuse: true}, []string{hc, reuse, raw}, nil, false},                                                           // §7: reuse needs half_close
+		{"client without half_close", allowed{rawStream: true, reuse: true}, all, []string{raw}, []string{raw}, false},                                                     // §7: reuse is offered only with half_close
+		{"client without raw", allowed{halfClose: true, reuse: true}, all, []string{hc, reuse}, []string{hc, reuse}, true},                                                 // §6, §7
+		{"client without reuse", allowed{halfClose: true, rawStream: true}, all, []string{hc, raw}, []string{hc, raw}, false},                                              // §7
+		{"SDK-like client", allowed{}, all, nil, nil, false},                                                                                                               // §8
+		{"half_close alone", allowed{halfClose: true}, allowed{halfClose: true}, []string{hc}, []string{hc}, false},                                                        // §4
+		{"reuse without raw on either side", allowed{halfClose: true, reuse: true}, allowed{halfClose: true, reuse: true}, []string{hc, reuse}, []string{hc, reuse}, true}, // §7
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			offer := tc.client.offer()
+			if !slices.Equal(offer, tc.offer) {
+				t.Errorf("client offers %q, want %q", offer, tc.offer)
+			}
+			granted := negotiate(offer, tc.server)
+			reply := granted.features()
+			if !slices.Equal(reply, tc.reply) {
+				t.Errorf("server replies %q, want %q", reply, tc.reply)
+			}
+			if granted.reuse && (!granted.halfClose || granted.raw) {
+				t.Errorf("server granted %+v: reuse needs half_close and never comes with raw_stream", granted)
+			}
+			taken := negotiate(reply, tc.client)
+			if taken != granted {
+				t.Errorf("client takes %+v from the reply, the server granted %+v", taken, granted)
+			}
+			keepS := keepsRefused(offer, tc.server, true)
+			if keepS != tc.keepRefused {
+				t.Errorf("server keeps the connection after a refusal: %v, want %v", keepS, tc.keepRefused)
+			}
+			if keepC := keepsRefused(refusalFeatures(keepS), tc.client, false); keepC != keepS {
+				t.Errorf("client keeps the connection after the error reply: %v, server: %v", keepC, keepS)
+			}
+		})
+	}
+}
+
+// TestNegotiateIgnoresUnasked: a reply may list only what was asked, but a
+// client given more (a misbehaving server) takes only what it allows, and
+// never reuse without half_close or with raw_stream.
+func TestNegotiateIgnoresUnasked(t *testing.T) {
+	t.Parallel()
+	const hc, raw, reuse = wire.FeatureHalfClose, wire.FeatureRawStream, wire.FeatureReuse
+	for _, tc := range []struct {
+		listed []string
+		a      allowed
+		want   extensions
+	}{
+		{[]string{hc, raw, reuse}, allowed{}, extensions{}},
+		{[]string{reuse}, allowed{halfClose: true, reuse: true}, extensions{}},
+		{[]string{hc, reuse, raw}, allowed{halfClose: true, rawStream: true, reuse: true}, extensions{halfClose: true, raw: true}},
+		{[]string{"unknown", hc}, allowed{halfClose: true}, extensions{halfClose: true}},
+		{[]string{reuse}, allowed{halfClose: true, reuse: true}, extensions{}},
+	} {
+		if got := negotiate(tc.listed, tc.a); got != tc.want {
+			t.Errorf("negotiate(%q, %+v) = %+v, want %+v", tc.listed, tc.a, got, tc.want)
+		}
+	}
+	if keepsRefused([]string{reuse}, allowed{halfClose: true, reuse: true}, true) {
+		t.Error("server keeps a refused connection whose client did not ask for half_close")
+	}
+}
