@@ -325,7 +325,9 @@ func TestDeadPeer(t *testing.T) {
 // is being read outlives many dead-peer timeouts.
 func TestKeepAliveKeepsIdleTunnel(t *testing.T) {
 	t.Parallel()
-	tune := Tuning{KeepAlive: 20 * time.Millisecond, DeadPeerTimeout: 100 * time.Millisecond}
+	// Pings ten times per dead-peer timeout, so that a loaded machine's
+	// late ping is not a silent peer.
+	tune := Tuning{KeepAlive: 40 * time.Millisecond, DeadPeerTimeout: 400 * time.Millisecond}
 	tg := startTarget(t, echo)
 	srv := newServer()
 	srv.Tuning = tune
@@ -337,7 +339,7 @@ func TestKeepAliveKeepsIdleTunnel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(600 * time.Millisecond))
+	c.SetReadDeadline(time.Now().Add(1200 * time.Millisecond)) // three dead-peer timeouts
 	_, err = c.Read(make([]byte, 1))
 	if !errors.Is(err, errDeadline) {
 		t.Fatalf("idle Read ended with %v, want its own deadline", err)

@@ -277,7 +277,9 @@ func TestPlainPeerIdleTunnelSurvives(t *testing.T) {
 // pings, so the peer's dead-peer rule keeps the tunnel.
 func TestKeepAliveIgnoresExpiredWriteDeadline(t *testing.T) {
 	t.Parallel()
-	client, server := connPair(t, true, Tuning{KeepAlive: 10 * time.Millisecond, DeadPeerTimeout: 50 * time.Millisecond})
+	// Pings ten times per dead-peer timeout: a loaded machine that delays
+	// a ping by a few intervals must not pass for a silent peer.
+	client, server := connPair(t, true, Tuning{KeepAlive: 40 * time.Millisecond, DeadPeerTimeout: 400 * time.Millisecond})
 	client.SetWriteDeadline(aLongTimeAgo)
 	got := make(chan error, 1)
 	go func() {
@@ -287,7 +289,7 @@ func TestKeepAliveIgnoresExpiredWriteDeadline(t *testing.T) {
 	select {
 	case err := <-got:
 		t.Fatalf("the server's Read ended while the client was idle: %v", err)
-	case <-time.After(300 * time.Millisecond): // six dead-peer timeouts
+	case <-time.After(1200 * time.Millisecond): // three dead-peer timeouts
 	}
 	client.SetWriteDeadline(time.Time{})
 	if _, err := client.Write([]byte("x")); err != nil {
