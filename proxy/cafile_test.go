@@ -97,4 +97,3 @@ func TestCAFileFromEnvironment(t *testing.T) {
 		}
 	}
 }
-

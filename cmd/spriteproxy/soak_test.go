@@ -40,7 +40,7 @@ func TestSoak(t *testing.T) {
 	bin, _ := buildBinaries(t)
 	srv, api, ca := serveProcess(t, bin, "--debug-listen", "127.0.0.1:0", "--max-tunnels-per-token", "-1")
 	debug := srv.stderr.waitFor(t, regexp.MustCompile(`msg="debug endpoint" url=(\S+)`), 30*time.Second)[1]
-	tlsConf, err := loadCA(ca)
+	tlsConf, err := loadCA("--tls-ca", ca)
 	if err != nil {
 		t.Fatal(err)
 	}
