@@ -186,9 +186,17 @@ func (s *SOCKS5) Serve(ln net.Listener) error {
 			return fmt.Errorf("proxy: SOCKS5 accept on %v: %w", ln.Addr(), err)
 		}
 		pause = 0
+		// Under mu, so that no connection starts once Close waits.
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return ErrSOCKS5Closed
+		}
 		s.accepted.Add(1)
 		s.active.Add(1)
 		s.wg.Add(1)
+		s.mu.Unlock()
 		go s.serveConn(c)
 	}
 }
