@@ -95,6 +95,36 @@ func TestSocksErrors(t *testing.T) {
 			t.Errorf("%v: exit %d, stdout %q", tc.args, code, stdout)
 		}
 		oneLine(t, stderr, "spriteproxy socks: ", tc.want)
+		noToken(t, stdout, stderr)
+	}
+}
+
+// On a terminal, socks draws forward's status line with its counters, and
+// Ctrl-C leaves one line of totals.
+func TestSocksStatusLine(t *testing.T) {
+	t.Parallel()
+	_, api := startServe(t, env(envToken, testToken))
+	r := startCLI(t, &cli{getenv: env(envToken, testToken), terminal: true, statusEvery: 5 * time.Millisecond},
+		"socks", "--listen", "127.0.0.1:0", "--api", "http://"+api, "box")
+	m := r.stdout.waitFor(t, regexp.MustCompile(`^(\S+): SOCKS5 proxy into sprite "box"`), 10*time.Second)
+	port := echoService(t)
+	conn, err := socksDial(t, m[1], fmt.Sprintf("localhost:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn.Write([]byte("0123456789"))
+	if _, err := io.ReadFull(conn, make([]byte, 10)); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	r.stdout.waitFor(t, regexp.MustCompile(`\x1b\[\?7l0 open, 1 total · ↑ 10 B ↓ 10 B\x1b\[\?7h`), 10*time.Second)
+	if code := r.stop(t); code != exitOK {
+		t.Errorf("exit %d", code)
+	}
+	const summary = "\r\x1b[Kspriteproxy socks: stopped: 0 open, 1 total · ↑ 10 B ↓ 10 B\n"
+	if out := r.stdout.String(); !strings.HasSuffix(out, summary) {
+		t.Errorf("no summary line at the end, want %q: %q", summary, out[max(0, len(out)-120):])
 	}
 }
 
