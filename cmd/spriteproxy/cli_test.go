@@ -572,12 +572,12 @@ func TestServeAllowOrigin(t *testing.T) {
 }
 
 // On a terminal narrower than the status line, each redraw is fitted to
-// the width ($COLUMNS), so that it never wraps.
+// the width (the terminal's, else $COLUMNS), so that it never wraps.
 func TestForwardStatusLineFitsWidth(t *testing.T) {
 	t.Parallel()
 	_, addr := startServe(t, env(envToken, testToken))
 	port := echoService(t)
-	fwd := startCLI(t, &cli{getenv: env(envToken, testToken), terminal: true, width: 20, statusEvery: 5 * time.Millisecond},
+	fwd := startCLI(t, &cli{getenv: env(envToken, testToken), terminal: true, width: func() int { return 20 }, statusEvery: 5 * time.Millisecond},
 		"forward", "--api", "http://"+addr, "box", fmt.Sprintf("0:%d", port))
 	fwd.stdout.waitFor(t, regexp.MustCompile(`\x1b\[\?7l0 open, 0 total\x1b\[\?7h`), 10*time.Second)
 	if code := fwd.stop(t); code != exitOK {
@@ -611,5 +611,26 @@ func TestFit(t *testing.T) {
 		if got := fit(line, tc.width); got != tc.want {
 			t.Errorf("fit(%d) = %q, want %q", tc.width, got, tc.want)
 		}
+	}
+}
+
+// termWidth is 0 for what is not a terminal, so that a pipe falls back on
+// $COLUMNS.
+func TestTermWidthNotATerminal(t *testing.T) {
+	t.Parallel()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if n := termWidth(w); n != 0 {
+		t.Errorf("termWidth of a pipe = %d, want 0", n)
+	}
+	if n := columns("42"); n != 42 {
+		t.Errorf("columns(42) = %d", n)
+	}
+	if n := columns("wide"); n != 0 {
+		t.Errorf("columns(wide) = %d", n)
 	}
 }

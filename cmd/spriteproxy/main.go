@@ -62,7 +62,12 @@ func main() {
 		stderr:   os.Stderr,
 		getenv:   os.Getenv,
 		terminal: isTerminal(os.Stdout) && os.Getenv("TERM") != "dumb",
-		width:    columns(os.Getenv("COLUMNS")),
+		width: func() int {
+			if w := termWidth(os.Stdout); w > 0 {
+				return w
+			}
+			return columns(os.Getenv("COLUMNS"))
+		},
 	}
 	os.Exit(c.run(ctx, os.Args[1:]))
 }
@@ -92,10 +97,11 @@ type cli struct {
 	getenv         func(string) string
 	// terminal says stdout is a terminal: forward draws a live status line.
 	terminal bool
-	// width is the terminal's width in columns, 0 if unknown: $COLUMNS,
-	// which shells set for their own use (and export with some setups).
-	// Where it is unknown, the status line is clipped by the terminal.
-	width int
+	// width returns the terminal's width in columns now (it may change
+	// between redraws), 0 if unknown: the terminal's own where the OS
+	// tells it (termWidth), else $COLUMNS. Where it is unknown, the status
+	// line is clipped by the terminal. Nil means unknown.
+	width func() int
 	// statusEvery is how often the status line is redrawn; 0 means 1 s.
 	statusEvery time.Duration
 }

@@ -21,10 +21,11 @@ type console struct {
 	err    io.Writer
 	prefix string // "spriteproxy forward: "
 	shown  bool   // a status line is on out now
-	// width is the terminal's width in columns, 0 if unknown: the status
-	// line is fitted to it, so that a redraw never wraps (a wrapped line
-	// cannot be wiped with \r, and each redraw would leave one behind).
-	width int
+	// width returns the terminal's width in columns, 0 if unknown (nil:
+	// unknown): the status line is fitted to it, so that a redraw never
+	// wraps (a wrapped line cannot be wiped with \r, and each redraw would
+	// leave one behind).
+	width func() int
 
 	lastWarn   string
 	lastWarnAt time.Time
@@ -75,7 +76,11 @@ func (c *console) Write(p []byte) (int, error) {
 func (c *console) status(line string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	fmt.Fprintf(c.out, "\r\x1b[K\x1b[?7l%s\x1b[?7h", fit(line, c.width))
+	width := 0
+	if c.width != nil {
+		width = c.width()
+	}
+	fmt.Fprintf(c.out, "\r\x1b[K\x1b[?7l%s\x1b[?7h", fit(line, width))
 	c.shown = true
 }
 
