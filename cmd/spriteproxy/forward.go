@@ -104,6 +104,15 @@ func (f *forwarder) where(target string) where {
 	return where{api: redactURL(f.api), sprite: f.sprite, target: target, hasToken: f.token != "", timeout: f.timeout}
 }
 
+// streamWhere describes a stream opened once forwarding, for error
+// messages: --timeout bounds only the start-up checks, so a stream's
+// timeout is not blamed on it.
+func (f *forwarder) streamWhere(target string) where {
+	w := f.where(target)
+	w.timeout = 0
+	return w
+}
+
 // start checks that the API, the token, the sprite and (unless told not
 // to) every target work, then starts one session per mapping, all or
 // nothing. The sessions live until ctx ends or the manager closes them.
@@ -118,7 +127,7 @@ func (f *forwarder) start(ctx context.Context) ([]*sprites.ProxySession, *sprite
 	reporting := dialer.Func(func(ctx context.Context, sprite, network, address string) (net.Conn, error) {
 		conn, err := d.DialSprite(ctx, sprite, network, address)
 		if err != nil && !errors.Is(ctx.Err(), context.Canceled) {
-			f.con.warn("a connection failed: " + explain(err, f.where(address)))
+			f.con.warn("a connection failed: " + explain(err, f.streamWhere(address)))
 		}
 		return conn, err
 	})

@@ -88,7 +88,7 @@ func (c *cli) socks(ctx context.Context, args []string) int {
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			conn, err := d.DialSprite(ctx, sprite, network, addr)
 			if err != nil && !errors.Is(ctx.Err(), context.Canceled) {
-				con.warn("a connection failed: " + explain(err, f.where(addr)))
+				con.warn("a connection failed: " + explain(err, f.streamWhere(addr)))
 			}
 			return conn, err
 		},
