@@ -30,7 +30,7 @@ const socksSynopsis = "spriteproxy socks [--listen ADDR] [--api URL] [--token T]
 // whose connections are tunnels into one sprite, until Ctrl-C.
 func (c *cli) socks(ctx context.Context, args []string) int {
 	fs := newFlagSet("socks")
-	listen := fs.String("listen", defaultSOCKSListen, "the loopback `address` to listen on; port 0 picks a free one")
+	listen := fs.String("listen", defaultSOCKSListen, "the loopback `ADDR` (host:port) to listen on; port 0 picks a free one")
 	cf := addClientFlags(fs, "bound on the start-up check of the API, token and sprite")
 	verbose := fs.Bool("v", false, "log every connection")
 	pos, err := c.parseFlags(fs, args, socksSynopsis)
