@@ -3,9 +3,13 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 
 	"github.com/spriteproxy/spriteproxy/dialer"
 	"github.com/spriteproxy/spriteproxy/session"
@@ -33,13 +37,49 @@ type Client struct {
 // An Option configures a Client in New.
 type Option func(*Client)
 
+// EnvCAFile is the environment variable New reads for extra certificates
+// to trust: the name of a PEM file, such as a self-signed server's
+// certificate (the CLI's --tls-ca does the same).
+const EnvCAFile = "SPRITEPROXY_CA_FILE"
+
+// CAFileError is the error of every tunnel of a Client whose EnvCAFile
+// could not be used: the file cannot be read or holds no PEM certificate.
+type CAFileError struct {
+	File string // the file named by EnvCAFile
+	Err  error  // why it cannot be used
+}
+
+// Error names the variable, the file and the cause.
+func (e *CAFileError) Error() string {
+	return fmt.Sprintf("proxy: %s=%s: %v", EnvCAFile, e.File, e.Err)
+}
+
+// Unwrap returns the cause (a *fs.PathError for a missing file).
+func (e *CAFileError) Unwrap() error { return e.Err }
+
 // New returns a Client that authenticates with token. Without options it
 // reaches the sprites of DefaultBaseURL through the WebSocket transport
 // (package transport/websocket) and listens for ProxyPort on the OS network.
+//
+// Unless WithTLSConfig or WithDialer is given, New reads the environment
+// variable SPRITEPROXY_CA_FILE (EnvCAFile): when it names a PEM file, its
+// certificates are trusted besides the system's roots, so that a program
+// reaches a self-hosted server with a self-signed certificate without a
+// code change. A file that cannot be used makes every tunnel fail with a
+// *CAFileError, which names it.
 func New(token string, opts ...Option) *Client {
 	c := &Client{token: token, baseURL: DefaultBaseURL}
 	for _, opt := range opts {
 		opt(c)
+	}
+	if c.dialer == nil && c.tlsConfig == nil {
+		if file := os.Getenv(EnvCAFile); file != "" {
+			cfg, err := loadCAFile(file)
+			if err != nil {
+				c.dialer = failingDialer{err}
+			}
+			c.tlsConfig = cfg
+		}
 	}
 	if c.dialer == nil {
 		c.dialer = &websocket.Dialer{
@@ -68,7 +108,9 @@ func WithDialer(d dialer.Dialer) Option {
 }
 
 // WithTLSConfig sets the TLS configuration of wss:// (https://) tunnels:
-// custom roots, client certificates. Nil means the system's roots.
+// custom roots, client certificates. Nil means the system's roots, plus
+// the certificates of SPRITEPROXY_CA_FILE if it is set (see New); a
+// config given here is used as it is, and the variable is not read.
 func WithTLSConfig(cfg *tls.Config) Option {
 	return func(c *Client) { c.tlsConfig = cfg }
 }
@@ -158,3 +200,29 @@ func (s *Sprite) DialContext(ctx context.Context, network, addr string) (net.Con
 }
 
 var _ dialer.ContextDialer = (*Sprite)(nil)
+
+// loadCAFile returns a TLS config that trusts the system's roots and the
+// certificates of the PEM file.
+func loadCAFile(file string) (*tls.Config, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, &CAFileError{File: file, Err: err}
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, &CAFileError{File: file, Err: errors.New("no PEM certificate in it")}
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// failingDialer fails every dial with err, as a *net.OpError.
+type failingDialer struct{ err error }
+
+var _ dialer.Dialer = failingDialer{}
+
+func (d failingDialer) DialSprite(_ context.Context, sprite, network, address string) (net.Conn, error) {
+	return nil, dialer.OpError(network, sprite, address, d.err)
+}

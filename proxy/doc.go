@@ -38,6 +38,15 @@
 // LocalPort and LocalAddr report. Stats reads a session's counters. A
 // ProxyManager closes or waits for a group of sessions.
 //
+// # SOCKS5
+//
+// Sprite.SOCKS5 returns a SOCKS5 server (RFC 1928, CONNECT, no
+// authentication) whose every connection is a tunnel into the sprite, to
+// the address the SOCKS client asked for: one local listener reaches every
+// service of the sprite, for curl --socks5-hostname, browsers and
+// net/http's socks5h:// proxies. Names are resolved inside the sprite,
+// never here; dial errors come back as the RFC's reply codes.
+//
 // # Errors
 //
 // Bad input fails before any I/O: ports outside 1-65535 (0 is allowed for a

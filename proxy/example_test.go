@@ -8,6 +8,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/url"
 
 	sprites "github.com/spriteproxy/spriteproxy/proxy"
 )
@@ -221,4 +222,40 @@ func ExampleSprite_DialContext() {
 	// Output:
 	// GET /status from inside the sprite
 	// db: SELECT 1
+}
+
+// One local SOCKS5 proxy reaches every service of a sprite: here an HTTP
+// client through it (as curl --socks5-hostname would), and the name in the
+// URL is resolved inside the sprite, not here.
+func ExampleSOCKS5() {
+	srv := exampleServer()
+	defer srv.Close()
+
+	client := sprites.New("test-token", sprites.WithBaseURL(srv.URL))
+	defer client.CloseIdleConnections()
+	socks := client.Sprite("my-sprite").SOCKS5()
+
+	// Loopback only: whoever reaches the listener opens tunnels.
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // the CLI's default is 127.0.0.1:1080
+	if err != nil {
+		log.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- socks.Serve(ln) }()
+	defer func() {
+		socks.Close()
+		<-served // sprites.ErrSOCKS5Closed
+	}()
+
+	proxyURL := &url.URL{Scheme: "socks5h", Host: ln.Addr().String()}
+	httpClient := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}}
+	defer httpClient.CloseIdleConnections()
+	resp, err := httpClient.Get("http://localhost:8080/status")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Print(string(body))
+	// Output: GET /status from inside the sprite
 }

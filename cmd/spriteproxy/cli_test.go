@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spriteproxy/spriteproxy/internal/testcert"
 )
@@ -46,11 +47,41 @@ func TestRunUsage(t *testing.T) {
 	if code != exitOK || !strings.Contains(stdout, "spriteproxy forward") {
 		t.Errorf("help: %d %q", code, stdout)
 	}
-	for _, cmd := range []string{"serve", "forward", "demo"} {
+	// Every command and demo's flags are on the usage lines.
+	for _, want := range []string{"spriteproxy socks   [flags] SPRITE", "spriteproxy demo    [--keep] [--mib N]"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("help does not show %q:\n%s", want, stdout)
+		}
+	}
+	for _, cmd := range []string{"serve", "forward", "connect", "socks", "demo"} {
 		code, stdout, stderr := runCLI(t, env(), cmd, "-h")
 		if code != exitOK || !strings.Contains(stdout, "Usage: spriteproxy "+cmd) || stderr != "" {
 			t.Errorf("%s -h: %d %q %q", cmd, code, stdout, stderr)
 		}
+		// The token's placeholder is T, as in the README, not "-token token".
+		if strings.Contains(stdout, "-token token") {
+			t.Errorf("%s -h shows -token token:\n%s", cmd, stdout)
+		}
+		if cmd != "serve" && cmd != "demo" && !strings.Contains(stdout, "-token T") {
+			t.Errorf("%s -h does not show -token T:\n%s", cmd, stdout)
+		}
+	}
+}
+
+// forward -v logs each connection, and a clean end with no err=<nil>.
+func TestForwardVerbose(t *testing.T) {
+	t.Parallel()
+	_, addr := startServe(t, env(envToken, testToken))
+	port := echoService(t)
+	fwd := start(t, env(envToken, testToken), "forward", "-v", "--api", "http://"+addr, "box", fmt.Sprintf("0:%d", port))
+	m := fwd.stdout.waitFor(t, regexp.MustCompile(`^(\S+) -> box:\d+\n`), 10*time.Second)
+	roundTrip(t, m[1], 1000)
+	fwd.stderr.waitFor(t, regexp.MustCompile(`msg="stream closed".* sent=1000 received=1000`), 10*time.Second)
+	if code := fwd.stop(t); code != exitOK {
+		t.Errorf("exit %d", code)
+	}
+	if s := fwd.stderr.String(); strings.Contains(s, "err=<nil>") {
+		t.Errorf("-v logged err=<nil>:\n%s", s)
 	}
 }
 
@@ -176,6 +207,20 @@ func TestForwardErrors(t *testing.T) {
 			exitUsage, []string{"flag provided but not defined: -frob"}},
 		{"tls-ca not PEM", env(envToken, testToken), []string{"--api", api, "--tls-ca", notPEM, "box", good},
 			exitUsage, []string{"no PEM certificate"}},
+		{"CA file not PEM", env(envToken, testToken, envCAFile, notPEM), []string{"--api", api, "box", good},
+			exitUsage, []string{"SPRITEPROXY_CA_FILE: no PEM certificate in " + notPEM}},
+		{"api without a scheme", env(envToken, testToken), []string{"--api", "127.0.0.1:8443", "box", good},
+			exitUsage, []string{`bad API URL "127.0.0.1:8443": no scheme; expected https://127.0.0.1:8443`}},
+		{"api not a URL", env(envToken, testToken), []string{"--api", "http://u:secret@[::1", "box", good},
+			exitUsage, []string{`bad API URL "http://xxxxx@[::1"`}},
+		{"http to a TLS server", env(envToken, testToken), []string{"--api", "http://" + secure, "box", good},
+			exitFail, []string{"http://" + secure + " is a TLS server: use https://" + secure, "(mapping 1)"}},
+		{"http to a TLS server without target check", env(envToken, testToken), []string{"--api", "http://" + secure, "--no-target-check", "box", good},
+			exitFail, []string{"is a TLS server: use https://" + secure}},
+		{"timeout too short", env(envToken, testToken), []string{"--api", "https://" + secure, "--tls-ca", certFile, "--timeout", "1ns", "box", good},
+			exitFail, []string{"within --timeout 1ns: raise --timeout (0 means no limit)"}},
+		{"negative timeout", env(envToken, testToken), []string{"--api", api, "--timeout", "-1s", "box", good},
+			exitUsage, []string{"--timeout -1s: expected a duration of 0 (no limit) or more"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -191,6 +236,27 @@ func TestForwardErrors(t *testing.T) {
 			noToken(t, stdout, stderr)
 		})
 	}
+
+	// --timeout 0 is no limit, not an instant failure.
+	t.Run("timeout 0", func(t *testing.T) {
+		t.Parallel()
+		fwd := start(t, env(envToken, testToken), "forward", "--api", api, "--timeout", "0", "box", good)
+		fwd.stdout.waitFor(t, regexp.MustCompile(`^(\S+) -> box:\d+\n`), 10*time.Second)
+		if code := fwd.stop(t); code != exitOK {
+			t.Errorf("exit %d: %s", code, fwd.stderr.String())
+		}
+	})
+
+	// SPRITEPROXY_CA_FILE is --tls-ca from the environment.
+	t.Run("CA file", func(t *testing.T) {
+		t.Parallel()
+		fwd := start(t, env(envToken, testToken, envCAFile, certFile), "forward", "--api", "https://"+secure, "box", good)
+		m := fwd.stdout.waitFor(t, regexp.MustCompile(`^(\S+) -> box:\d+\n`), 10*time.Second)
+		roundTrip(t, m[1], 1<<10)
+		if code := fwd.stop(t); code != exitOK {
+			t.Errorf("exit %d: %s", code, fwd.stderr.String())
+		}
+	})
 
 	// With TLS and the right CA, the same server works.
 	t.Run("tls-ca", func(t *testing.T) {
@@ -231,8 +297,9 @@ func TestForwardReportsFailedConnections(t *testing.T) {
 	}
 }
 
-// On a terminal, forward redraws a status line with the counters, and
-// wipes it at the end.
+// On a terminal, forward redraws a status line with the counters, with
+// wrapping off (a wrapped line could not be wiped), and on Ctrl-C replaces
+// it with one line of totals.
 func TestForwardStatusLine(t *testing.T) {
 	t.Parallel()
 	_, addr := startServe(t, env(envToken, testToken))
@@ -240,14 +307,15 @@ func TestForwardStatusLine(t *testing.T) {
 	fwd := startCLI(t, &cli{getenv: env(envToken, testToken), terminal: true, statusEvery: 5 * time.Millisecond},
 		"forward", "--api", "http://"+addr, "box", fmt.Sprintf("0:%d", port))
 	m := fwd.stdout.waitFor(t, regexp.MustCompile(`^(\S+) -> box:\d+\n`), 10*time.Second)
-	fwd.stdout.waitFor(t, regexp.MustCompile(`\r\x1b\[K0 open, 0 total · ↑ 0 B ↓ 0 B`), 10*time.Second)
+	fwd.stdout.waitFor(t, regexp.MustCompile(`\r\x1b\[K\x1b\[\?7l0 open, 0 total · ↑ 0 B ↓ 0 B\x1b\[\?7h`), 10*time.Second)
 	roundTrip(t, m[1], 3000)
-	fwd.stdout.waitFor(t, regexp.MustCompile(`\r\x1b\[K0 open, 1 total · ↑ 2\.9 KiB ↓ 2\.9 KiB`), 10*time.Second)
+	fwd.stdout.waitFor(t, regexp.MustCompile(`\r\x1b\[K\x1b\[\?7l0 open, 1 total · ↑ 2\.9 KiB ↓ 2\.9 KiB\x1b\[\?7h`), 10*time.Second)
 	if code := fwd.stop(t); code != exitOK {
 		t.Errorf("exit %d", code)
 	}
-	if out := fwd.stdout.String(); !strings.HasSuffix(out, "\r\x1b[K") {
-		t.Errorf("status line not wiped at the end: %q", out[max(0, len(out)-80):])
+	const summary = "\r\x1b[Kspriteproxy forward: stopped: 0 open, 1 total · ↑ 2.9 KiB ↓ 2.9 KiB\n"
+	if out := fwd.stdout.String(); !strings.HasSuffix(out, summary) {
+		t.Errorf("no summary line at the end, want %q: %q", summary, out[max(0, len(out)-120):])
 	}
 
 	// Not on a pipe.
@@ -500,5 +568,69 @@ func TestServeAllowOrigin(t *testing.T) {
 		if err != nil || string(got) != want {
 			t.Errorf("Origin %s: answer %q (%v), want %q", origin, got, err, want)
 		}
+	}
+}
+
+// On a terminal narrower than the status line, each redraw is fitted to
+// the width (the terminal's, else $COLUMNS), so that it never wraps.
+func TestForwardStatusLineFitsWidth(t *testing.T) {
+	t.Parallel()
+	_, addr := startServe(t, env(envToken, testToken))
+	port := echoService(t)
+	fwd := startCLI(t, &cli{getenv: env(envToken, testToken), terminal: true, width: func() int { return 20 }, statusEvery: 5 * time.Millisecond},
+		"forward", "--api", "http://"+addr, "box", fmt.Sprintf("0:%d", port))
+	fwd.stdout.waitFor(t, regexp.MustCompile(`\x1b\[\?7l0 open, 0 total\x1b\[\?7h`), 10*time.Second)
+	if code := fwd.stop(t); code != exitOK {
+		t.Errorf("exit %d", code)
+	}
+	draws := regexp.MustCompile(`\x1b\[\?7l(.*?)\x1b\[\?7h`).FindAllStringSubmatch(fwd.stdout.String(), -1)
+	if len(draws) == 0 {
+		t.Fatal("no status line drawn")
+	}
+	for _, d := range draws {
+		if n := utf8.RuneCountInString(d[1]); n >= 20 {
+			t.Fatalf("a status line of %d columns on a terminal of 20: %q", n, d[1])
+		}
+	}
+}
+
+func TestFit(t *testing.T) {
+	t.Parallel()
+	line := "12 open, 345 total · ↑ 1.5 MiB ↓ 2.5 MiB · 3 failed"
+	for _, tc := range []struct {
+		width int
+		want  string
+	}{
+		{0, line},
+		{80, line},
+		{45, "12 open, 345 total · ↑ 1.5 MiB ↓ 2.5 MiB"},
+		{30, "12 open, 345 total"},
+		{10, "12 open,…"},
+		{1, ""},
+	} {
+		if got := fit(line, tc.width); got != tc.want {
+			t.Errorf("fit(%d) = %q, want %q", tc.width, got, tc.want)
+		}
+	}
+}
+
+// termWidth is 0 for what is not a terminal, so that a pipe falls back on
+// $COLUMNS.
+func TestTermWidthNotATerminal(t *testing.T) {
+	t.Parallel()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if n := termWidth(w); n != 0 {
+		t.Errorf("termWidth of a pipe = %d, want 0", n)
+	}
+	if n := columns("42"); n != 42 {
+		t.Errorf("columns(42) = %d", n)
+	}
+	if n := columns("wide"); n != 0 {
+		t.Errorf("columns(wide) = %d", n)
 	}
 }

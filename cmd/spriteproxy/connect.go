@@ -3,13 +3,10 @@ package main
 import (
 	"cmp"
 	"context"
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
-	"time"
 
-	sprites "github.com/spriteproxy/spriteproxy/proxy"
 	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
 
@@ -25,11 +22,7 @@ const connectSynopsis = "spriteproxy connect [--api URL] [--token T] [--tls-ca F
 // cleanly, 1 with one line on stderr otherwise.
 func (c *cli) connect(ctx context.Context, args []string) int {
 	fs := newFlagSet("connect")
-	api := fs.String("api", "", "the API's `URL` (default $"+envAPI+", else "+sprites.DefaultBaseURL+")")
-	token := fs.String("token", "", "the bearer `token` (default $"+envToken+")")
-	pf := addProxyFlags(fs)
-	tlsCA := fs.String("tls-ca", "", "PEM `FILE` of certificates to trust besides the system's, e.g. a self-signed server's")
-	timeout := fs.Duration("timeout", 15*time.Second, "bound on opening the tunnel")
+	cf := addClientFlags(fs, "bound on opening the tunnel")
 	pos, err := c.parseFlags(fs, args, connectSynopsis)
 	if errors.Is(err, errHelp) {
 		return exitOK
@@ -47,25 +40,14 @@ func (c *cli) connect(ctx context.Context, args []string) int {
 	if _, _, err := net.SplitHostPort(target); err != nil {
 		return c.failf(exitUsage, "connect", "bad target %q: expected HOST:PORT inside the sprite, e.g. localhost:22", target)
 	}
-	base := cmp.Or(*api, c.getenv(envAPI), sprites.DefaultBaseURL)
-	if err := checkAPI(base); err != nil {
-		return c.failf(exitUsage, "connect", "%v", err)
-	}
-	chooseProxy, err := pf.choose()
+	cfg, err := cf.resolve(c.getenv)
 	if err != nil {
 		return c.failf(exitUsage, "connect", "%v", err)
 	}
-	var tlsConfig *tls.Config
-	if *tlsCA != "" {
-		if tlsConfig, err = loadCA(*tlsCA); err != nil {
-			return c.failf(exitUsage, "connect", "%v", err)
-		}
-	}
-	tok := cmp.Or(*token, c.getenv(envToken))
-	w := where{api: redactURL(base), sprite: sprite, target: target, hasToken: tok != ""}
+	w := where{api: redactURL(cfg.base), sprite: sprite, target: target, hasToken: cfg.token != "", timeout: cfg.timeout}
 
-	d := &websocket.Dialer{BaseURL: base, Token: tok, TLSConfig: tlsConfig, Proxy: chooseProxy}
-	dialCtx, cancel := context.WithTimeout(ctx, *timeout)
+	d := &websocket.Dialer{BaseURL: cfg.base, Token: cfg.token, TLSConfig: cfg.tlsConfig, Proxy: cfg.proxy}
+	dialCtx, cancel := withTimeout(ctx, cfg.timeout)
 	conn, err := d.DialSprite(dialCtx, sprite, "tcp", target)
 	cancel()
 	if ctx.Err() != nil {

@@ -68,7 +68,7 @@ func (c *cli) demo(ctx context.Context, args []string) int {
 		mappings:     []sprites.PortMapping{{LocalPort: 0, RemotePort: demoPort}},
 		checkTargets: true,
 		timeout:      15 * time.Second,
-		con:          &console{out: c.stdout, err: c.stderr, prefix: "spriteproxy demo: "},
+		con:          &console{out: c.stdout, err: c.stderr, width: c.width, prefix: "spriteproxy demo: "},
 	}
 	sessions, mgr, err := f.start(ctx)
 	if ctx.Err() != nil {

@@ -29,7 +29,7 @@ func TestProcessDrainOnSIGTERM(t *testing.T) {
 	const delay = 4 * time.Second
 	srv, api, ca := serveProcess(t, bin, "--drain-delay", delay.String(), "--drain-timeout", "30s")
 	port := echoService(t)
-	tlsConf, err := loadCA(ca)
+	tlsConf, err := loadCA("--tls-ca", ca)
 	if err != nil {
 		t.Fatal(err)
 	}

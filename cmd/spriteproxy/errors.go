@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spriteproxy/spriteproxy/dialer"
 	sprites "github.com/spriteproxy/spriteproxy/proxy"
@@ -23,6 +25,7 @@ type where struct {
 	sprite   string
 	target   string // host:port inside the sprite, if the error is about one
 	hasToken bool
+	timeout  time.Duration // the --timeout that bounded the failed step; 0: none
 }
 
 // explain turns an error of the client into one line a user can act on.
@@ -43,6 +46,12 @@ func explain(err error, w where) string {
 	)
 	if errors.As(err, &me) && w.target == "" {
 		w.target = targetAddr(me.Mapping)
+	}
+	// The cause's own text, without the library's "mapping N" (which
+	// counts from 0), and the mapping counted from 1 as everywhere else.
+	inner, mapping := err, ""
+	if me != nil {
+		inner, mapping = me.Err, fmt.Sprintf(" (mapping %d)", me.Index+1)
 	}
 	target := fmt.Sprintf("%s inside sprite %q", w.target, w.sprite)
 
@@ -97,19 +106,63 @@ func explain(err error, w where) string {
 		return fmt.Sprintf("TLS: the certificate of %s is not valid: %v", w.api, cie.Error())
 	case errors.As(err, &rhe):
 		return fmt.Sprintf("TLS: %s does not speak TLS: is it an http:// server?", w.api)
+	case errors.Is(err, dialer.ErrBadRequest) && plainScheme(w.api) && speaksTLS(w.api):
+		return fmt.Sprintf("%s is a TLS server: use %s (it answered the plain request %s)%s", w.api, withTLSScheme(w.api), short(inner), mapping)
 	case errors.Is(err, dialer.ErrBadRequest), errors.Is(err, dialer.ErrTunnelClosed):
-		return fmt.Sprintf("%s did not complete the tunnel handshake (is it a spriteproxy or Sprites API?): %v", w.api, short(err))
+		return fmt.Sprintf("%s did not complete the tunnel handshake (is it a spriteproxy or Sprites API?): %v%s", w.api, short(inner), mapping)
 
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Sprintf("server unreachable: nothing listens at %s (connection refused)", w.api)
 	case errors.As(err, &dnse):
 		return fmt.Sprintf("server unreachable: %s: the host name does not resolve", w.api)
+	case (errors.Is(err, context.DeadlineExceeded) || isTimeout(err)) && w.timeout > 0:
+		return fmt.Sprintf("no answer from %s within --timeout %v: raise --timeout (0 means no limit), or check that the server is up", w.api, w.timeout)
 	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
 		return fmt.Sprintf("server unreachable: %s did not answer in time", w.api)
 	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ECONNRESET):
 		return fmt.Sprintf("server unreachable: %s: %v", w.api, short(err))
 	}
-	return short(err)
+	return short(inner) + mapping
+}
+
+// plainScheme reports whether the API URL api is http:// or ws://.
+func plainScheme(api string) bool {
+	u, err := url.Parse(api)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "ws")
+}
+
+// withTLSScheme is api with https:// for http:// and wss:// for ws://.
+func withTLSScheme(api string) string {
+	u, err := url.Parse(api)
+	if err != nil {
+		return api
+	}
+	u.Scheme = map[string]string{"http": "https", "ws": "wss"}[u.Scheme]
+	return u.String()
+}
+
+// speaksTLS reports whether the server of the plain API URL api answers a
+// TLS handshake, which tells "http:// to a TLS server" from other causes
+// of a 400 without reading the server's message. It is only called on
+// that error path, and bounded to a few seconds.
+func speaksTLS(api string) bool {
+	u, err := url.Parse(api)
+	if err != nil {
+		return false
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "80")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	d := tls.Dialer{Config: &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}} // only to see whether TLS is spoken
+	c, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // isTimeout reports whether err is a net.Error that timed out.

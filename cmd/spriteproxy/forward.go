@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spriteproxy/spriteproxy/dialer"
@@ -31,13 +32,9 @@ const probeAddr = "spriteproxy-probe.invalid:9"
 
 func (c *cli) forward(ctx context.Context, args []string) int {
 	fs := newFlagSet("forward")
-	api := fs.String("api", "", "the API's `URL` (default $"+envAPI+", else "+sprites.DefaultBaseURL+")")
-	token := fs.String("token", "", "the bearer `token` (default $"+envToken+")")
-	pf := addProxyFlags(fs)
-	tlsCA := fs.String("tls-ca", "", "PEM `FILE` of certificates to trust besides the system's, e.g. a self-signed server's")
+	cf := addClientFlags(fs, "bound on the start-up checks")
 	jsonOut := fs.Bool("json", false, "print the mappings as JSON lines, for scripts")
 	noCheck := fs.Bool("no-target-check", false, "start without checking that each target accepts a connection (for services that start later)")
-	timeout := fs.Duration("timeout", 15*time.Second, "bound on the start-up checks")
 	verbose := fs.Bool("v", false, "log every forwarded connection")
 	pos, err := c.parseFlags(fs, args, forwardSynopsis)
 	if errors.Is(err, errHelp) {
@@ -57,32 +54,22 @@ func (c *cli) forward(ctx context.Context, args []string) int {
 	if err != nil {
 		return c.failf(exitUsage, "forward", "%v", err)
 	}
-	base := cmp.Or(*api, c.getenv(envAPI), sprites.DefaultBaseURL)
-	if err := checkAPI(base); err != nil {
-		return c.failf(exitUsage, "forward", "%v", err)
-	}
-	chooseProxy, err := pf.choose()
+	cfg, err := cf.resolve(c.getenv)
 	if err != nil {
 		return c.failf(exitUsage, "forward", "%v", err)
 	}
-	var tlsConfig *tls.Config
-	if *tlsCA != "" {
-		if tlsConfig, err = loadCA(*tlsCA); err != nil {
-			return c.failf(exitUsage, "forward", "%v", err)
-		}
-	}
 
 	f := &forwarder{
-		api:          base,
-		token:        cmp.Or(*token, c.getenv(envToken)),
-		tlsConfig:    tlsConfig,
-		proxy:        chooseProxy,
+		api:          cfg.base,
+		token:        cfg.token,
+		tlsConfig:    cfg.tlsConfig,
+		proxy:        cfg.proxy,
 		sprite:       sprite,
 		mappings:     mappings,
 		checkTargets: !*noCheck,
-		timeout:      *timeout,
+		timeout:      cfg.timeout,
 		verbose:      *verbose,
-		con:          &console{out: c.stdout, err: c.stderr, prefix: "spriteproxy forward: "},
+		con:          &console{out: c.stdout, err: c.stderr, width: c.width, prefix: "spriteproxy forward: "},
 	}
 	sessions, mgr, err := f.start(ctx)
 	if ctx.Err() != nil {
@@ -107,14 +94,23 @@ type forwarder struct {
 	sprite       string
 	mappings     []sprites.PortMapping
 	checkTargets bool          // probe every target at start, not only the API
-	timeout      time.Duration // bound on the start-up checks
+	timeout      time.Duration // bound on the start-up checks; 0: none
 	verbose      bool
 	con          *console
 }
 
 // where describes the forward for error messages.
 func (f *forwarder) where(target string) where {
-	return where{api: redactURL(f.api), sprite: f.sprite, target: target, hasToken: f.token != ""}
+	return where{api: redactURL(f.api), sprite: f.sprite, target: target, hasToken: f.token != "", timeout: f.timeout}
+}
+
+// streamWhere describes a stream opened once forwarding, for error
+// messages: --timeout bounds only the start-up checks, so a stream's
+// timeout is not blamed on it.
+func (f *forwarder) streamWhere(target string) where {
+	w := f.where(target)
+	w.timeout = 0
+	return w
 }
 
 // start checks that the API, the token, the sprite and (unless told not
@@ -131,7 +127,7 @@ func (f *forwarder) start(ctx context.Context) ([]*sprites.ProxySession, *sprite
 	reporting := dialer.Func(func(ctx context.Context, sprite, network, address string) (net.Conn, error) {
 		conn, err := d.DialSprite(ctx, sprite, network, address)
 		if err != nil && !errors.Is(ctx.Err(), context.Canceled) {
-			f.con.warn("a connection failed: " + explain(err, f.where(address)))
+			f.con.warn("a connection failed: " + explain(err, f.streamWhere(address)))
 		}
 		return conn, err
 	})
@@ -139,7 +135,7 @@ func (f *forwarder) start(ctx context.Context) ([]*sprites.ProxySession, *sprite
 	if f.verbose {
 		level = slog.LevelDebug
 	}
-	logger := slog.New(slog.NewTextHandler(f.con, &slog.HandlerOptions{Level: level}))
+	logger := newLogger(f.con, level)
 	client := sprites.New(f.token, sprites.WithDialer(reporting), sprites.WithLogger(logger))
 	sessions, err := client.ProxyPorts(ctx, f.sprite, f.mappings)
 	if err != nil {
@@ -163,7 +159,7 @@ func (f *forwarder) start(ctx context.Context) ([]*sprites.ProxySession, *sprite
 // reply (forbidden, unreachable) proves both good, while no service is
 // touched.
 func (f *forwarder) probe(ctx context.Context, d dialer.Dialer) error {
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	ctx, cancel := withTimeout(ctx, f.timeout)
 	defer cancel()
 	if f.checkTargets {
 		for i, m := range f.mappings {
@@ -207,7 +203,11 @@ func (f *forwarder) hold(ctx context.Context, sessions []*sprites.ProxySession, 
 		case <-ctx.Done():
 			mgr.CloseAll()
 			<-allDone
-			f.con.done()
+			if status {
+				f.con.summary(statusLine(sessions))
+			} else {
+				f.con.done()
+			}
 			return exitOK
 		case <-allDone:
 			f.con.done()
@@ -268,6 +268,9 @@ func checkSpriteName(name string) error {
 
 // checkAPI accepts an http, https, ws or wss URL with a host.
 func checkAPI(s string) error {
+	if !strings.Contains(s, "://") {
+		return fmt.Errorf("bad API URL %q: no scheme; expected https://%s (or http:// for a server without TLS)", redactURL(s), redactURL(s))
+	}
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("bad API URL %q: expected e.g. https://sprites.example.com or http://127.0.0.1:8080", redactURL(s))
@@ -279,11 +282,19 @@ func checkAPI(s string) error {
 	return fmt.Errorf("bad API URL %q: the scheme must be http, https, ws or wss", redactURL(s))
 }
 
-// redactURL hides a password in a URL, for messages.
+// redactURL hides a password in a URL, for messages. A string that is not
+// a URL is shown as typed, less anything before an '@' (user info).
 func redactURL(s string) string {
 	u, err := url.Parse(s)
 	if err != nil {
-		return "(unparsable URL)"
+		if i := strings.LastIndex(s, "@"); i >= 0 {
+			scheme, _, ok := strings.Cut(s[:i], "://")
+			if ok {
+				return scheme + "://xxxxx" + s[i:]
+			}
+			return "xxxxx" + s[i:]
+		}
+		return s
 	}
 	if u.User != nil {
 		u.User = url.User("xxxxx")
@@ -293,17 +304,18 @@ func redactURL(s string) string {
 
 // loadCA returns a TLS config that trusts the system's roots and the
 // certificates of the PEM file.
-func loadCA(file string) (*tls.Config, error) {
+// what names where file came from in errors: "--tls-ca" or the variable.
+func loadCA(what, file string) (*tls.Config, error) {
 	pem, err := os.ReadFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("--tls-ca: %v", err)
+		return nil, fmt.Errorf("%s: %v", what, err)
 	}
 	pool, err := x509.SystemCertPool()
 	if err != nil || pool == nil {
 		pool = x509.NewCertPool()
 	}
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("--tls-ca: no PEM certificate in %s", file)
+		return nil, fmt.Errorf("%s: no PEM certificate in %s", what, file)
 	}
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }

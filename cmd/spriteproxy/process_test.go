@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -213,7 +214,9 @@ func TestProcessErrors(t *testing.T) {
 
 // The quick start of README.md is internal/quickstart word for word, and it
 // works against a server whose sprite has a web app on 8080 and a
-// "database" on 5432.
+// "database" on 5432: a TLS server with a certificate of its own, which
+// the program trusts through SPRITEPROXY_CA_FILE with no code change (and
+// without it, fails saying so).
 func TestReadmeQuickStart(t *testing.T) {
 	t.Parallel()
 	src, err := os.ReadFile("internal/quickstart/main.go")
@@ -244,13 +247,22 @@ func TestReadmeQuickStart(t *testing.T) {
 			return portMap{8080: web.Listener.Addr().String(), 5432: fmt.Sprintf("127.0.0.1:%d", db)}, nil
 		}),
 	}
-	api := httptest.NewServer(srv)
+	api := httptest.NewTLSServer(srv)
 	t.Cleanup(func() {
 		srv.Close()
 		api.Close()
 	})
+	caFile := filepath.Join(t.TempDir(), "cert.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: api.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
-	p := startProcess(t, []string{envToken + "=" + testToken, envAPI + "=" + api.URL}, qs)
+	untrusted := startProcess(t, []string{envToken + "=" + testToken, envAPI + "=" + api.URL}, qs)
+	if code := untrusted.wait(t, 30*time.Second); code != 1 || !strings.Contains(untrusted.stderr.String(), "certificate signed by unknown authority") {
+		t.Errorf("without %s: exit %d, stderr %q; want 1 and an unknown authority", envCAFile, code, untrusted.stderr.String())
+	}
+
+	p := startProcess(t, []string{envToken + "=" + testToken, envAPI + "=" + api.URL, envCAFile + "=" + caFile}, qs)
 	p.stdout.waitFor(t, regexp.MustCompile(`GET / inside the sprite: 200 OK: hello from inside\n`), 30*time.Second)
 	m := p.stdout.waitFor(t, regexp.MustCompile(`forwarding 127\.0\.0\.1:(\d+) to my-sprite:5432: psql -h 127\.0\.0\.1 -p (\d+)\n`), 30*time.Second)
 	if m[1] != m[2] {
@@ -289,7 +301,7 @@ func TestProcessServerKilledMidStream(t *testing.T) {
 	bin, _ := buildBinaries(t)
 	srv, api, ca := serveProcess(t, bin)
 	port := echoService(t)
-	tlsConf, err := loadCA(ca)
+	tlsConf, err := loadCA("--tls-ca", ca)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,7 @@ func TestSoak(t *testing.T) {
 	bin, _ := buildBinaries(t)
 	srv, api, ca := serveProcess(t, bin, "--metrics-listen", "127.0.0.1:0", "--max-tunnels-per-token", "-1")
 	metrics := srv.stderr.waitFor(t, regexp.MustCompile(`msg="metrics endpoint" url=(\S+)`), 30*time.Second)[1]
-	tlsConf, err := loadCA(ca)
+	tlsConf, err := loadCA("--tls-ca", ca)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,8 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	sprites "github.com/spriteproxy/spriteproxy/proxy"
 )
@@ -19,6 +21,11 @@ type console struct {
 	err    io.Writer
 	prefix string // "spriteproxy forward: "
 	shown  bool   // a status line is on out now
+	// width returns the terminal's width in columns, 0 if unknown (nil:
+	// unknown): the status line is fitted to it, so that a redraw never
+	// wraps (a wrapped line cannot be wiped with \r, and each redraw would
+	// leave one behind).
+	width func() int
 
 	lastWarn   string
 	lastWarnAt time.Time
@@ -61,12 +68,53 @@ func (c *console) Write(p []byte) (int, error) {
 	return c.err.Write(p)
 }
 
-// status draws line as the status line.
+// status draws line as the status line, fitted to the width. Line
+// wrapping is off while it is drawn (DECAWM, ESC [?7l): a terminal
+// narrower than the line, or one whose width is unknown, clips it at the
+// right edge instead of wrapping it onto a second row that the next
+// redraw could not wipe.
 func (c *console) status(line string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	fmt.Fprintf(c.out, "\r\x1b[K%s", line)
+	width := 0
+	if c.width != nil {
+		width = c.width()
+	}
+	fmt.Fprintf(c.out, "\r\x1b[K\x1b[?7l%s\x1b[?7h", fit(line, width))
 	c.shown = true
+}
+
+// summary replaces the status line with line for good, as a line of its
+// own: the totals left on the screen once forwarding stopped.
+func (c *console) summary(line string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.clearStatus()
+	fmt.Fprintf(c.out, "%sstopped: %s\n", c.prefix, line)
+}
+
+// fit shortens line to width columns (each rune one column), when width is
+// known: first by dropping its last " · " parts, then by cutting it with
+// an ellipsis.
+func fit(line string, width int) string {
+	if width <= 0 || utf8.RuneCountInString(line) < width {
+		return line
+	}
+	// Keep a column free: some terminals wrap on writing the last one.
+	for utf8.RuneCountInString(line) >= width {
+		i := strings.LastIndex(line, " · ")
+		if i < 0 {
+			break
+		}
+		line = line[:i]
+	}
+	if r := []rune(line); len(r) >= width {
+		if width <= 1 {
+			return ""
+		}
+		line = string(r[:width-2]) + "…"
+	}
+	return line
 }
 
 // done wipes the status line for good.
@@ -87,6 +135,12 @@ func statusLine(sessions []*sprites.ProxySession) string {
 		t.Sent += st.Sent
 		t.Received += st.Received
 	}
+	return countsLine(t)
+}
+
+// countsLine is the status line of counters t: "2 open, 5 total · ↑ 1 KiB
+// ↓ 3 MiB", and the failures if any.
+func countsLine(t sprites.Stats) string {
 	line := fmt.Sprintf("%d open, %d total · ↑ %s ↓ %s", t.Active, t.Accepted, bytesString(t.Sent), bytesString(t.Received))
 	if t.Failed > 0 {
 		line += fmt.Sprintf(" · %d failed", t.Failed)
