@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spriteproxy/spriteproxy/internal/cork"
 	"github.com/spriteproxy/spriteproxy/internal/testcert"
 	"github.com/spriteproxy/spriteproxy/internal/testnet"
 )
@@ -197,7 +198,7 @@ func copyToAllocs(t *testing.T, cl, sv *Conn) float64 {
 	return allocs
 }
 
-// wssConnPair is connPair over TLS 1.3, each end's TLS on a corkConn as
+// wssConnPair is connPair over TLS 1.3, each end's TLS on a cork.Conn as
 // the Dialer and Server (with TLSConfig) make it.
 func wssConnPair(t *testing.T, tune Tuning) (client, server *Conn) {
 	t.Helper()
@@ -212,7 +213,7 @@ func wssConnPair(t *testing.T, tune Tuning) (client, server *Conn) {
 	a, b := testnet.TCPPair(t)
 	clientConf := pair.ClientConfig()
 	clientConf.ServerName = "localhost"
-	tc, ts := tls.Client(newCorkConn(a), clientConf), tls.Server(newCorkConn(b), pair.ServerConfig())
+	tc, ts := tls.Client(cork.New(a), clientConf), tls.Server(cork.New(b), pair.ServerConfig())
 	errs := make(chan error, 1)
 	go func() { errs <- ts.Handshake() }()
 	if err := tc.Handshake(); err != nil {

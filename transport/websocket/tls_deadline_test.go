@@ -157,7 +157,7 @@ func TestWSSWriteTimeout(t *testing.T) {
 }
 
 // TestWSSCloseWithBytesHeld: after a write deadline cut a wss write, the
-// corkConn holds the rest of its records; Close must not first send TLS's
+// cork.Conn holds the rest of its records; Close must not first send TLS's
 // close_notify behind them (crypto/tls would wait up to 5 s for that
 // alert), but close at once, as over plain TCP.
 func TestWSSCloseWithBytesHeld(t *testing.T) {
@@ -189,7 +189,7 @@ func TestWSSCloseWithBytesHeld(t *testing.T) {
 					break
 				}
 			}
-			if !c.cork.held.Load() {
+			if !c.cork.Held() {
 				t.Fatal("a write timed out, and the cork holds nothing")
 			}
 			start := time.Now()
