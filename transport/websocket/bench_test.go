@@ -122,6 +122,18 @@ func BenchmarkCopyTo32K(b *testing.B) {
 		out1.Close()
 		out2.Close()
 	})
+	// Over TLS (each end on a cork.Conn, as the Dialer and Server make
+	// it): the server's CopyTo reads, decrypts, unmasks and writes, the
+	// slowest stage of a wss tunnel.
+	b.Run("tunnel-wss", func(b *testing.B) {
+		cl, sv := wssConnPair(b, Tuning{KeepAlive: -1})
+		out1, out2 := testnet.TCPPair(b)
+		sunk := make(chan int64, 1)
+		go sink(out2, sunk)
+		run(b, cl, func() { sv.CopyTo(out1, nil); out1.(*net.TCPConn).CloseWrite(); <-sunk })
+		out1.Close()
+		out2.Close()
+	})
 }
 
 // BenchmarkSetup is a tunnel's whole life for one byte: dial, echo one
@@ -200,7 +212,7 @@ func copyToAllocs(t *testing.T, cl, sv *Conn) float64 {
 
 // wssConnPair is connPair over TLS 1.3, each end's TLS on a cork.Conn as
 // the Dialer and Server (with TLSConfig) make it.
-func wssConnPair(t *testing.T, tune Tuning) (client, server *Conn) {
+func wssConnPair(t testing.TB, tune Tuning) (client, server *Conn) {
 	t.Helper()
 	cfg, err := tune.config()
 	if err != nil {

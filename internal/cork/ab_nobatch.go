@@ -1,0 +1,5 @@
+//go:build cork_nobatch
+
+package cork
+
+const batchReads = false

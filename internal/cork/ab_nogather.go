@@ -1,0 +1,5 @@
+//go:build cork_nogather
+
+package cork
+
+const gatherWrites = false
