@@ -124,7 +124,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if c.nowait.Load() {
 		return 0, errNoWait
 	}
-	if !batchReads || !c.batchable || len(p) == 0 || len(p) >= batchBelow || c.batching.Load() <= 0 {
+	if !c.batchable || len(p) == 0 || len(p) >= batchBelow || c.batching.Load() <= 0 {
 		return c.nc.Read(p)
 	}
 	bp, n, err := pool.Read(c.nc)
@@ -192,7 +192,7 @@ func (c *Conn) Begin() error {
 		c.gmu.Unlock()
 		return err
 	}
-	c.corked = gatherWrites
+	c.corked = true
 	c.busy.Store(true)
 	if c.stop.Load() {
 		// Interrupt has begun: it may not have seen busy.

@@ -1,5 +1,0 @@
-//go:build cork_nobatch
-
-package cork
-
-const batchReads = false

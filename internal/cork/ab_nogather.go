@@ -1,5 +1,0 @@
-//go:build cork_nogather
-
-package cork
-
-const gatherWrites = false
