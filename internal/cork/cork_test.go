@@ -128,6 +128,9 @@ func TestCorkTimeoutKeepsRest(t *testing.T) {
 	if !isTimeout(err) {
 		t.Fatalf("end = %v, want a timeout", err)
 	}
+	if !cc.Held() {
+		t.Fatal("a flush was cut, and Held reports nothing held")
+	}
 	// The deadline has passed: nothing is sent or gathered.
 	if err := cc.Begin(); !isTimeout(err) {
 		t.Fatalf("begin after the deadline = %v, want a timeout", err)
@@ -147,6 +150,37 @@ func TestCorkTimeoutKeepsRest(t *testing.T) {
 	}
 	if b, want := <-got, append(append([]byte(nil), first...), "end"...); !bytes.Equal(b, want) {
 		t.Fatalf("peer got %d bytes, want the %d sent, in order", len(b), len(want))
+	}
+}
+
+// TestCorkFlushHeld: FlushHeld sends what a cut write kept, with one
+// write, and with nothing held it writes nothing.
+func TestCorkFlushHeld(t *testing.T) {
+	t.Parallel()
+	cc, wc, peer := pipeCork(t)
+	if err := cc.FlushHeld(); err != nil || wc.count() != 0 {
+		t.Fatalf("FlushHeld with nothing held = %v, %d writes; want nil, none", err, wc.count())
+	}
+	want := bytes.Repeat([]byte("held"), 1000)
+	// Nobody reads: the write deadline cuts the whole flush.
+	cc.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+	if _, err := cc.Write(want); err != nil {
+		t.Fatalf("a write cut by the deadline = %v, want it held and no error", err)
+	}
+	if !cc.Held() {
+		t.Fatal("nothing held after a write cut by the deadline")
+	}
+	cc.SetWriteDeadline(time.Time{})
+	got := readN(peer, len(want))
+	before := wc.count()
+	if err := cc.FlushHeld(); err != nil {
+		t.Fatal(err)
+	}
+	if cc.Held() || wc.count() != before+1 {
+		t.Fatalf("after FlushHeld: held %v, %d writes; want nothing held, one write", cc.Held(), wc.count()-before)
+	}
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("peer got %d bytes, want the %d held", len(b), len(want))
 	}
 }
 
@@ -358,6 +392,41 @@ func TestCorkBatchedRead(t *testing.T) {
 	defer b.Close()
 	if New(a).Batchable() {
 		t.Error("a net.Pipe is batchable: an idle read would hold a pooled buffer")
+	}
+}
+
+// TestCorkBatchNesting: the bytes a batched read left stay in the pooled
+// buffer until the last StopBatch, which moves them out of it.
+func TestCorkBatchNesting(t *testing.T) {
+	t.Parallel()
+	nc, peer := testnet.TCPPair(t)
+	want := bytes.Repeat([]byte("batch"), 4<<10)
+	if _, err := peer.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	peer.(*net.TCPConn).CloseWrite()
+	cc := New(nc)
+	cc.StartBatch()
+	cc.StartBatch()
+	got := make([]byte, 1000)
+	// The first read may come before all of want has arrived; it takes
+	// what has, and keeps what is beyond got.
+	n, err := cc.Read(got)
+	if err != nil || n != len(got) || cc.rbp == nil {
+		t.Fatalf("batched read: %d, %v, pooled buffer held %v; want %d bytes and the rest kept", n, err, cc.rbp != nil, len(got))
+	}
+	cc.StopBatch()
+	if cc.rbp == nil {
+		t.Fatal("StopBatch with a batch still under way gave the pooled buffer back")
+	}
+	kept := len(cc.rbuf)
+	cc.StopBatch()
+	if cc.rbp != nil || len(cc.rbuf) != kept {
+		t.Fatalf("last StopBatch: pooled buffer held %v, %d of %d bytes kept", cc.rbp != nil, len(cc.rbuf), kept)
+	}
+	rest, err := io.ReadAll(cc)
+	if err != nil || !bytes.Equal(append(got, rest...), want) {
+		t.Fatalf("read %d bytes in all (%v), want the %d written in order", len(got)+len(rest), err, len(want))
 	}
 }
 
