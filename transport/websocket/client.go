@@ -22,6 +22,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/spriteproxy/spriteproxy/dialer"
+	"github.com/spriteproxy/spriteproxy/internal/cork"
 	"github.com/spriteproxy/spriteproxy/internal/wire"
 )
 
@@ -270,7 +271,7 @@ func (d *Dialer) netConn(ctx context.Context) (net.Conn, error) {
 	if d.tlsConf == nil {
 		return nc, nil
 	}
-	tc := tls.Client(newCorkConn(nc), d.tlsConf)
+	tc := tls.Client(cork.New(nc), d.tlsConf)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		nc.Close()
 		return nil, err

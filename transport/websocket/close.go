@@ -207,7 +207,7 @@ func (c *Conn) drainLocked() {
 // does when its own Write is in flight (its failed alert is then no error
 // of the tunnel's).
 func (c *Conn) closeNC() error {
-	if c.cork != nil && c.cork.interrupt() {
+	if c.cork != nil && c.cork.Interrupt() {
 		c.nc.Close()
 		return nil
 	}

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/spriteproxy/spriteproxy/internal/cork"
 )
 
 // Conn is one tunnelled stream: a net.Conn over a WebSocket that carries
@@ -59,8 +61,8 @@ type Conn struct {
 	// read deadline (CopyTo's TLS gathering leaves those alone).
 	tlsConn      *tls.Conn
 	readDeadline atomic.Bool
-	cork         *corkConn // under tlsConn, when the tunnel made the TLS conn
-	client       bool      // frames sent are masked; frames received are not
+	cork         *cork.Conn // under tlsConn, when the tunnel made the TLS conn
+	client       bool       // frames sent are masked; frames received are not
 	cfg          *config
 	local        net.Addr
 	remote       net.Addr
@@ -138,7 +140,7 @@ func newConn(nc net.Conn, client bool, cfg *config, pre []byte) *Conn {
 	c.tcp, _ = nc.(*net.TCPConn)
 	c.tlsConn, _ = nc.(*tls.Conn)
 	if c.tlsConn != nil {
-		c.cork, _ = c.tlsConn.NetConn().(*corkConn)
+		c.cork, _ = c.tlsConn.NetConn().(*cork.Conn)
 	}
 	c.rd.win = c.rd.buf[:]
 	if len(pre) > 0 {

@@ -92,11 +92,8 @@ func (c *Conn) CopyTo(w io.Writer, count *atomic.Int64) (int64, error) {
 	c.reading.Add(1)
 	defer c.reading.Add(-1)
 	if c.cork != nil {
-		c.cork.batching.Add(1)
-		defer func() {
-			c.cork.batching.Add(-1)
-			c.cork.unbatch()
-		}()
+		c.cork.StartBatch()
+		defer c.cork.StopBatch()
 	}
 	var total int64
 	var segs [][]byte
@@ -224,16 +221,16 @@ func (c *Conn) copyChunkLocked(w io.Writer, segsp *[][]byte) (int64, error) {
 // record would cost a syscall each. Records already buffered decrypt
 // without I/O; a Read that would have to go to the network fails at once
 // (crypto/tls keeps the partial record for the next Read). On a batching
-// corkConn, which holds all the socket had at the last read, that is the
+// cork.Conn, which holds all the socket had at the last read, that is the
 // cork's nowait; elsewhere a deadline in the past, which costs the error's
 // allocations. Only when the caller has set no read deadline of its own.
 func (c *Conn) gatherTLS() {
 	if !c.gathersTLS() {
 		return
 	}
-	if k := c.cork; k != nil && k.batchable {
-		k.nowait.Store(true)
-		defer k.nowait.Store(false)
+	if k := c.cork; k != nil && k.Batchable() {
+		k.SetNoWait(true)
+		defer k.SetNoWait(false)
 	} else {
 		c.nc.SetReadDeadline(aLongTimeAgo)
 		defer c.nc.SetReadDeadline(time.Time{})

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 
+	"github.com/spriteproxy/spriteproxy/internal/cork"
 	"github.com/spriteproxy/spriteproxy/internal/pool"
 	"github.com/spriteproxy/spriteproxy/internal/pump"
 )
@@ -196,8 +197,8 @@ func (c *Conn) rawTCP() *net.TCPConn {
 	if c.tlsConn != nil {
 		nc = c.tlsConn.NetConn()
 	}
-	if cc, ok := nc.(*corkConn); ok {
-		nc = cc.Conn
+	if cc, ok := nc.(*cork.Conn); ok {
+		nc = cc.NetConn()
 	}
 	tcp, _ := nc.(*net.TCPConn)
 	return tcp

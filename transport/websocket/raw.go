@@ -66,13 +66,13 @@ func (c *Conn) rawCloseWrite() error {
 	// Under TLS: what a write deadline kept goes first (or the half-close
 	// fails, to be tried again), then close_notify, which must not be left
 	// in the cork: crypto/tls writes nothing after it.
-	if err := c.cork.flushHeld(); err != nil {
+	if err := c.cork.FlushHeld(); err != nil {
 		return c.writeError(err)
 	}
 	if err := hc.CloseWrite(); err != nil {
 		return err
 	}
-	if c.cork.held.Load() {
+	if c.cork.Held() {
 		return c.opError("close", os.ErrDeadlineExceeded)
 	}
 	return nil
@@ -81,11 +81,11 @@ func (c *Conn) rawCloseWrite() error {
 func (c *Conn) rawClose() error {
 	c.closeOnce.Do(func() {
 		c.beginClose()
-		if c.cork != nil && !c.cork.busy.Load() && c.cork.held.Load() {
+		if c.cork != nil && !c.cork.Busy() && c.cork.Held() {
 			// Bytes a write deadline kept were counted as written: give
 			// them the close timeout to go out, as a framed Close does.
 			c.nc.SetWriteDeadline(time.Now().Add(c.cfg.closeTimeout))
-			c.cork.flushHeld()
+			c.cork.FlushHeld()
 		}
 		c.ended()
 		c.closeErr = c.closeNC()

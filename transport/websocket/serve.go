@@ -13,6 +13,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/spriteproxy/spriteproxy/dialer"
+	"github.com/spriteproxy/spriteproxy/internal/cork"
 	"github.com/spriteproxy/spriteproxy/internal/wire"
 )
 
@@ -85,7 +86,7 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) serveConn(nc net.Conn) {
 	defer s.conns.Done()
 	if s.TLSConfig != nil {
-		nc = tls.Server(newCorkConn(nc), s.TLSConfig)
+		nc = tls.Server(cork.New(nc), s.TLSConfig)
 	}
 	stop := context.AfterFunc(s.ctx, func() { nc.SetDeadline(aLongTimeAgo) })
 	nc.SetDeadline(time.Now().Add(cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)))

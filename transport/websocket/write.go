@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/spriteproxy/spriteproxy/internal/cork"
 	"github.com/spriteproxy/spriteproxy/internal/pool"
 )
 
@@ -160,11 +161,11 @@ func (c *Conn) sendBufLocked(op byte, bp *[]byte, n int) (int, error) {
 }
 
 // ncWrite writes b to the connection under the tunnel. Under TLS made by
-// the tunnel, crypto/tls writes b's records into the corkConn, which sends
-// them with one write (see corkConn).
+// the tunnel, crypto/tls writes b's records into the cork.Conn, which sends
+// them with one write (see cork.Conn).
 //
 // b is sent a frame's size at a time (a raw stream's Write may be larger).
-// On a timeout, the count includes the bytes the corkConn keeps to send
+// On a timeout, the count includes the bytes the cork.Conn keeps to send
 // first next time; on any other failure of a gathered write, it does not
 // (nothing of that part is known to have gone out).
 func (c *Conn) ncWrite(b []byte) (int, error) {
@@ -173,15 +174,15 @@ func (c *Conn) ncWrite(b []byte) (int, error) {
 	}
 	n := 0
 	for {
-		chunk := b[n:min(len(b), n+corkChunk)]
-		if err := c.cork.begin(); err != nil {
+		chunk := b[n:min(len(b), n+cork.Chunk)]
+		if err := c.cork.Begin(); err != nil {
 			return n, err
 		}
 		m, err := c.nc.Write(chunk)
 		if err != nil {
 			m = 0 // the cork failed for good: none of it goes out
 		}
-		if ferr := c.cork.end(); err == nil && ferr != nil {
+		if ferr := c.cork.End(); err == nil && ferr != nil {
 			err = ferr
 			if !isTimeout(ferr) {
 				m = 0
