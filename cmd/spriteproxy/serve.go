@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/signal"
 	"strings"
 	"syscall"
 	"time"
@@ -32,6 +33,7 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 	fs.Var(&allow, "allow", "let tunnels reach `RULE` besides loopback: CIDR|ADDR|HOST[:PORT|:LOW-HIGH] (repeatable)")
 	fs.Var(&names, "sprite", "serve the sprite `NAME` only (repeatable; default: any name)")
 	drain := fs.Duration("drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long open tunnels may take to end before they are cut")
+	drainDelay := fs.Duration("drain-delay", 5*time.Second, "on SIGTERM, how long /healthz answers 503 while new connections are still served, so that a load balancer stops sending them, before the listener closes (SIGINT skips it)")
 	debugListen := fs.String("debug-listen", "", "serve /debug/vars (expvar: tunnels, goroutines, fds, memstats) on this loopback `address`")
 	maxTunnels := fs.Int("max-tunnels", 0, "most tunnels open at once; over it, 503 (default 8192)")
 	maxPerToken := fs.Int("max-tunnels-per-token", 0, "most tunnels one token holds open; over it, 429 (default 1024)")
@@ -169,6 +171,8 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 	// Serve upgrades on the raw connections (no net/http): fewer
 	// allocations and syscalls per tunnel; the TLS handshake and the
 	// upgrade are bounded by the server's handshake timeout.
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {
@@ -178,6 +182,23 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 	case <-ctx.Done():
 	}
 
+	// On SIGTERM, a drain a load balancer can follow: /healthz turns 503
+	// and idle connections are told to go at once, while the listener keeps
+	// serving for the drain delay.
+	byTerm := stoppedByTerm(ctx, term)
+	signal.Stop(term) // a second SIGTERM ends serve at once, as a second Ctrl-C does
+	if *drainDelay > 0 && byTerm {
+		srv.Drain()
+		logger.Info("draining", "tunnels", srv.Live(), "drain_delay", drainDelay.String())
+		t := time.NewTimer(*drainDelay)
+		select {
+		case <-t.C:
+		case err := <-served:
+			t.Stop()
+			srv.Close()
+			return c.failf(exitFail, "serve", "serving: %v", err)
+		}
+	}
 	// Stop accepting, let open tunnels end within the drain timeout, then
 	// cut what is left.
 	logger.Info("shutting down", "tunnels", srv.Live(), "drain_timeout", drain.String())
@@ -189,6 +210,19 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 	<-served
 	logger.Info("stopped")
 	return exitOK
+}
+
+// stoppedByTerm says whether serve's ctx ended on SIGTERM (a service
+// manager or a rolling restart) rather than Ctrl-C or the caller: term is
+// notified of SIGTERM, and ctx's cause names the signal that ended it.
+func stoppedByTerm(ctx context.Context, term <-chan os.Signal) bool {
+	select {
+	case <-term:
+		return true
+	default:
+	}
+	cause := context.Cause(ctx)
+	return cause != nil && strings.HasPrefix(cause.Error(), syscall.SIGTERM.String()+" ")
 }
 
 // startWarnings are the warnings serve logs at start: no TLS, or no

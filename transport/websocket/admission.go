@@ -40,6 +40,7 @@ type refusal struct {
 	code    string // the body's "error"
 	message string // the body's "message": the client reads it, never the token
 	cause   error  // what went wrong, for the log; nil when message says it all
+	health  bool   // the answer to a health check (health.go): no refusal, not logged
 }
 
 func (r *refusal) Error() string {
@@ -228,6 +229,9 @@ func (r *refusal) headers(now time.Time) [][2]string {
 }
 
 func (r *refusal) body() []byte {
+	if r.health && r.status == http.StatusOK {
+		return healthOK
+	}
 	return wire.Marshal(wire.ErrorBody{Error: r.code, Message: r.message})
 }
 
@@ -267,6 +271,9 @@ func (r *refusal) appendRaw(b []byte, http10 bool) []byte {
 // path, the client and the reason (the refusal's message and cause, which
 // never carry the token).
 func (s *Server) logRefused(r *frontRequest, sprite string, ref *refusal) {
+	if ref.health {
+		return
+	}
 	s.log("request refused", "status", ref.status, "sprite", sprite, "path", r.path, "client", r.remote, "reason", ref)
 }
 

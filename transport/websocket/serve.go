@@ -102,6 +102,9 @@ func (s *Server) serveConn(nc net.Conn) {
 		Header: earlyDataHeader,
 		OnRequest: func(uri []byte) error {
 			fr.path, _, _ = strings.Cut(string(uri), "?")
+			if ref = s.health(s.ctx, fr.path); ref != nil {
+				return ref
+			}
 			if sl.sprite, ref = pathRefusal(fr.path); ref != nil {
 				return ref
 			}
@@ -153,6 +156,9 @@ func (s *Server) serveConn(nc net.Conn) {
 	if err != nil {
 		// What the Upgrader wrote is dropped: the answer is the front
 		// door's, one response with exactly its headers.
+		if ref == nil && err == ws.ErrHandshakeBadProtocol {
+			ref = s.health(s.ctx, healthRequestLine(string(ur.line[:ur.lineN])))
+		}
 		if ref == nil {
 			ref = ur.refusal(err)
 		}
@@ -223,8 +229,10 @@ type upgradeReader struct {
 	lines        int  // lines seen
 	done         bool // the header's empty line has been read
 	rest         []byte
-	vers         [8]byte // the last bytes of the request line so far
-	major, minor int     // the request line's version, once read (0.0 if not HTTP/x.y)
+	vers         [8]byte  // the last bytes of the request line so far
+	line         [64]byte // the first bytes of the request line (a health check's)
+	lineN        int
+	major, minor int // the request line's version, once read (0.0 if not HTTP/x.y)
 	held         []byte
 	heldBuf      [256]byte
 }
@@ -268,6 +276,10 @@ func (u *upgradeReader) Read(p []byte) (int, error) {
 			if u.lines == 0 {
 				copy(u.vers[:], u.vers[1:])
 				u.vers[len(u.vers)-1] = b
+				if u.lineN < len(u.line) {
+					u.line[u.lineN] = b
+					u.lineN++
+				}
 			}
 			u.lineLen++
 		}

@@ -110,6 +110,7 @@ type Server struct {
 	listeners map[net.Listener]struct{} // those Serve accepts on
 	conns     sync.WaitGroup            // Serve loops and their connections
 	shutting  bool
+	draining  bool // Drain or Shutdown has begun: health says 503, idle connections go
 	live      int
 	perToken  map[[sha256.Size]byte]int
 	idle      chan struct{}      // closed when live drops to 0 during Shutdown
@@ -128,6 +129,12 @@ func (s *Server) init() error {
 
 // ServeHTTP serves one tunnel; it returns when the tunnel has ended.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet {
+		if ref := s.health(r.Context(), r.URL.Path); ref != nil {
+			ref.writeHTTP(w)
+			return
+		}
+	}
 	fr := &frontRequest{path: r.URL.Path, remote: r.RemoteAddr, auth: r.Header.Get("Authorization"),
 		auths: len(r.Header["Authorization"]), origin: r.Header.Get("Origin"), origins: len(r.Header["Origin"])}
 	sl, network, ref := s.frontHTTP(r, fr)
@@ -236,12 +243,12 @@ func (s *Server) serveTunnel(c *Conn, sprite string, network dialer.ContextDiale
 	return next
 }
 
-// park counts c among the idle connections that Shutdown closes at once,
-// unless the server is shutting down or has as many as it keeps.
+// park counts c among the idle connections that Drain and Shutdown close
+// at once, unless the server is draining or has as many as it keeps.
 func (s *Server) park(c *Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.shutting {
+	if s.shutting || s.draining {
 		return false
 	}
 	if max := limit(s.MaxIdleConns, DefaultMaxIdleConns); max > 0 && len(s.waiting) >= max {
@@ -257,14 +264,15 @@ func (s *Server) park(c *Conn) bool {
 	return true
 }
 
-// unpark takes c off the idle connections; it reports false if Shutdown
-// has begun (c is then to be closed).
+// unpark takes c off the idle connections; it reports false if a drain
+// has begun (c is then to be closed, with no reply: the client dials
+// afresh).
 func (s *Server) unpark(c *Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, ok := s.waiting[c]
 	delete(s.waiting, c)
-	return ok && !s.shutting
+	return ok && !s.shutting && !s.draining
 }
 
 var (
@@ -403,15 +411,17 @@ func targetString(target net.Conn, addr string) string {
 }
 
 // Shutdown stops the server from opening tunnels (new requests get 503,
-// and the listeners given to Serve are closed) and waits for the live ones
-// to end. When ctx ends first, it closes them, waits for their goroutines,
+// and the listeners given to Serve are closed), closes the connections
+// that wait idle for a next tunnel, and waits for the live ones to end;
+// /healthz answers 503 from then on, as after Drain, which a load balancer
+// needs a while before (see Drain). When ctx ends first, it closes them, waits for their goroutines,
 // and returns ctx's error. An http.Server serving the handler is the
 // caller's to shut down; hijacked tunnels are invisible to it, which is why
 // this method exists.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
 	s.mu.Lock()
-	s.shutting = true
+	s.shutting, s.draining = true, true
 	for ln := range s.listeners {
 		ln.Close()
 	}

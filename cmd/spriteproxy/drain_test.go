@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spriteproxy/spriteproxy/proxy"
+)
+
+// SIGTERM drains serve as a load balancer can follow, step by step:
+// /healthz turns 503 at once; the listener still serves for --drain-delay,
+// and a client whose idle (reused) connection the drain closed opens its
+// next tunnel on a new connection with no error; then the listener closes
+// while an open tunnel carries on, and serve exits 0 once it has ended.
+func TestProcessDrainOnSIGTERM(t *testing.T) {
+	t.Parallel()
+	bin, _ := buildBinaries(t)
+	const delay = 4 * time.Second
+	srv, api, ca := serveProcess(t, bin, "--drain-delay", delay.String(), "--drain-timeout", "30s")
+	port := echoService(t)
+	tlsConf, err := loadCA(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf}, Timeout: 10 * time.Second}
+	defer hc.CloseIdleConnections()
+	health := func() (int, string) {
+		t.Helper()
+		resp, err := hc.Get(api + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := health(); code != http.StatusOK {
+		t.Fatalf("/healthz while serving: %d %s", code, body)
+	}
+
+	var dials atomic.Int32
+	client := proxy.New(testToken, proxy.WithBaseURL(api), proxy.WithTLSConfig(tlsConf),
+		proxy.WithNetDial(func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}))
+	defer client.CloseIdleConnections()
+	sprite := client.Sprite("box")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	target := "localhost:" + strconv.Itoa(port)
+	echoOnce := func(c net.Conn, msg string) {
+		t.Helper()
+		if _, err := io.WriteString(c, msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+			t.Fatalf("echo %q: %q, %v", msg, got, err)
+		}
+	}
+	open, err := sprite.ProxySocket(ctx, "tcp", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	echoOnce(open, "open")
+	// Two tunnels one after the other on one connection, which then waits
+	// idle in the client's pool.
+	for i := range 2 {
+		c, err := sprite.ProxySocket(ctx, "tcp", target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		echoOnce(c, "short")
+		c.Close()
+		if n := dials.Load(); n != 2 {
+			t.Fatalf("tunnel %d: %d connections dialed, want 2 (the second short tunnel reuses the first's)", i, n)
+		}
+	}
+
+	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	srv.stderr.waitFor(t, regexp.MustCompile(`msg=draining tunnels=1 drain_delay=4s`), 10*time.Second)
+	if code, body := health(); code != http.StatusServiceUnavailable || !strings.Contains(body, `"error":"draining"`) {
+		t.Fatalf("/healthz once draining: %d %s", code, body)
+	}
+	// Within the delay (the test fails, rather than mislead, if it is out
+	// before the tunnel is open): the pooled connection was closed, and the
+	// tunnel goes on a new one with no error.
+	c, err := sprite.ProxySocket(ctx, "tcp", target)
+	if err != nil {
+		t.Fatalf("tunnel during the drain delay: %v", err)
+	}
+	if strings.Contains(srv.stderr.String(), "shutting down") {
+		t.Fatal("the drain delay ended before the tunnel opened: the machine is too slow for this test's delay")
+	}
+	if n := dials.Load(); n != 3 {
+		t.Fatalf("%d connections dialed, want 3: the tunnel after the drain goes on a new one", n)
+	}
+	echoOnce(c, "during the delay")
+	c.Close()
+
+	// Past the delay the listener is closed; the open tunnel still works.
+	srv.stderr.waitFor(t, regexp.MustCompile(`msg="shutting down" tunnels=1`), 30*time.Second)
+	if nc, err := net.DialTimeout("tcp", strings.TrimPrefix(api, "https://"), 5*time.Second); err == nil {
+		nc.Close()
+		t.Error("the listener still accepts after the drain delay")
+	}
+	echoOnce(open, "after the delay")
+	open.Close()
+	if code := srv.wait(t, 30*time.Second); code != 0 {
+		t.Errorf("serve exit %d; stderr:\n%s", code, srv.stderr.String())
+	}
+	if s := srv.stderr.String(); !strings.Contains(s, "msg=stopped") || strings.Contains(s, "drain timed out") {
+		t.Errorf("serve stderr:\n%s", s)
+	}
+}

@@ -1,0 +1,102 @@
+package websocket
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/spriteproxy/spriteproxy/dialer"
+)
+
+// Health checks and the drain a load balancer can follow.
+//
+// A GET of /healthz or /readyz on the serving listener (either serving
+// path) is answered by the server itself, with no token: 200
+// {"status":"ok"} while it serves, 503 {"error":"draining",...} from the
+// moment a drain begins. /readyz also asks the Resolver about a sprite
+// (readyProbe) and answers 503 {"error":"not_ready",...} when it fails for
+// another reason than an unknown sprite. Neither says anything else: no
+// counts, no names, no errors.
+
+const (
+	healthzPath = "/healthz"
+	readyzPath  = "/readyz"
+	// readyProbe is the sprite name /readyz resolves: that the Resolver
+	// knows no such sprite is an answer too.
+	readyProbe = "spriteproxy-readyz"
+	// readyTimeout bounds /readyz's call of the Resolver.
+	readyTimeout = 2 * time.Second
+)
+
+var healthOK = []byte(`{"status":"ok"}` + "\n")
+
+// isHealthPath says whether path is one of the health endpoints.
+func isHealthPath(path string) bool {
+	return path == healthzPath || path == readyzPath
+}
+
+// health answers a health check of path, or returns nil if path is not a
+// health endpoint. ctx bounds the Resolver's call.
+func (s *Server) health(ctx context.Context, path string) *refusal {
+	if !isHealthPath(path) {
+		return nil
+	}
+	if s.Draining() {
+		return &refusal{status: http.StatusServiceUnavailable, code: "draining", message: "the server is draining", health: true}
+	}
+	if path == readyzPath {
+		ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+		_, err := s.resolver().ResolveSprite(ctx, readyProbe)
+		cancel()
+		if err != nil && !errors.Is(err, dialer.ErrUnknownSprite) {
+			return &refusal{status: http.StatusServiceUnavailable, code: "not_ready", message: "the sprite resolver does not answer", health: true}
+		}
+	}
+	return &refusal{status: http.StatusOK, health: true}
+}
+
+// healthRequestLine returns the path of a request line "GET PATH HTTP/1.0"
+// to a health endpoint, or "": the Upgrader refuses HTTP/1.0 before its
+// hooks see the path, and balancers' health checks often speak it.
+func healthRequestLine(line string) string {
+	rest, ok := strings.CutPrefix(line, "GET ")
+	if !ok {
+		return ""
+	}
+	target, vers, ok := strings.Cut(rest, " ")
+	if !ok || vers != "HTTP/1.0" {
+		return ""
+	}
+	path, _, _ := strings.Cut(target, "?")
+	if !isHealthPath(path) {
+		return ""
+	}
+	return path
+}
+
+// Drain begins a drain that a load balancer can follow, before Shutdown:
+// from now on /healthz and /readyz answer 503, so that the balancer stops
+// sending new connections here; the connections that wait idle for a next
+// tunnel (the reuse extension) are closed at once, before any reply, which
+// makes a client that uses one open its next tunnel on a new connection
+// (PROTOCOL.md §7); and a connection whose tunnel ends is closed instead of
+// kept. The listeners stay open and new tunnels are still served, so that
+// the connections the balancer sends until it notices are not refused;
+// open tunnels are untouched. Shutdown drains too if Drain was not called.
+func (s *Server) Drain() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.draining = true
+	for c := range s.waiting {
+		c.nc.SetReadDeadline(aLongTimeAgo) // the idle wait ends; serve closes it
+	}
+}
+
+// Draining reports whether Drain or Shutdown has begun.
+func (s *Server) Draining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
