@@ -10,6 +10,8 @@ package main
 //   - short tunnels one after another (3,000 at least) and four 64 MiB
 //     streams (SHA-256 checked), while the replicas are restarted one after
 //     another with SIGTERM: no failed connection, no truncated stream;
+//   - then 500 more, which the replicas' metrics must count exactly
+//     (tunnels and bytes, summed over the three);
 //   - one replica killed (SIGKILL): the streams it carried end with an error,
 //     never a clean end of stream, the balancer takes it out, and new
 //     tunnels keep succeeding.
@@ -29,7 +31,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -188,6 +189,9 @@ func testBalancer(t *testing.T, start func(t *testing.T, dir string, port int, r
 	t.Logf("rolling restart of %d replicas: %d short tunnels and %d streams of %d MiB, 0 failed, in %v",
 		len(replicas), tunnels.Load(), streamsOK.Load(), deployStreamSize>>20, time.Since(start0).Round(time.Millisecond))
 
+	// The replicas' metrics count what went through them.
+	checkCounts(t, ctx, replicas, local, 500)
+
 	// One replica killed: the streams on it end with an error, the
 	// others go on, and new tunnels succeed.
 	held := make([]net.Conn, 2*deployReplicas)
@@ -246,17 +250,17 @@ func testBalancer(t *testing.T, start func(t *testing.T, dir string, port int, r
 
 // replica is one serve process, restarted on the same port.
 type replica struct {
-	port  int
-	args  []string
-	p     *process
-	debug string // its /debug/vars URL
+	port    int
+	args    []string
+	p       *process
+	metrics string // its /metrics URL
 }
 
 func (r *replica) start(t *testing.T, bin string) {
 	t.Helper()
 	r.p = startProcess(t, nil, bin, r.args...)
 	r.p.stderr.waitFor(t, serveAddrRE, 30*time.Second)
-	r.debug = r.p.stderr.waitFor(t, regexp.MustCompile(`msg="debug endpoint" url=(\S+)`), 30*time.Second)[1]
+	r.metrics = r.p.stderr.waitFor(t, regexp.MustCompile(`msg="metrics endpoint" url=(\S+)`), 30*time.Second)[1]
 }
 
 // restart stops the replica with SIGTERM, as systemctl restart does, and
@@ -276,26 +280,81 @@ func (r *replica) restart(t *testing.T, bin string) (stop, back time.Duration) {
 	return stop, time.Since(t0)
 }
 
-// tunnels is the replica's count of open tunnels (--debug-listen).
+// tunnels is the replica's count of open tunnels.
 func (r *replica) tunnels(t *testing.T) int {
 	t.Helper()
-	resp, err := http.Get(r.debug)
-	if err != nil {
-		t.Fatal(err)
+	return int(scrapeMetrics(t, r.metrics)["spriteproxy_tunnels_open"])
+}
+
+// counts are the replicas' counters summed: tunnels by result, and bytes
+// each way.
+type counts struct {
+	tunnels  map[string]float64 // by result
+	to, from float64
+}
+
+func sumCounts(t *testing.T, replicas []*replica) counts {
+	t.Helper()
+	c := counts{tunnels: map[string]float64{}}
+	for _, r := range replicas {
+		for k, v := range scrapeMetrics(t, r.metrics) {
+			switch {
+			case strings.HasPrefix(k, "spriteproxy_tunnels_total{"):
+				c.tunnels[k] += v
+			case k == `spriteproxy_tunnel_bytes_total{direction="to_target"}`:
+				c.to += v
+			case k == `spriteproxy_tunnel_bytes_total{direction="from_target"}`:
+				c.from += v
+			}
+		}
 	}
-	defer resp.Body.Close()
-	var all struct {
-		S serverVars `json:"spriteproxy"`
+	return c
+}
+
+// checkCounts runs n short tunnels and checks that the replicas' metrics
+// count exactly them: n tunnels "ok" and nothing else, and their bytes
+// each way. A tunnel is counted when it ends on the server, which may be
+// a little after the client saw it end: the replicas are other processes,
+// and their metrics are all there is to wait on, so this polls, within a
+// bound.
+func checkCounts(t *testing.T, ctx context.Context, replicas []*replica, local string, n int) {
+	t.Helper()
+	before := sumCounts(t, replicas)
+	var sent float64
+	for i := range n {
+		size := 1 + rand.IntN(4<<10)
+		if err := shortTunnel(ctx, local, size); err != nil {
+			t.Fatalf("counted tunnel %d: %v", i, err)
+		}
+		sent += float64(size)
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&all); err != nil {
-		t.Fatal(err)
+	ok := `spriteproxy_tunnels_total{result="ok"}`
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		after := sumCounts(t, replicas)
+		var others float64
+		for k, v := range after.tunnels {
+			if k != ok {
+				others += v - before.tunnels[k]
+			}
+		}
+		dOK, dTo, dFrom := after.tunnels[ok]-before.tunnels[ok], after.to-before.to, after.from-before.from
+		if dOK == float64(n) && dTo == sent && dFrom == sent && others == 0 {
+			t.Logf("metrics of the %d replicas add up: %.0f tunnels ok, %.0f bytes to the targets and %.0f back, for %d tunnels of %.0f bytes",
+				len(replicas), dOK, dTo, dFrom, n, sent)
+			return
+		}
+		if dOK > float64(n) || dTo > sent || dFrom > sent || others != 0 || time.Now().After(deadline) {
+			t.Fatalf("metrics count %.0f tunnels ok, %.0f of other results, %.0f bytes to the targets and %.0f back; want %d, 0, %.0f and %.0f",
+				dOK, others, dTo, dFrom, n, sent, sent)
+		}
+		time.Sleep(50 * time.Millisecond) // other processes: polling is all there is
 	}
-	return all.S.Tunnels
 }
 
 // unitServeArgs are the serve arguments of deploy/spriteproxy@.service's
 // ExecStart for the instance port, with the token at tokenFile, plus a
-// debug listener for the test to count tunnels.
+// metrics listener for the test to count tunnels.
 func unitServeArgs(t *testing.T, bin string, port int, tokenFile string) []string {
 	t.Helper()
 	unit := readDeployFile(t, "spriteproxy@.service")
@@ -321,7 +380,7 @@ func unitServeArgs(t *testing.T, bin string, port int, tokenFile string) []strin
 	if fields[0] != bin || fields[1] != "serve" {
 		t.Fatalf("ExecStart runs %v, want spriteproxy serve", fields[:2])
 	}
-	return append(fields[1:], "--debug-listen", "127.0.0.1:0")
+	return append(fields[1:], "--metrics-listen", "127.0.0.1:0")
 }
 
 // readDeployFile returns a file of deploy/.

@@ -16,7 +16,7 @@ import (
 	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
 
-const serveSynopsis = "spriteproxy serve [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--token-file FILE] [--allow RULE]... [--allow-origin ORIGIN]... [--sprite NAME]...\n\n" +
+const serveSynopsis = "spriteproxy serve [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--token-file FILE] [--allow RULE]... [--allow-origin ORIGIN]... [--sprite NAME]... [--metrics-listen ADDR]\n\n" +
 	"The token may also come from $" + envToken + ". Tunnels reach the sprite's loopback\n" +
 	"(this machine's) and what --allow adds: a CIDR, an address or a host name,\n" +
 	"each with an optional :PORT or :LOW-HIGH (10.0.0.0/8:5432, [fd00::1], db.internal:1-1024)."
@@ -34,7 +34,7 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 	fs.Var(&names, "sprite", "serve the sprite `NAME` only (repeatable; default: any name)")
 	drain := fs.Duration("drain-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long open tunnels may take to end before they are cut")
 	drainDelay := fs.Duration("drain-delay", 5*time.Second, "on SIGTERM, how long /healthz answers 503 while new connections are still served, so that a load balancer stops sending them, before the listener closes (SIGINT skips it)")
-	debugListen := fs.String("debug-listen", "", "serve /debug/vars (expvar: tunnels, goroutines, fds, memstats) on this loopback `address`")
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at /metrics on this `address` (tunnels, bytes, latencies, refusals, Go runtime, process)")
 	maxTunnels := fs.Int("max-tunnels", 0, "most tunnels open at once; over it, 503 (default 8192)")
 	maxPerToken := fs.Int("max-tunnels-per-token", 0, "most tunnels one token holds open; over it, 429 (default 1024)")
 	idle := fs.Duration("idle-timeout", 0, "close a tunnel that carried no data for this long (default never)")
@@ -140,14 +140,15 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 	if *verbose {
 		srv.Logger = logger
 	}
-	var debug *debugServer
-	if *debugListen != "" {
-		if debug, err = startDebug(*debugListen, srv); err != nil {
+	if *metricsListen != "" {
+		srv.Metrics = websocket.NewMetrics()
+		ms, err := startMetrics(*metricsListen, srv.Metrics)
+		if err != nil {
 			ln.Close()
-			return c.failf(exitFail, "serve", "--debug-listen: %v", err)
+			return c.failf(exitFail, "serve", "--metrics-listen: %v", short(err))
 		}
-		defer debug.close()
-		logger.Info("debug endpoint", "url", "http://"+debug.addr+"/debug/vars")
+		defer ms.close() // last: scrapes see the drain to its end
+		logger.Info("metrics endpoint", "url", "http://"+ms.addr+"/metrics")
 	}
 
 	spritesDesc := "any"

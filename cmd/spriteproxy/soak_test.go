@@ -1,10 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 	"github.com/spriteproxy/spriteproxy/internal/testnet"
 	"io"
@@ -14,6 +14,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -38,8 +39,8 @@ func TestSoak(t *testing.T) {
 		shortTunnels = n
 	}
 	bin, _ := buildBinaries(t)
-	srv, api, ca := serveProcess(t, bin, "--debug-listen", "127.0.0.1:0", "--max-tunnels-per-token", "-1")
-	debug := srv.stderr.waitFor(t, regexp.MustCompile(`msg="debug endpoint" url=(\S+)`), 30*time.Second)[1]
+	srv, api, ca := serveProcess(t, bin, "--metrics-listen", "127.0.0.1:0", "--max-tunnels-per-token", "-1")
+	metrics := srv.stderr.waitFor(t, regexp.MustCompile(`msg="metrics endpoint" url=(\S+)`), 30*time.Second)[1]
 	tlsConf, err := loadCA(ca)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +58,7 @@ func TestSoak(t *testing.T) {
 	// that the two compare the server with no connection at all.
 	oneTunnel(ctx, sprite, echoPort, 10)
 	client.CloseIdleConnections()
-	base := settle(t, debug, nil)
+	base := settle(t, metrics, nil)
 	t.Logf("server at rest: %+v", base)
 
 	start := time.Now()
@@ -98,39 +99,27 @@ func TestSoak(t *testing.T) {
 	t.Logf("%d healthy tunnels intact, %d bulk streams of %d MiB intact, %d of %d faulty tunnels failed cleanly, in %v",
 		ok.Load(), bulkStreams, bulkSize>>20, failedOnPurpose.Load(), shortTunnels/3, time.Since(start).Round(time.Millisecond))
 	client.CloseIdleConnections()
-	end := settle(t, debug, &base)
+	end := settle(t, metrics, &base)
 	t.Logf("server at rest again: %+v", end)
 }
 
-// serverVars are the serve process's counters from --debug-listen.
+// serverVars are the serve process's figures from --metrics-listen.
 type serverVars struct {
-	Tunnels    int `json:"tunnels"`
-	Goroutines int `json:"goroutines"`
-	FDs        int `json:"fds"`
+	Tunnels    int // spriteproxy_tunnels_open
+	Goroutines int // go_goroutines
+	FDs        int // process_open_fds
 }
 
-// settle reads the server's counters until no tunnel is open and, if want
+// settle reads the server's metrics until no tunnel is open and, if want
 // is given, goroutines and descriptors are back to it. The server is
-// another process with nothing to wait on but its counters, so this polls,
+// another process with nothing to wait on but its metrics, so this polls,
 // within a bound.
 func settle(t *testing.T, url string, want *serverVars) serverVars {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	var v serverVars
 	for {
-		resp, err := http.Get(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var all struct {
-			S serverVars `json:"spriteproxy"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&all)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		v = all.S
+		m := scrapeMetrics(t, url)
+		v := serverVars{Tunnels: int(m["spriteproxy_tunnels_open"]), Goroutines: int(m["go_goroutines"]), FDs: int(m["process_open_fds"])}
 		if v.Tunnels == 0 && (want == nil || v.Goroutines <= want.Goroutines && v.FDs <= want.FDs) {
 			return v
 		}
@@ -139,6 +128,42 @@ func settle(t *testing.T, url string, want *serverVars) serverVars {
 		}
 		time.Sleep(50 * time.Millisecond) // another process: polling is all there is
 	}
+}
+
+// scrapeMetrics reads a /metrics page in Prometheus's text format: each
+// sample's value by its name and labels as written (name{label="v"}).
+func scrapeMetrics(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	m := make(map[string]float64)
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ') // label values may hold spaces
+		if i < 0 {
+			t.Fatalf("GET %s: bad sample line %q", url, line)
+		}
+		name, value := line[:i], line[i+1:]
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			t.Fatalf("GET %s: bad sample line %q", url, line)
+		}
+		m[name] = v
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // oneTunnel sends n random bytes to an echo through a new tunnel, ends its

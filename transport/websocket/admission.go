@@ -274,13 +274,14 @@ func (s *Server) logRefused(r *frontRequest, sprite string, ref *refusal) {
 	if ref.health {
 		return
 	}
+	s.Metrics.refused(ref.status, sprite != "")
 	s.log("request refused", "status", ref.status, "sprite", sprite, "path", r.path, "client", r.remote, "reason", ref)
 }
 
 // frontHTTP is the front door on ServeHTTP's path: the checks in order,
 // then admit. On a nil refusal the returned slot is held.
 func (s *Server) frontHTTP(r *http.Request, fr *frontRequest) (*slot, dialer.ContextDialer, *refusal) {
-	sl := &slot{}
+	sl := &slot{start: time.Now()}
 	if err := s.init(); err != nil {
 		return sl, nil, refuse(http.StatusInternalServerError, "internal", err.Error(), nil)
 	}

@@ -140,9 +140,16 @@ func BenchmarkSetup(b *testing.B) {
 			c.Close()
 		}
 	})
-	for _, m := range modes {
+	for _, m := range append(modes, struct {
+		name   string
+		direct bool
+	}{"serve-metrics", true}) {
 		b.Run("tunnel-"+m.name, func(b *testing.B) {
-			ts := startServerMode(b, newServer(), false, m.direct)
+			srv := newServer()
+			if m.name == "serve-metrics" { // the cost of Server.Metrics per tunnel
+				srv.Metrics = NewMetrics()
+			}
+			ts := startServerMode(b, srv, false, m.direct)
 			d := ts.dialer()
 			ctx := testCtx(b)
 			b.ReportAllocs()

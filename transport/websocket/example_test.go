@@ -11,9 +11,11 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
 
@@ -148,4 +150,73 @@ func echoService() net.Listener {
 		}
 	}()
 	return svc
+}
+
+// A server's metrics go into the embedder's own Prometheus registry
+// (nothing is registered globally); serve it with promhttp.HandlerFor.
+func ExampleNewMetrics() {
+	svc := echoService()
+	defer svc.Close()
+	reg := prometheus.NewRegistry()
+	m := websocket.NewMetrics()
+	reg.MustRegister(m)
+	srv := &websocket.Server{Auth: websocket.StaticToken("secret"), Metrics: m}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	d := websocket.NewDialer("http://"+ln.Addr().String(), "secret")
+	defer d.CloseIdleConnections()
+	if conn, err := d.DialSprite(context.Background(), "my-sprite", "tcp", svc.Addr().String()); err == nil {
+		conn.Close()
+	}
+	bad := websocket.NewDialer("http://"+ln.Addr().String(), "wrong")
+	_, err := bad.DialSprite(context.Background(), "my-sprite", "tcp", svc.Addr().String())
+	fmt.Println("wrong token:", err != nil)
+
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != "spriteproxy_tunnels_total" {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			if v := s.GetCounter().GetValue(); v > 0 {
+				fmt.Printf("%s{result=%q} %v\n", mf.GetName(), s.GetLabel()[0].GetValue(), v)
+			}
+		}
+	}
+	// Output:
+	// wrong token: true
+	// spriteproxy_tunnels_total{result="ok"} 1
+	// spriteproxy_tunnels_total{result="unauthorized"} 1
+}
+
+// A drain a load balancer can follow: /healthz turns 503 at Drain, while
+// the listener still serves; after a delay the balancer needs to notice,
+// Shutdown closes the listener and waits for the open tunnels.
+func ExampleServer_Drain() {
+	srv := &websocket.Server{Auth: websocket.StaticToken("secret")}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(ln)
+	health := func() {
+		resp, err := http.Get("http://" + ln.Addr().String() + "/healthz")
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Printf("%d %s", resp.StatusCode, body)
+	}
+	health()
+	srv.Drain() // on SIGTERM, say
+	health()
+	// ... the balancer's check interval times its fall count later:
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	fmt.Println("shutdown:", srv.Shutdown(ctx))
+	// Output:
+	// 200 {"status":"ok"}
+	// 503 {"error":"draining","message":"the server is draining"}
+	// shutdown: <nil>
 }

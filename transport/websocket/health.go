@@ -81,8 +81,8 @@ func healthRequestLine(line string) string {
 // sending new connections here; the connections that wait idle for a next
 // tunnel (the reuse extension) are closed at once, before any reply, which
 // makes a client that uses one open its next tunnel on a new connection
-// (PROTOCOL.md §7); and a connection whose tunnel ends is closed instead of
-// kept. The listeners stay open and new tunnels are still served, so that
+// (PROTOCOL.md §7); new tunnels are not granted reuse, and a connection
+// whose tunnel ends is closed instead of kept. The listeners stay open and new tunnels are still served, so that
 // the connections the balancer sends until it notices are not refused;
 // open tunnels are untouched. Shutdown drains too if Drain was not called.
 func (s *Server) Drain() {

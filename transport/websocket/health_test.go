@@ -117,9 +117,9 @@ func TestReadyz(t *testing.T) {
 // TestDrain follows a drain step by step on both serving paths: an idle
 // reused connection is closed by the server at once, and the client's next
 // tunnel goes on a new connection with no error; a tunnel open at the drain
-// carries on; new tunnels are still served while the listener is open, and
-// their connections are closed when they end instead of kept; then
-// Shutdown waits for the open tunnel.
+// carries on; new tunnels are still served while the listener is open, with
+// no reuse, and their connections are closed when they end; then Shutdown
+// waits for the open tunnel, whose connection is closed too, not kept.
 func TestDrain(t *testing.T) {
 	t.Parallel()
 	for _, m := range modes {
@@ -148,9 +148,14 @@ func TestDrain(t *testing.T) {
 			if n := fresh.Load(); n != 3 {
 				t.Fatalf("%d connections dialed: the tunnel after the drain should be on a third, new one", n)
 			}
+			if c.Reuse() {
+				t.Error("a tunnel opened during the drain was granted reuse")
+			}
 			finishEcho(t, c, payload(2, 100))
 			c.Close()
-			recv(t, closed, "the server to close the connection of a tunnel ended during the drain")
+			recv(t, closed, "the server to close the connection of a tunnel opened during the drain")
+			// open was granted reuse before the drain: its connection is
+			// closed once it ends, below, instead of kept.
 			roundTrip(t, open, payload(3, 100)) // untouched by the drain
 
 			done := make(chan error, 1)
@@ -160,6 +165,7 @@ func TestDrain(t *testing.T) {
 			if err := recv(t, done, "Shutdown once the open tunnel ended"); err != nil {
 				t.Fatalf("Shutdown = %v", err)
 			}
+			recv(t, closed, "the server to close the connection of the tunnel open at the drain")
 		})
 	}
 }

@@ -141,6 +141,7 @@ func (s *Server) serveConn(nc net.Conn) {
 			return
 		}
 	}
+	sl.start = time.Now()
 	ur := &upgradeReader{r: nc, left: maxUpgradeRequest}
 	_, err := u.Upgrade(ur)
 	defer s.release(&sl)

@@ -99,6 +99,9 @@ type Server struct {
 	Tuning Tuning
 	// Logger receives a debug line per tunnel and refusal; nil logs nothing.
 	Logger *slog.Logger
+	// Metrics, if set, counts tunnels, bytes, dials and refusals for
+	// Prometheus (see NewMetrics); nil counts nothing.
+	Metrics *Metrics
 
 	once    sync.Once
 	cfg     *config
@@ -178,6 +181,7 @@ type slot struct {
 	held   bool
 	token  string // checked again for each tunnel on a reused connection
 	sprite string
+	start  time.Time // when the tunnel's request began (Metrics)
 }
 
 // release gives the slot back if it is held.
@@ -238,7 +242,9 @@ func (s *Server) serveTunnel(c *Conn, sprite string, network dialer.ContextDiale
 	c.startKeepalive()
 	s.log("tunnel open", "sprite", sprite, "client", c.remote, "target", target.RemoteAddr(), "half_close", c.halfClose, "raw", c.raw, "reuse", c.reuse)
 	var n pump.Counters
+	s.Metrics.opened()
 	err = pump.Run(s.ctx, c, target, &n)
+	s.Metrics.closed(n.AToB.Load(), n.BToA.Load())
 	s.log("tunnel closed", "sprite", sprite, "client", c.remote, "target", req, "up", n.AToB.Load(), "down", n.BToA.Load(), "err", err, "reused", next != nil)
 	return next
 }
@@ -258,6 +264,7 @@ func (s *Server) park(c *Conn) bool {
 		s.waiting = make(map[*Conn]struct{})
 	}
 	s.waiting[c] = struct{}{}
+	s.Metrics.idled(1)
 	// Set here, under the lock Shutdown takes to cut idle waits short, so
 	// that this deadline never overwrites Shutdown's.
 	c.nc.SetReadDeadline(time.Now().Add(cmpOr(s.IdleConnTimeout, DefaultServerIdleTimeout)))
@@ -272,6 +279,9 @@ func (s *Server) unpark(c *Conn) bool {
 	defer s.mu.Unlock()
 	_, ok := s.waiting[c]
 	delete(s.waiting, c)
+	if ok {
+		s.Metrics.idled(-1)
+	}
 	return ok && !s.shutting && !s.draining
 }
 
@@ -296,6 +306,7 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 	}
 	msg, err := c.readMessage()
 	if !sl.held {
+		sl.start = time.Now() // the first message is the request
 		if !s.unpark(c) || err != nil && !errors.Is(err, dialer.ErrBadRequest) {
 			return nil, "", errIdleClosed
 		}
@@ -315,12 +326,14 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 	if err != nil {
 		if errors.Is(err, dialer.ErrBadRequest) {
 			s.replyError(c, dialer.CodeBadRequest, err.Error())
+			s.Metrics.answered(dialer.CodeBadRequest, sl.start)
 		}
 		return nil, "", err
 	}
 	req, err := wire.ParseRequest(msg)
 	if err != nil {
 		s.replyError(c, dialer.CodeBadRequest, err.Error())
+		s.Metrics.answered(dialer.CodeBadRequest, sl.start)
 		return nil, "", err
 	}
 	addr := dialer.HostPort(req.Host, req.Port)
@@ -329,13 +342,17 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 	keep := s.reusable(req)
 	if err := s.Policy.Check(req.Host, req.Port); err != nil {
 		s.replyTargetError(c, dialer.CodeForbidden, err, keep)
+		s.Metrics.answered(dialer.CodeForbidden, sl.start)
 		return nil, addr, err
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, cmpOr(s.DialTimeout, DefaultDialTimeout))
+	dialed := time.Now()
 	target, err := dialTarget(ctx, network, req.Host, req.Port)
 	cancel()
+	s.Metrics.dialed(dialed)
 	if err != nil {
 		s.replyTargetError(c, targetCode(err), err, keep)
+		s.Metrics.answered(targetCode(err), sl.start)
 		return nil, addr, err
 	}
 	rep := wire.Reply{Status: wire.StatusConnected, Target: targetString(target, addr)}
@@ -354,6 +371,7 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 	if err := c.writeMessage(wire.Marshal(rep)); err != nil {
 		return target, addr, err
 	}
+	s.Metrics.answered("", sl.start)
 	// From here on the client reads the stream unframed, and so do we; or
 	// it ends the stream with end, and so do we. (Not before: a reply that
 	// did not go out opened no stream.)
@@ -368,10 +386,10 @@ func (s *Server) replyError(c *Conn, code, message string) {
 }
 
 // reusable says whether a tunnel asked for by req takes the reuse
-// extension.
+// extension: not once a drain has begun, when connections are to go.
 func (s *Server) reusable(req wire.Request) bool {
 	return !s.DisableReuse && !s.DisableHalfClose &&
-		wire.Has(req.Features, wire.FeatureHalfClose) && wire.Has(req.Features, wire.FeatureReuse)
+		wire.Has(req.Features, wire.FeatureHalfClose) && wire.Has(req.Features, wire.FeatureReuse) && !s.Draining()
 }
 
 // replyTargetError sends the error reply for a target that may not or
