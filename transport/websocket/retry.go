@@ -54,10 +54,10 @@ type Retry struct {
 	// Backoff is the wait before the first retry, doubled after each one
 	// up to MaxBackoff; each wait is drawn at random between half of it
 	// and all of it, so that clients cut off together do not come back
-	// together. 0 means DefaultRetryBackoff.
+	// together. 0 (or negative) means DefaultRetryBackoff.
 	Backoff time.Duration
 	// MaxBackoff caps a wait, and the server's Retry-After (which, when
-	// longer than the backoff, is the wait): 0 means
+	// longer than the backoff, is the wait): 0 (or negative) means
 	// DefaultMaxRetryBackoff.
 	MaxBackoff time.Duration
 
@@ -73,8 +73,13 @@ func (d *Dialer) dialRetrying(ctx context.Context, sprite, network, address stri
 	if attempts == 0 {
 		attempts = DefaultRetryAttempts
 	}
-	backoff := cmpOr(r.Backoff, DefaultRetryBackoff)
-	maxBackoff := cmpOr(r.MaxBackoff, DefaultMaxRetryBackoff)
+	backoff, maxBackoff := r.Backoff, r.MaxBackoff
+	if backoff <= 0 {
+		backoff = DefaultRetryBackoff
+	}
+	if maxBackoff <= 0 {
+		maxBackoff = DefaultMaxRetryBackoff
+	}
 	sleep := r.sleep
 	if sleep == nil {
 		sleep = sleepCtx

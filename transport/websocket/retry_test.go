@@ -541,6 +541,20 @@ func TestRetryWaits(t *testing.T) {
 			}
 		}
 	})
+	t.Run("negative means the defaults", func(t *testing.T) {
+		t.Parallel()
+		f := newFaultNet(t, newServer(), refused)
+		sleep, waits := recordWaits()
+		d := f.dialer(sleep)
+		d.Retry.Backoff, d.Retry.MaxBackoff = -1, -1
+		c, err := d.DialSprite(testCtx(t), "s", "tcp", "127.0.0.1:"+itoa(closedPort(t)))
+		if err == nil {
+			c.Close()
+		}
+		if w := waits(); len(w) != 1 || w[0] < DefaultRetryBackoff/2 || w[0] > DefaultRetryBackoff {
+			t.Errorf("waits %v, want one of %v to %v", w, DefaultRetryBackoff/2, DefaultRetryBackoff)
+		}
+	})
 	t.Run("Retry-After", func(t *testing.T) {
 		t.Parallel()
 		for _, tc := range []struct {
