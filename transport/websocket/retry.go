@@ -34,15 +34,19 @@ const (
 	// DefaultRetryBackoff is the wait before the first retry; it doubles
 	// after each one.
 	DefaultRetryBackoff = 50 * time.Millisecond
-	// DefaultMaxRetryBackoff caps a wait between two attempts, the
-	// server's Retry-After included.
-	DefaultMaxRetryBackoff = time.Second
+	// DefaultMaxRetryBackoff caps a wait between two attempts. A refusal
+	// whose Retry-After asks for longer is not retried: spriteproxy's
+	// server asks for 1 s when it is over a limit or shutting down, so by
+	// default those are reported at once, while a balancer's 502 or 503
+	// without Retry-After, and connections refused or cut, are retried.
+	DefaultMaxRetryBackoff = 500 * time.Millisecond
 )
 
 // Retry says how a Dialer retries a tunnel that failed before the server's
 // reply: the connection refused, reset or closed during the TCP, TLS or
 // WebSocket handshake or before the reply, an idle connection found closed,
-// or an HTTP 429, 502 or 503 refusal. The zero value means the defaults.
+// or an HTTP 429, 502 or 503 refusal whose Retry-After, if any, is within
+// MaxBackoff. The zero value means the defaults.
 // Every wait is bounded by the dial's ctx: a dial whose ctx would end
 // during the next wait gives up at once with the last attempt's error,
 // which is the same typed error a dial without retries returns.
@@ -56,9 +60,12 @@ type Retry struct {
 	// and all of it, so that clients cut off together do not come back
 	// together. 0 (or negative) means DefaultRetryBackoff.
 	Backoff time.Duration
-	// MaxBackoff caps a wait, and the server's Retry-After (which, when
-	// longer than the backoff, is the wait): 0 (or negative) means
-	// DefaultMaxRetryBackoff.
+	// MaxBackoff caps a wait. The server's Retry-After, when longer than
+	// the backoff, is the wait; when longer than MaxBackoff, the refusal
+	// is not retried (the server asked for more than the client will
+	// wait). 0 (or negative) means DefaultMaxRetryBackoff; set it to 1 s
+	// or more to ride over a spriteproxy server that is briefly over a
+	// limit.
 	MaxBackoff time.Duration
 
 	// sleep waits d or until ctx ends (tests replace it with a fake clock).
@@ -94,10 +101,10 @@ func (d *Dialer) dialRetrying(ctx context.Context, sprite, network, address stri
 		if !ok || attempt >= attempts || ctx.Err() != nil {
 			return nil, err
 		}
-		wait := min(backoff/2+rand.N(backoff/2+1), maxBackoff)
-		if after > wait {
-			wait = min(after, maxBackoff)
+		if after > maxBackoff {
+			return nil, err // the server asks for a longer wait than we take
 		}
+		wait := max(min(backoff/2+rand.N(backoff/2+1), maxBackoff), after)
 		backoff = min(2*backoff, maxBackoff)
 		if dl, has := ctx.Deadline(); has && time.Until(dl) <= wait {
 			return nil, err // the next attempt could not finish in time

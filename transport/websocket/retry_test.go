@@ -237,7 +237,9 @@ func TestRetryBeforeReply(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFaultNet(t, newServer(), tc.fault, tc.fault)
-			c, err := f.dialer(noWait).DialSprite(testCtx(t), "s", "tcp", tg.addr())
+			d := f.dialer(noWait)
+			d.Retry.MaxBackoff = 2 * time.Second // above the Retry-After of 1 s
+			c, err := d.DialSprite(testCtx(t), "s", "tcp", tg.addr())
 			if err != nil {
 				t.Fatalf("dial after two faults: %v", err)
 			}
@@ -311,6 +313,8 @@ func TestRetryNotRetried(t *testing.T) {
 		{"403", refuseHTTP(http.StatusForbidden, ""), "", dialer.ErrForbidden},
 		{"404", refuseHTTP(http.StatusNotFound, ""), "", dialer.ErrUnknownSprite},
 		{"500", refuseHTTP(http.StatusInternalServerError, "1"), "", dialer.ErrTunnelClosed},
+		{"503 with a Retry-After above MaxBackoff", refuseHTTP(http.StatusServiceUnavailable, "1"), "", dialer.ErrUnavailable},
+		{"429 with a Retry-After above MaxBackoff", refuseHTTP(http.StatusTooManyRequests, "1"), "", dialer.ErrUnavailable},
 		{"target refused", fault{}, "127.0.0.1:" + itoa(closed), dialer.ErrTargetRefused},
 		{"bad reply", fault{run: func(c net.Conn) {
 			if _, err := ws.Upgrade(c); err == nil {
@@ -445,7 +449,7 @@ func TestRetryBounds(t *testing.T) {
 	})
 	t.Run("ctx cancelled during a wait", func(t *testing.T) {
 		t.Parallel()
-		f := newFaultNet(t, newServer(), many(refuseHTTP(http.StatusServiceUnavailable, "1"))...)
+		f := newFaultNet(t, newServer(), many(refuseHTTP(http.StatusServiceUnavailable, ""))...)
 		ctx, cancel := context.WithCancel(testCtx(t))
 		d := f.dialer(func(ctx context.Context, _ time.Duration) error {
 			cancel()
@@ -563,10 +567,14 @@ func TestRetryWaits(t *testing.T) {
 			want   time.Duration
 		}{
 			{"1", 2 * time.Second, time.Second},
-			{"5", 2 * time.Second, 2 * time.Second},
+			{"2", 2 * time.Second, 2 * time.Second},
 			{"0", 2 * time.Second, 0}, // the backoff's jitter, below its 1 ms
 			{"soon", 2 * time.Second, 0},
-			{time.Now().Add(time.Hour).UTC().Format(http.TimeFormat), 3 * time.Second, 3 * time.Second},
+			{time.Now().Add(10 * time.Second).UTC().Format(http.TimeFormat), time.Hour, -1},
+			// Above MaxBackoff: not retried.
+			{"5", 2 * time.Second, -2},
+			{"1", 0, -2}, // the default MaxBackoff, under the 1 s of spriteproxy's server
+			{time.Now().Add(time.Hour).UTC().Format(http.TimeFormat), 3 * time.Second, -2},
 		} {
 			f := newFaultNet(t, newServer(), refuseHTTP(http.StatusServiceUnavailable, tc.header))
 			sleep, waits := recordWaits()
@@ -577,7 +585,16 @@ func TestRetryWaits(t *testing.T) {
 				c.Close()
 			}
 			w := waits()
-			if len(w) != 1 || tc.want > 0 && w[0] != tc.want || tc.want == 0 && w[0] > time.Millisecond {
+			switch {
+			case tc.want == -2: // no retry
+				if len(w) != 0 || f.dialCount() != 1 {
+					t.Errorf("Retry-After %q, MaxBackoff %v: waits %v and %d connections, want no retry", tc.header, tc.max, w, f.dialCount())
+				}
+			case tc.want == -1: // a date 10 s away (within the dial's 20 s)
+				if len(w) != 1 || w[0] < 8*time.Second || w[0] > 10*time.Second {
+					t.Errorf("Retry-After %q: waits %v, want about 10 s", tc.header, w)
+				}
+			case len(w) != 1 || tc.want > 0 && w[0] != tc.want || tc.want == 0 && w[0] > time.Millisecond:
 				t.Errorf("Retry-After %q, MaxBackoff %v: waits %v, want [%v]", tc.header, tc.max, w, tc.want)
 			}
 		}
