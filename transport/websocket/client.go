@@ -89,6 +89,10 @@ type Dialer struct {
 	// Logger receives debug lines for tunnels opened and refused; nil
 	// logs nothing.
 	Logger *slog.Logger
+	// Retry says how a tunnel that fails before the server's reply is
+	// tried again on a fresh connection (retry.go); the zero value means
+	// the defaults, MaxAttempts 1 none.
+	Retry Retry
 
 	once    sync.Once
 	initErr error
@@ -173,7 +177,7 @@ func (d *Dialer) setup() error {
 // dial, the TLS and WebSocket handshakes and the server's dial of the
 // target; the returned *Conn outlives it. See dialer.Dialer for the errors.
 func (d *Dialer) DialSprite(ctx context.Context, sprite, network, address string) (net.Conn, error) {
-	c, err := d.dial(ctx, sprite, network, address)
+	c, err := d.dialRetrying(ctx, sprite, network, address)
 	if err != nil {
 		if d.Logger != nil {
 			d.Logger.Debug("tunnel refused", "sprite", sprite, "addr", address, "err", err)
@@ -289,11 +293,12 @@ func (d *Dialer) handshake(nc net.Conn, u *url.URL, sprite, host string, port in
 	first := d.firstMessage(host, port)
 
 	var refusal *dialer.HTTPError
+	var retryAfter string
 	var early bool // the server says it takes the first message early
 	up := ws.Dialer{
 		Header: d.header,
 		OnStatusError: func(status int, _ []byte, resp io.Reader) {
-			refusal = readRefusal(nc, status, resp)
+			refusal, retryAfter = readRefusal(nc, status, resp)
 		},
 		OnHeader: func(k, v []byte) error {
 			if strings.EqualFold(string(k), wire.ServerFeaturesHeader) && hasToken(string(v), wire.FeatureEarlyData) {
@@ -313,7 +318,7 @@ func (d *Dialer) handshake(nc net.Conn, u *url.URL, sprite, host string, port in
 	if err != nil {
 		nc.Close()
 		if refusal != nil && refusal.StatusCode >= 400 {
-			return nil, nil, refusal
+			return nil, nil, withRetryAfter(refusal, retryAfter)
 		}
 		var se ws.StatusError
 		if errors.As(err, &se) {
@@ -363,7 +368,7 @@ func (d *Dialer) request(c *Conn, first []byte, sent bool, sprite, host string, 
 	if err != nil {
 		c.CloseNow()
 		if errors.Is(err, io.EOF) {
-			err = fmt.Errorf("%w: server closed the tunnel before replying", dialer.ErrTunnelClosed)
+			err = errClosedBeforeReply
 		}
 		return nil, false, err
 	}
@@ -430,21 +435,22 @@ func (d *Dialer) dialReused(ctx context.Context, l *link, sprite, host string, p
 // keep it alive and find dead peers, sooner and through proxies.
 var clientDialer = &net.Dialer{KeepAlive: -1}
 
-// readRefusal reads the JSON body of a refused upgrade.
-func readRefusal(nc net.Conn, status int, resp io.Reader) *dialer.HTTPError {
+// readRefusal reads the JSON body of a refused upgrade, and its
+// Retry-After header.
+func readRefusal(nc net.Conn, status int, resp io.Reader) (*dialer.HTTPError, string) {
 	e := &dialer.HTTPError{StatusCode: status}
 	// The body is small or absent; never wait long for it.
 	nc.SetReadDeadline(time.Now().Add(time.Second))
 	r, err := http.ReadResponse(bufio.NewReader(resp), nil)
 	if err != nil {
-		return e
+		return e, ""
 	}
 	defer r.Body.Close()
 	var body wire.ErrorBody
 	if json.NewDecoder(io.LimitReader(r.Body, 4<<10)).Decode(&body) == nil {
 		e.Code, e.Message = body.Error, body.Message
 	}
-	return e
+	return e, r.Header.Get("Retry-After")
 }
 
 // targetAddr is the tunnel's RemoteAddr: the server's "target" when it is an
