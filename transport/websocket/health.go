@@ -53,6 +53,10 @@ func (s *Server) health(ctx context.Context, path string) *refusal {
 		if err != nil && !errors.Is(err, dialer.ErrUnknownSprite) {
 			return &refusal{status: http.StatusServiceUnavailable, code: "not_ready", message: "the sprite resolver does not answer", health: true}
 		}
+		// The resolver may take a while: a drain begun meanwhile wins.
+		if s.Draining() {
+			return &refusal{status: http.StatusServiceUnavailable, code: "draining", message: "the server is draining", health: true}
+		}
 	}
 	return &refusal{status: http.StatusOK, health: true}
 }

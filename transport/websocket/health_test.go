@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/spriteproxy/spriteproxy/dialer"
@@ -167,5 +169,70 @@ func TestDrain(t *testing.T) {
 			}
 			recv(t, closed, "the server to close the connection of the tunnel open at the drain")
 		})
+	}
+}
+
+// TestReadyzAfterDrainBegan: a /readyz whose resolver answers after a
+// drain began answers 503, not the 200 it would have before: the drain is
+// checked again once the resolver is done (found in review: it answered
+// 200 on both serving paths).
+func TestReadyzAfterDrainBegan(t *testing.T) {
+	t.Parallel()
+	for _, direct := range []bool{false, true} {
+		t.Run(fmt.Sprint("direct=", direct), func(t *testing.T) {
+			t.Parallel()
+			entered, release := make(chan struct{}, 1), make(chan struct{})
+			srv := newServer()
+			srv.Sprites = ResolverFunc(func(ctx context.Context, name string) (dialer.ContextDialer, error) {
+				if name == readyProbe {
+					entered <- struct{}{}
+					<-release
+				}
+				return nil, dialer.ErrUnknownSprite
+			})
+			ts := startServerMode(t, srv, false, direct)
+			got := make(chan string, 1)
+			go func() { s, _ := healthGet(t, ts, "/readyz", "HTTP/1.1"); got <- s }()
+			recv(t, entered, "the readiness probe")
+			ts.Drain()
+			close(release)
+			if s := recv(t, got, "the /readyz answer"); !strings.Contains(s, "503") {
+				t.Fatalf("/readyz answered %q after the drain began", s)
+			}
+		})
+	}
+}
+
+// TestRefusalDuringDrainOffersNoReuse: a target refused after a drain
+// began (its dial under way when Drain was called) is refused without
+// offering reuse, so the client does not pool a connection the server is
+// about to close (found in review: the offer was decided before the dial).
+func TestRefusalDuringDrainOffersNoReuse(t *testing.T) {
+	t.Parallel()
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	srv := newServer()
+	srv.Sprites = ResolverFunc(func(ctx context.Context, name string) (dialer.ContextDialer, error) {
+		return dialerFunc(func(ctx context.Context, network, addr string) (net.Conn, error) {
+			entered <- struct{}{}
+			<-release
+			return nil, &net.OpError{Op: "dial", Net: network, Err: syscall.ECONNREFUSED}
+		}), nil
+	})
+	ts := startServer(t, srv, false)
+	d := reuseDialer(t, ts)
+	d.Retry.MaxAttempts = 1
+	errc := make(chan error, 1)
+	go func() {
+		_, err := d.DialSprite(testCtx(t), "s", "tcp", "127.0.0.1:1")
+		errc <- err
+	}()
+	recv(t, entered, "the target dial")
+	ts.Drain()
+	close(release)
+	if err := recv(t, errc, "the refused dial"); !errors.Is(err, dialer.ErrTargetRefused) {
+		t.Fatalf("dial: %v, want the target refused", err)
+	}
+	if n := d.IdleConnections(); n != 0 {
+		t.Fatalf("%d idle connections after a refusal during a drain, want 0", n)
 	}
 }

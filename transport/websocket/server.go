@@ -338,10 +338,11 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 	}
 	addr := dialer.HostPort(req.Host, req.Port)
 	// A target that cannot be reached leaves the connection as it was
-	// (reuse): no stream was opened, so no end is exchanged.
-	keep := keepsRefused(req.Features, s.allowed(), true)
+	// (reuse): no stream was opened, so no end is exchanged. Whether it
+	// may is decided at each reply, since a drain can begin during the
+	// dial.
 	if err := s.Policy.Check(req.Host, req.Port); err != nil {
-		s.replyTargetError(c, dialer.CodeForbidden, err, keep)
+		s.replyTargetError(c, dialer.CodeForbidden, err, keepsRefused(req.Features, s.allowed(), true))
 		s.Metrics.answered(dialer.CodeForbidden, sl.start)
 		return nil, addr, err
 	}
@@ -351,7 +352,7 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 	cancel()
 	s.Metrics.dialed(dialed)
 	if err != nil {
-		s.replyTargetError(c, targetCode(err), err, keep)
+		s.replyTargetError(c, targetCode(err), err, keepsRefused(req.Features, s.allowed(), true))
 		s.Metrics.answered(targetCode(err), sl.start)
 		return nil, addr, err
 	}
