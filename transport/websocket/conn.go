@@ -61,21 +61,25 @@ type Conn struct {
 	// read deadline (CopyTo's TLS gathering leaves those alone).
 	tlsConn      *tls.Conn
 	readDeadline atomic.Bool
-	cork         *cork.Conn // under tlsConn, when the tunnel made the TLS conn
-	client       bool       // frames sent are masked; frames received are not
-	cfg          *config
-	local        net.Addr
-	remote       net.Addr
+	// st is the tunnel's lifecycle (state.go): how far each direction and
+	// the tunnel have ended. (The small fields sit together: an idle Conn's
+	// size class is what an idle tunnel costs.)
+	st     lifecycle
+	cork   *cork.Conn // under tlsConn, when the tunnel made the TLS conn
+	cfg    *config
+	local  net.Addr
+	remote net.Addr
 
+	client    bool // frames sent are masked; frames received are not
 	halfClose bool // the half_close extension was negotiated
 	raw       bool // the raw_stream extension was negotiated: no framing after the handshake
 	reuse     bool // the reuse extension was negotiated: the stream ends with end messages
+	// ctrlPending says ctrl holds something to send; writers check it after
+	// each frame without taking ctrlMu.
+	ctrlPending atomic.Bool
 	// onReuse takes the connection once the stream has ended cleanly under
 	// reuse (the client's pool, or the server's loop).
 	onReuse func(*link)
-	// st is the tunnel's lifecycle (state.go): how far each direction and
-	// the tunnel have ended.
-	st lifecycle
 	// readLeft, while a close waits for a Read to let go of the read side
 	// (lockReadBy), is where the Read says it did (unlockRead).
 	readLeft atomic.Pointer[chan struct{}]
@@ -96,9 +100,6 @@ type Conn struct {
 	wbufs  net.Buffers
 	ctrlMu sync.Mutex // guards ctrl
 	ctrl   pendingControl
-	// ctrlPending says ctrl holds something to send; writers check it after
-	// each frame without taking ctrlMu.
-	ctrlPending atomic.Bool
 
 	// State shared by both sides.
 	lastRead   atomic.Int64  // unix nanoseconds of the last frame received, or of the start of a Read

@@ -50,10 +50,16 @@ type keepTimer struct {
 	due   time.Time // when t was set to fire
 	since int64     // unix nanoseconds: silence before this is not the peer's (we did not run)
 
-	// The linger timer, after CloseWrite to a plain peer (CloseWrite).
-	linger     *time.Timer
-	lingerDue  time.Time
-	lingerFrom int64 // unix nanoseconds: the peer's silence is counted from here at the earliest
+	// The linger timer, after CloseWrite to a plain peer (CloseWrite):
+	// nil but on such a tunnel, so that an idle Conn does not carry it.
+	linger *lingerTimer
+}
+
+// lingerTimer is the linger period's timer and what it measures from.
+type lingerTimer struct {
+	t    *time.Timer
+	due  time.Time
+	from int64 // unix nanoseconds: the peer's silence is counted from here at the earliest
 }
 
 // startLinger arms the linger timer: the close frame goes out once the
@@ -66,9 +72,8 @@ func (c *Conn) startLinger() {
 		return
 	}
 	now := time.Now()
-	k.lingerFrom = now.UnixNano()
-	k.lingerDue = now.Add(c.cfg.linger)
-	k.linger = time.AfterFunc(c.cfg.linger, c.lingerTick)
+	k.linger = &lingerTimer{from: now.UnixNano(), due: now.Add(c.cfg.linger)}
+	k.linger.t = time.AfterFunc(c.cfg.linger, c.lingerTick)
 }
 
 // lingerTick runs when the linger timer fires: the close frame goes out if
@@ -83,15 +88,16 @@ func (c *Conn) lingerTick() {
 		return
 	}
 	now := time.Now()
-	if now.Sub(k.lingerDue) > lateTick {
-		k.lingerFrom = now.UnixNano() // we did not run: what arrived is still unread
+	lg := k.linger
+	if now.Sub(lg.due) > lateTick {
+		lg.from = now.UnixNano() // we did not run: what arrived is still unread
 	}
 	// Silence is of data: a peer that pings, or answers our pings, while
 	// it has nothing more to send is silent all the same.
-	quiet := time.Duration(now.UnixNano() - max(c.lastData.Load(), k.lingerFrom))
+	quiet := time.Duration(now.UnixNano() - max(c.lastData.Load(), lg.from))
 	if quiet < c.cfg.linger {
-		k.lingerDue = now.Add(c.cfg.linger - quiet)
-		k.linger.Reset(c.cfg.linger - quiet)
+		lg.due = now.Add(c.cfg.linger - quiet)
+		lg.t.Reset(c.cfg.linger - quiet)
 		k.mu.Unlock()
 		return
 	}
@@ -231,7 +237,7 @@ func (c *Conn) stopKeepalive() {
 		k.t = nil
 	}
 	if k.linger != nil {
-		k.linger.Stop()
+		k.linger.t.Stop()
 		k.linger = nil
 	}
 	k.mu.Unlock()

@@ -28,12 +28,12 @@ type writer struct {
 // pendingControl holds control frames that the read side asked for, to be
 // sent by whoever holds the write lock next.
 type pendingControl struct {
-	pong        bool
 	pongData    [maxControlPayload]byte
-	pongN       int
+	pongN       uint8 // ≤ maxControlPayload
+	pong        bool
 	ping        bool
 	close       bool
-	closeCode   int
+	closeCode   uint16
 	closeReason string
 }
 
@@ -234,7 +234,7 @@ func (c *Conn) writeError(err error) error {
 func (c *Conn) queuePong(p []byte) {
 	c.ctrlMu.Lock()
 	c.ctrl.pong = true
-	c.ctrl.pongN = copy(c.ctrl.pongData[:], p)
+	c.ctrl.pongN = uint8(copy(c.ctrl.pongData[:], p))
 	c.ctrlMu.Unlock()
 	c.ctrlPending.Store(true)
 	c.flushControl()
@@ -253,7 +253,7 @@ func (c *Conn) queuePing() {
 func (c *Conn) queueClose(code int, reason string) {
 	c.ctrlMu.Lock()
 	if !c.ctrl.close {
-		c.ctrl.close, c.ctrl.closeCode, c.ctrl.closeReason = true, code, reason
+		c.ctrl.close, c.ctrl.closeCode, c.ctrl.closeReason = true, uint16(code), reason
 	}
 	c.ctrlMu.Unlock()
 	c.ctrlPending.Store(true)
@@ -273,7 +273,7 @@ func (c *Conn) flushControl() {
 // writeControlLocked sends the pending control frames.
 func (c *Conn) writeControlLocked() {
 	c.ctrlMu.Lock()
-	pong, ping, closing, code, reason := c.ctrl.pong, c.ctrl.ping, c.ctrl.close, c.ctrl.closeCode, c.ctrl.closeReason
+	pong, ping, closing, code, reason := c.ctrl.pong, c.ctrl.ping, c.ctrl.close, int(c.ctrl.closeCode), c.ctrl.closeReason
 	n := copy(c.wr.ctrl[:], c.ctrl.pongData[:c.ctrl.pongN])
 	c.ctrl.pong, c.ctrl.ping, c.ctrl.close = false, false, false
 	c.ctrlPending.Store(false)
