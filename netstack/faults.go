@@ -207,7 +207,8 @@ func (s *stage) set(c Conditions, stream uint64) {
 	defer s.mu.Unlock()
 	s.c = c
 	s.rng = rand.New(rand.NewPCG(c.Seed, stream))
-	s.free, s.last = time.Time{}, time.Time{}
+	// free and last are kept: packets already held keep their place, and
+	// no packet sent under the new conditions may overtake them.
 }
 
 func (s *stage) perfect() bool {
@@ -227,7 +228,7 @@ const (
 
 // schedule takes a packet of size bytes that reaches the stage at t, and
 // returns when it leaves, or why it was dropped.
-func (s *stage) schedule(t, now time.Time, size int) (time.Time, verdict) {
+func (s *stage) schedule(t time.Time, size int) (time.Time, verdict) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := &s.c
@@ -243,8 +244,11 @@ func (s *stage) schedule(t, now time.Time, size int) (time.Time, verdict) {
 		if queue == 0 {
 			queue = defaultQueue
 		}
-		// The bytes still waiting, at the link's rate.
-		if waiting := float64(start.Sub(now)) / float64(time.Second) * float64(c.Bandwidth); waiting > float64(queue) {
+		// The bytes still waiting ahead of the packet when it reaches the
+		// stage, at the link's rate. It is measured from t, not now: on the
+		// receiving side t already holds the sender's delays, which are no
+		// queue of this link's.
+		if waiting := float64(start.Sub(t)) / float64(time.Second) * float64(c.Bandwidth); waiting > float64(queue) {
 			return t, overflowed
 		}
 		s.free = start.Add(time.Duration(float64(size) / float64(c.Bandwidth) * float64(time.Second)))
@@ -309,20 +313,22 @@ func (l *link) sendFaulty(pkt *stack.PacketBuffer, peer *link) {
 		return
 	}
 	size := pkt.Size()
-	at, v := l.egress.schedule(now, now, size)
+	at, v := l.egress.schedule(now, size)
 	if !l.count(v) {
 		return
 	}
-	if at, v = peer.ingress.schedule(at, now, size); !peer.count(v) {
+	if at, v = peer.ingress.schedule(at, size); !peer.count(v) {
 		return
 	}
-	if !at.After(now) {
+	if !at.After(now) && peer.delay.pending.Load() == 0 {
 		if !peer.deliver(pkt) {
 			l.net.dropped.Add(1)
 		}
 		return
 	}
-	l.stats.delayed.Add(1)
+	if at.After(now) {
+		l.stats.delayed.Add(1)
+	}
 	in := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: pkt.ToBuffer()})
 	if !peer.delay.push(held{at: at, proto: pkt.NetworkProtocolNumber, pkt: in, from: l}) {
 		in.DecRef()
@@ -378,6 +384,11 @@ type delayLine struct {
 	running bool      // the goroutine is started; guarded by mu
 	stopped bool      // guarded by mu
 
+	// pending counts the packets pushed and not yet released or dropped,
+	// so that a packet sent while some are held goes behind them instead
+	// of straight in (see link.WritePackets).
+	pending atomic.Int64
+
 	wake chan struct{} // a packet due sooner than the goroutine waits for
 	quit chan struct{} // closed by stop
 	done chan struct{} // closed when the goroutine has exited
@@ -401,6 +412,7 @@ func (d *delayLine) push(h held) bool {
 	d.seq++
 	h.seq = d.seq
 	heap.Push(&d.q, h)
+	d.pending.Add(1)
 	first := d.q[0].seq == h.seq
 	if !d.running {
 		d.running = true
@@ -435,6 +447,7 @@ func (d *delayLine) run() {
 		for i, h := range due {
 			d.release(h, now)
 			due[i] = held{}
+			d.pending.Add(-1)
 		}
 		due = due[:0]
 		if wait >= 0 {
@@ -478,5 +491,6 @@ func (d *delayLine) stop() {
 	d.mu.Unlock()
 	for _, h := range q {
 		h.pkt.DecRef()
+		d.pending.Add(-1)
 	}
 }

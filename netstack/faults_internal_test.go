@@ -20,7 +20,7 @@ func TestStageLoss(t *testing.T) {
 		now := time.Now()
 		var lostAt []int
 		for i := range packets {
-			if _, v := s.schedule(now, now, 1500); v == lost {
+			if _, v := s.schedule(now, 1500); v == lost {
 				lostAt = append(lostAt, i)
 			}
 		}
@@ -53,7 +53,7 @@ func TestStageSchedule(t *testing.T) {
 	s.set(Conditions{Latency: 10 * time.Millisecond, Jitter: 50 * time.Millisecond, Seed: 1}, 1)
 	last := now
 	for i := range 1000 {
-		at, v := s.schedule(now, now, 100)
+		at, v := s.schedule(now, 100)
 		if v != pass {
 			t.Fatalf("packet %d dropped", i)
 		}
@@ -65,16 +65,57 @@ func TestStageSchedule(t *testing.T) {
 
 	s.set(Conditions{Bandwidth: 1000, Queue: 3000}, 1) // 1 ms per byte
 	for i := range 3 {
-		at, v := s.schedule(now, now, 1000)
+		at, v := s.schedule(now, 1000)
 		if want := now.Add(time.Duration(i+1) * time.Second); v != pass || !at.Equal(want) {
 			t.Fatalf("packet %d: due +%v (%v), want +%v", i, at.Sub(now), v, want.Sub(now))
 		}
 	}
-	if _, v := s.schedule(now, now, 1000); v != pass {
+	if _, v := s.schedule(now, 1000); v != pass {
 		t.Fatalf("a fourth packet with 3000 bytes waiting: %v", v)
 	}
-	if _, v := s.schedule(now, now, 1000); v != overflowed {
+	if _, v := s.schedule(now, 1000); v != overflowed {
 		t.Fatalf("a fifth packet past the queue: %v, want overflowed", v)
+	}
+}
+
+// TestStageSetKeepsOrder checks that new conditions never release a
+// packet before one held under the old: a packet due in 100 ms, then
+// SetConditions lowering the latency to nothing, and the next packets
+// are still due after it.
+func TestStageSetKeepsOrder(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	var s stage
+	s.set(Conditions{Latency: 100 * time.Millisecond}, 1)
+	first, v := s.schedule(now, 100)
+	if v != pass {
+		t.Fatalf("first packet: %v", v)
+	}
+	for _, c := range []Conditions{{Latency: time.Millisecond}, {}} {
+		s.set(c, 1)
+		at, v := s.schedule(now.Add(time.Millisecond), 100)
+		if v != pass || at.Before(first) {
+			t.Fatalf("after set(%+v): a packet due at +%v (%v), before one due at +%v",
+				c, at.Sub(now), v, first.Sub(now))
+		}
+	}
+}
+
+// TestStageQueueFromArrival checks that a capped stage measures its queue
+// from when a packet reaches it, not from when it was sent: a packet that
+// spent 50 ms on the sender's link finds an empty queue, not 50 ms of
+// bytes waiting.
+func TestStageQueueFromArrival(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	var s stage
+	s.set(Conditions{Bandwidth: 1000, Queue: 10}, 2) // 10 ms of queue
+	for i := range 5 {
+		arrival := now.Add(50*time.Millisecond + time.Duration(i)*time.Second)
+		if at, v := s.schedule(arrival, 100); v != pass || !at.Equal(arrival.Add(100*time.Millisecond)) {
+			t.Fatalf("packet %d arriving at +%v: due +%v (%v), want +%v",
+				i, arrival.Sub(now), at.Sub(now), v, arrival.Add(100*time.Millisecond).Sub(now))
+		}
 	}
 }
 

@@ -157,6 +157,40 @@ func TestConditionsBandwidth(t *testing.T) {
 	}
 }
 
+// TestConditionsCapBehindDelay checks that a receiver's cap counts as its
+// queue only the bytes waiting on its own link, not the time packets spent
+// on the sender's: behind a sender's latency, and behind a slower sender's
+// cap, the receiver never overflows and the dial and the stream go
+// through.
+func TestConditionsCapBehindDelay(t *testing.T) {
+	t.Parallel()
+	t.Run("latency", func(t *testing.T) {
+		t.Parallel()
+		n := newNetwork(t)
+		a, b := newHost(t, n, "a"), newHost(t, n, "b")
+		b.SetConditions(netstack.Conditions{Latency: 50 * time.Millisecond})
+		a.SetConditions(netstack.Conditions{Bandwidth: 50 << 20})
+		ac, bc := connPair(t, a, b) // b's SYN-ACK crosses a's cap
+		copyChecked(t, bc, ac, 64<<10)
+		if got := a.FaultStats().Overflowed; got != 0 {
+			t.Errorf("the capped receiver's Overflowed = %d, want 0", got)
+		}
+	})
+	t.Run("caps", func(t *testing.T) {
+		t.Parallel()
+		n := netstack.NewNetwork(&netstack.Options{MTU: 1500})
+		t.Cleanup(func() { n.Close() })
+		a, b := newHost(t, n, "a"), newHost(t, n, "b")
+		a.SetConditions(netstack.Conditions{Bandwidth: 1 << 20, Queue: 256 << 10})
+		b.SetConditions(netstack.Conditions{Bandwidth: 8 << 20, Queue: 256 << 10})
+		ac, bc := connPair(t, a, b)
+		copyChecked(t, ac, bc, 256<<10)
+		if got := b.FaultStats().Overflowed; got != 0 {
+			t.Errorf("the faster receiver's Overflowed = %d, want 0", got)
+		}
+	})
+}
+
 // TestCut checks that Cut resets the host's connections across its link,
 // both ends seeing ECONNRESET, blocked calls included, and leaves loopback
 // connections and new connections alone.
@@ -223,6 +257,7 @@ func TestPartition(t *testing.T) {
 	}
 
 	// One that ends by itself, on the other host.
+	before := b.FaultStats().Partitioned
 	b.Partition(150 * time.Millisecond)
 	if _, err := ac.Write([]byte("later")); err != nil {
 		t.Fatal(err)
@@ -230,6 +265,11 @@ func TestPartition(t *testing.T) {
 	bc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadFull(bc, buf[:5]); err != nil || string(buf[:5]) != "later" {
 		t.Fatalf("Read after the partition ended: %q, %v", buf[:5], err)
+	}
+	// The write went out during the partition (it is far shorter than
+	// the retransmission timeout's first try), so something was dropped.
+	if b.FaultStats().Partitioned == before {
+		t.Error("the partition that ended by itself dropped nothing")
 	}
 	roundTrip(t, ac, bc)
 }

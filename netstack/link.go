@@ -63,7 +63,9 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 		switch {
 		case peer == nil:
 			l.net.dropped.Add(1)
-		case l.faulty.Load() || peer.faulty.Load():
+		case l.faulty.Load() || peer.faulty.Load() || peer.delay.pending.Load() > 0:
+			// Faults, or packets still held from faults since lifted:
+			// those must not be overtaken.
 			l.sendFaulty(pkt, peer)
 		case !peer.deliver(pkt):
 			l.net.dropped.Add(1)
