@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -119,7 +120,10 @@ func (h *Host) Partition(d time.Duration) {
 // listeners and connections already closed (TIME_WAIT) are left alone;
 // new connections may be made straight away. The resets reach the peers
 // at once, whatever the Conditions or a partition. It returns how many
-// connections it reset.
+// connections it reset that an owner may still see: connections being
+// dialed, waiting to be accepted or open. Those whose owner has closed
+// them but whose peer has not finished (FIN_WAIT, LAST_ACK) are reset
+// too, for the peer's sake, but not counted.
 func (h *Host) Cut() int {
 	l := h.link
 	l.faultMu.Lock()
@@ -132,28 +136,57 @@ func (h *Host) Cut() int {
 		l.updateFaultyLocked()
 		l.faultMu.Unlock()
 	}()
+	h.pruneCut()
+	var closed map[tcpip.Endpoint]struct{} // endpoints their owner closed
 	n := 0
 	for _, ep := range h.stack.RegisteredEndpoints() {
-		info, ok := ep.(interface{ Info() tcpip.EndpointInfo })
+		tep, ok := ep.(*tcp.Endpoint)
 		if !ok {
 			continue
 		}
-		ti, ok := info.Info().(*stack.TransportEndpointInfo)
+		ti, ok := tep.Info().(*stack.TransportEndpointInfo)
 		if !ok || ti.ID.RemoteAddress.BitLen() == 0 || ti.ID.RemoteAddress.Unspecified() {
 			continue // a listener, or not connected
 		}
 		if r := netipAddr(ti.ID.RemoteAddress); r.IsLoopback() || slices.Contains(h.addrs, r) {
 			continue // inside the host
 		}
-		if st, ok := ep.(interface{ State() uint32 }); !ok || !resettable(tcp.EndpointState(st.State())) {
+		if !resettable(tcp.EndpointState(tep.State())) {
 			continue
 		}
-		h.cut.Store(ep, struct{}{})
-		ep.Abort()
+		if closed == nil {
+			// gVisor keeps the endpoints their owner closed, until they
+			// are done, as dangling; no conn will ever forget those.
+			closed = make(map[tcpip.Endpoint]struct{})
+			for _, d := range tcpip.GetDanglingEndpoints() {
+				closed[d] = struct{}{}
+			}
+		}
+		if _, ok := closed[tep]; ok {
+			tep.Abort()
+			continue
+		}
+		h.cut.Store(cutKey(tep), struct{}{})
+		tep.Abort()
 		n++
 	}
 	l.stats.reset.Add(uint64(n))
 	return n
+}
+
+// cutKey is ep's key in h.cut: a weak pointer, so that an endpoint no
+// conn will ever forget (one reset while being dialed, or waiting in the
+// accept queue of a listener since closed) is not kept alive by it.
+func cutKey(ep *tcp.Endpoint) weak.Pointer[tcp.Endpoint] { return weak.Make(ep) }
+
+// pruneCut drops from h.cut the endpoints that are gone.
+func (h *Host) pruneCut() {
+	h.cut.Range(func(k, _ any) bool {
+		if k.(weak.Pointer[tcp.Endpoint]).Value() == nil {
+			h.cut.Delete(k)
+		}
+		return true
+	})
 }
 
 // resettable reports whether a connection in state st has a peer that a
@@ -181,12 +214,20 @@ func (h *Host) FaultStats() FaultStats {
 
 // wasCut reports whether Cut reset ep.
 func (h *Host) wasCut(ep tcpip.Endpoint) bool {
-	_, ok := h.cut.Load(ep)
+	tep, ok := ep.(*tcp.Endpoint)
+	if !ok {
+		return false
+	}
+	_, ok = h.cut.Load(cutKey(tep))
 	return ok
 }
 
 // forget drops ep from the endpoints Cut reset, once its conn is closed.
-func (h *Host) forget(ep tcpip.Endpoint) { h.cut.Delete(ep) }
+func (h *Host) forget(ep tcpip.Endpoint) {
+	if tep, ok := ep.(*tcp.Endpoint); ok {
+		h.cut.Delete(cutKey(tep))
+	}
+}
 
 // faultStats are a link's counters.
 type faultStats struct {

@@ -1,11 +1,14 @@
 package netstack
 
 import (
+	"errors"
 	"io"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
@@ -174,5 +177,101 @@ func TestCutSkipsTimeWait(t *testing.T) {
 	a.cut.Range(func(any, any) bool { empty = false; return false })
 	if !empty {
 		t.Error("Cut remembered a TIME_WAIT endpoint as cut")
+	}
+}
+
+// TestCutForgets checks that Cut remembers only the endpoints a conn may
+// still see, so that h.cut is empty once every conn is closed: an open
+// conn and one waiting in the accept queue are counted and remembered
+// until their conns close; one its owner already closed (FIN_WAIT) is
+// reset but neither counted nor remembered.
+func TestCutForgets(t *testing.T) {
+	t.Parallel()
+	n := NewNetwork(nil)
+	defer n.Close()
+	a, _ := n.NewHost("a")
+	b, _ := n.NewHost("b")
+	bl, err := b.Listen("tcp", ":7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bl.Close()
+	accepted := make(chan net.Conn, 2)
+	go func() {
+		for range 2 {
+			c, err := bl.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	open, err := a.Dial("tcp", "b:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	closed, err := a.Dial("tcp", "b:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if c := <-accepted; c != nil {
+			defer c.Close()
+		}
+	}
+	closed.Close() // a's end in FIN_WAIT: b's has not closed
+
+	// One in a's accept queue: wait, a bounded number of times, for a's
+	// end to leave SYN-RCVD, which nothing signals.
+	al, err := a.Listen("tcp", ":8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer al.Close()
+	bc, err := b.Dial("tcp", "a:8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	queued := func() bool {
+		for _, ep := range a.stack.RegisteredEndpoints() {
+			ti := ep.(*tcp.Endpoint).Info().(*stack.TransportEndpointInfo)
+			if ti.ID.LocalPort == 8 && tcp.EndpointState(ep.(*tcp.Endpoint).State()) == tcp.StateEstablished {
+				return true
+			}
+		}
+		return false
+	}
+	for i := 0; !queued(); i++ {
+		if i == 10000 {
+			t.Fatal("a's end of the queued connection never got established")
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	if got := a.Cut(); got != 2 {
+		t.Errorf("Cut() = %d, want 2 (the open conn and the queued one)", got)
+	}
+	if got := a.FaultStats().Reset; got != 2 {
+		t.Errorf("FaultStats.Reset = %d, want 2", got)
+	}
+	ac, err := al.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ac.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("Read on the conn accepted after the Cut: %v, want ECONNRESET", err)
+	}
+	if _, err := open.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("Read on the open conn after the Cut: %v, want ECONNRESET", err)
+	}
+	ac.Close()
+	open.Close()
+	left := 0
+	a.cut.Range(func(any, any) bool { left++; return true })
+	if left != 0 {
+		t.Errorf("h.cut still holds %d endpoints once every conn is closed", left)
 	}
 }
