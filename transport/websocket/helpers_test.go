@@ -78,8 +78,10 @@ var modes = []struct {
 }{{"http", false}, {"serve", true}}
 
 // dialer returns a client Dialer for ts with the test token.
+// Its retries never wait for the server's Retry-After (1 s): the tests
+// that meet a 429 or 503 want it at once; TestRetry* cover the waits.
 func (ts *testServer) dialer() *Dialer {
-	return &Dialer{BaseURL: ts.URL, Token: testToken, TLSConfig: ts.ClientTLS}
+	return &Dialer{BaseURL: ts.URL, Token: testToken, TLSConfig: ts.ClientTLS, Retry: Retry{MaxBackoff: 500 * time.Millisecond}}
 }
 
 // newServer is a Server with the test token and defaults.

@@ -35,11 +35,11 @@ const (
 	// after each one.
 	DefaultRetryBackoff = 50 * time.Millisecond
 	// DefaultMaxRetryBackoff caps a wait between two attempts. A refusal
-	// whose Retry-After asks for longer is not retried: spriteproxy's
-	// server asks for 1 s when it is over a limit or shutting down, so by
-	// default those are reported at once, while a balancer's 502 or 503
-	// without Retry-After, and connections refused or cut, are retried.
-	DefaultMaxRetryBackoff = 500 * time.Millisecond
+	// whose Retry-After asks for longer is not retried. spriteproxy's
+	// server asks for 1 s when it is over a limit or shutting down, which
+	// is within it: a client rides over a replica's restart or a moment at
+	// its cap, within the dial's ctx.
+	DefaultMaxRetryBackoff = time.Second
 )
 
 // Retry says how a Dialer retries a tunnel that failed before the server's
@@ -63,9 +63,9 @@ type Retry struct {
 	// MaxBackoff caps a wait. The server's Retry-After, when longer than
 	// the backoff, is the wait; when longer than MaxBackoff, the refusal
 	// is not retried (the server asked for more than the client will
-	// wait). 0 (or negative) means DefaultMaxRetryBackoff; set it to 1 s
-	// or more to ride over a spriteproxy server that is briefly over a
-	// limit.
+	// wait). 0 (or negative) means DefaultMaxRetryBackoff; below 1 s,
+	// a spriteproxy server's 429 and 503 (Retry-After: 1) are reported at
+	// once.
 	MaxBackoff time.Duration
 
 	// sleep waits d or until ctx ends (tests replace it with a fake clock).

@@ -313,8 +313,8 @@ func TestRetryNotRetried(t *testing.T) {
 		{"403", refuseHTTP(http.StatusForbidden, ""), "", dialer.ErrForbidden},
 		{"404", refuseHTTP(http.StatusNotFound, ""), "", dialer.ErrUnknownSprite},
 		{"500", refuseHTTP(http.StatusInternalServerError, "1"), "", dialer.ErrTunnelClosed},
-		{"503 with a Retry-After above MaxBackoff", refuseHTTP(http.StatusServiceUnavailable, "1"), "", dialer.ErrUnavailable},
-		{"429 with a Retry-After above MaxBackoff", refuseHTTP(http.StatusTooManyRequests, "1"), "", dialer.ErrUnavailable},
+		{"503 with a Retry-After above MaxBackoff", refuseHTTP(http.StatusServiceUnavailable, "2"), "", dialer.ErrUnavailable},
+		{"429 with a Retry-After above MaxBackoff", refuseHTTP(http.StatusTooManyRequests, "2"), "", dialer.ErrUnavailable},
 		{"target refused", fault{}, "127.0.0.1:" + itoa(closed), dialer.ErrTargetRefused},
 		{"bad reply", fault{run: func(c net.Conn) {
 			if _, err := ws.Upgrade(c); err == nil {
@@ -573,7 +573,8 @@ func TestRetryWaits(t *testing.T) {
 			{time.Now().Add(10 * time.Second).UTC().Format(http.TimeFormat), time.Hour, -1},
 			// Above MaxBackoff: not retried.
 			{"5", 2 * time.Second, -2},
-			{"1", 0, -2}, // the default MaxBackoff, under the 1 s of spriteproxy's server
+			{"1", 0, time.Second}, // the default MaxBackoff takes spriteproxy's server's 1 s
+			{"2", 0, -2},
 			{time.Now().Add(time.Hour).UTC().Format(http.TimeFormat), 3 * time.Second, -2},
 		} {
 			f := newFaultNet(t, newServer(), refuseHTTP(http.StatusServiceUnavailable, tc.header))
