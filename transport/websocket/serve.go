@@ -124,7 +124,7 @@ func (s *Server) serveConn(nc net.Conn) {
 				return nil, ref
 			}
 			sl.token = bearerValue(fr.auth)
-			if network, ref = s.admit(s.ctx, &sl); ref != nil {
+			if network, ref = s.admit(s.ctx, &sl, false); ref != nil {
 				return nil, ref
 			}
 			return nil, nil
