@@ -344,7 +344,11 @@ func (r *refusal) appendRaw(b []byte, http10 bool) []byte {
 // path, the client and the reason (the refusal's message and cause, which
 // never carry the token).
 func (s *Server) logRefused(r *frontRequest, sprite string, ref *refusal) {
-	s.log("request refused", "status", ref.status, "sprite", sprite, "path", r.path, "client", r.remote, "reason", ref)
+	path := r.path
+	if len(path) > 256 {
+		path = path[:256] + "..."
+	}
+	s.log("request refused", "status", ref.status, "sprite", sprite, "path", path, "client", r.remote, "reason", ref)
 }
 
 // frontHTTP is the front door on ServeHTTP's path: the checks in order,
