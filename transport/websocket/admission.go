@@ -160,7 +160,7 @@ func (s *Server) checkFront(r *frontRequest) *refusal {
 
 func (s *Server) originAllowed(origin string) bool {
 	for _, o := range s.AllowedOrigins {
-		if strings.EqualFold(o, origin) {
+		if asciiEqualFold(o, origin) {
 			return true
 		}
 	}
