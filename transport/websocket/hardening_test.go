@@ -212,14 +212,9 @@ func TestLimits(t *testing.T) {
 			t.Fatalf("got %v, want 503 with a message", err)
 		}
 		c.Close()
-		// The slot frees once the tunnel has ended on the server too: retry
-		// as a client would, until then.
-		for {
-			c, err = ts.dialer().DialSprite(testCtx(t), "s", "tcp", tg.addr())
-			if !errors.Is(err, dialer.ErrUnavailable) {
-				break
-			}
-		}
+		// The slot frees once the tunnel has ended on the server too.
+		waitFor(t, "Live() to drop to 0", func() bool { return ts.Live() == 0 })
+		c, err = ts.dialer().DialSprite(testCtx(t), "s", "tcp", tg.addr())
 		if err != nil {
 			t.Fatalf("after the first closed: %v", err)
 		}
