@@ -363,11 +363,6 @@ func TestSilentUpgraders(t *testing.T) {
 // matches dialer.ErrUnavailable.
 func TestTunnelCapFilledAfterUpgrade(t *testing.T) {
 	t.Parallel()
-	var accepted atomic.Int32
-	tg := startTarget(t, func(c net.Conn) {
-		accepted.Add(1)
-		echo(c)
-	})
 	for _, useTLS := range []bool{false, true} {
 		for _, m := range modes {
 			name := m.name
@@ -376,6 +371,11 @@ func TestTunnelCapFilledAfterUpgrade(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
+				var accepted atomic.Int32 // this subtest's target's
+				tg := startTarget(t, func(c net.Conn) {
+					accepted.Add(1)
+					echo(c)
+				})
 				srv := newServer()
 				srv.MaxTunnelsPerToken = 1
 				ts := startServerMode(t, srv, useTLS, m.direct)
