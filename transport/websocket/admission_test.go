@@ -414,3 +414,46 @@ func TestTunnelCapFilledAfterUpgrade(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownWaitsForHandshake: a connection upgraded before Shutdown
+// began still gets its tunnel when its first message comes during the
+// drain, and Shutdown waits for that tunnel, on both serving paths.
+func TestShutdownWaitsForHandshake(t *testing.T) {
+	t.Parallel()
+	tg := startTarget(t, echo)
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newServer()
+			srv.HandshakeTimeout = time.Minute
+			ts := startServerMode(t, srv, false, m.direct)
+			c, a := rawUpgrade(t, ts, testToken)
+			if c == nil {
+				t.Fatalf("answer %q, want 101", a)
+			}
+			done := make(chan error, 1)
+			ctx := testCtx(t)
+			go func() { done <- srv.Shutdown(ctx) }()
+			waitFor(t, "Shutdown to begin", func() bool {
+				srv.mu.Lock()
+				defer srv.mu.Unlock()
+				return srv.shutting
+			})
+			if err := wsutil.WriteClientText(c, []byte(`{"host":"127.0.0.1","port":`+itoa(tg.port)+`}`)); err != nil {
+				t.Fatal(err)
+			}
+			msg, _, err := wsutil.ReadServerData(c)
+			var rep wire.Reply
+			if err != nil || json.Unmarshal(msg, &rep) != nil || rep.Status != wire.StatusConnected {
+				t.Fatalf("reply %q (%v), want connected", msg, err)
+			}
+			if n := srv.Live(); n != 1 {
+				t.Fatalf("Live() = %d during the drain, want 1", n)
+			}
+			c.Close()
+			if err := <-done; err != nil {
+				t.Fatalf("Shutdown = %v", err)
+			}
+		})
+	}
+}
