@@ -278,6 +278,7 @@ func wantRefusal(t *testing.T, a, status, why string) {
 // that says so. Raw bytes, both serving paths, plain and TLS.
 func TestSilentUpgraders(t *testing.T) {
 	t.Parallel()
+	const silent = 40
 	tg := startTarget(t, echo)
 	for _, useTLS := range []bool{false, true} {
 		for _, m := range modes {
@@ -291,13 +292,13 @@ func TestSilentUpgraders(t *testing.T) {
 					Auth:                  AuthFunc(func(context.Context, string, string) error { return nil }),
 					MaxTunnels:            4,
 					MaxTunnelsPerToken:    4,
-					MaxHandshakesPerToken: 6,
+					MaxHandshakesPerToken: silent + 1,
 					// Long enough that no silent upgrader is dropped while
 					// the test runs; the cleanup closes them.
 					HandshakeTimeout: time.Minute,
 				}
 				ts := startServerMode(t, srv, useTLS, m.direct)
-				silent := func() string {
+				upgradeSilently := func() string {
 					t.Helper()
 					_, a := rawUpgrade(t, ts, "silent")
 					return a
@@ -313,18 +314,19 @@ func TestSilentUpgraders(t *testing.T) {
 					}
 					return c, err
 				}
-				for i := range 5 { // more than MaxTunnels
-					if a := silent(); !strings.HasPrefix(a, "HTTP/1.1 101 ") {
+				for i := range silent { // ten times MaxTunnels
+					if a := upgradeSilently(); !strings.HasPrefix(a, "HTTP/1.1 101 ") {
 						t.Fatalf("silent upgrader %d: answer %q, want 101", i, a)
 					}
 				}
 				if _, err := tunnel("silent"); err != nil {
 					t.Fatalf("a tunnel of the silent upgraders' token: %v", err)
 				}
-				if a := silent(); !strings.HasPrefix(a, "HTTP/1.1 101 ") {
-					t.Fatalf("the sixth silent upgrader: answer %q, want 101", a)
+				if a := upgradeSilently(); !strings.HasPrefix(a, "HTTP/1.1 101 ") {
+					t.Fatalf("the last silent upgrader under the cap: answer %q, want 101", a)
 				}
-				wantRefusal(t, silent(), "HTTP/1.1 429 Too Many Requests", "token is at its limit of 6 connections waiting for their first message")
+				wantRefusal(t, upgradeSilently(), "HTTP/1.1 429 Too Many Requests",
+					"token is at its limit of "+itoa(silent+1)+" connections waiting for their first message")
 				for i := range 3 {
 					if _, err := tunnel("other"); err != nil {
 						t.Fatalf("tunnel %d of another token: %v", i, err)
