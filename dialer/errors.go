@@ -59,12 +59,17 @@ const (
 	CodeForbidden         = "forbidden"
 	CodeBadRequest        = "bad_request"
 	CodeUnreachable       = "unreachable"
+	// CodeUnavailable: the server is over a limit or shutting down (as an
+	// error reply: its tunnel caps filled between the upgrade and the
+	// first message).
+	CodeUnavailable = "unavailable"
 )
 
 // TargetError is the server's handshake error reply: the tunnel was
 // established but the target could not be (or may not be) dialed.
 // errors.Is matches it against ErrTargetRefused, ErrTargetTimeout,
-// ErrTargetForbidden, ErrTargetUnreachable or ErrBadRequest by its Code.
+// ErrTargetForbidden, ErrTargetUnreachable, ErrBadRequest or ErrUnavailable
+// by its Code.
 type TargetError struct {
 	Code    string // one of the Code* constants, or a code this package does not know
 	Message string // the server's human-readable text, possibly empty
@@ -112,6 +117,8 @@ func targetSentinel(code string) error {
 		return ErrTargetUnreachable
 	case CodeBadRequest:
 		return ErrBadRequest
+	case CodeUnavailable:
+		return ErrUnavailable
 	}
 	return nil
 }

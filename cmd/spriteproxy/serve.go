@@ -40,7 +40,7 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 	idle := fs.Duration("idle-timeout", 0, "close a tunnel that carried no data for this long (default never)")
 	raw := fs.Bool("raw-streams", false, "let clients that offer it carry tunnels unframed after the handshake (the raw_stream extension: splice, no framing); only when nothing between here and the clients inspects WebSocket frames")
 	noReuse := fs.Bool("no-reuse", false, "close each tunnel's connection when the tunnel ends, instead of letting the client carry its next tunnel on it (the reuse extension)")
-	verbose := fs.Bool("v", false, "log every tunnel and refusal")
+	verbose := fs.Bool("v", false, "log every tunnel, and every refused request with its status, path, client and reason (never a token)")
 	pos, err := c.parseFlags(fs, args, serveSynopsis)
 	if errors.Is(err, errHelp) {
 		return exitOK

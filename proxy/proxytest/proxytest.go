@@ -88,12 +88,14 @@ type Server struct {
 	serverTLS *tls.Config
 	api       *netstack.Host // nil with WithLoopbackTCP
 	local     *netstack.Host // the client's machine
-	addr      string         // the listener's address, for Restart
+	addr      string         // the listener's address
 
-	// serving is the server running now and its listener; Restart swaps
-	// it. restartMu serialises Restart with itself and with Close.
+	// ln stays open until Close; serving is the server running behind it
+	// now, which Restart swaps. restartMu serialises Restart with itself
+	// and with Close.
 	restartMu sync.Mutex
 	ln        net.Listener
+	front     *frontListener // over ln
 	served    chan struct{}
 
 	egress *netstack.Host // the host the server dials sprites from (WithSpriteLinks)
@@ -208,11 +210,12 @@ func Start(opts ...Option) (s *Server, err error) {
 	s.addr = s.ln.Addr().String()
 	_, port, _ := net.SplitHostPort(s.addr)
 	s.URL = scheme + "://" + net.JoinHostPort(host, port)
+	s.front = newFrontListener(s.ln)
 	s.serve()
 	return s, nil
 }
 
-// serve starts a new tunnel server on s.ln.
+// serve starts a new tunnel server behind s.front.
 func (s *Server) serve() {
 	ts := &websocket.Server{
 		Auth:    websocket.StaticToken(Token),
@@ -225,7 +228,7 @@ func (s *Server) serve() {
 		ts.TLSConfig = s.serverTLS
 	}
 	s.Tunnels = ts
-	ln, served := s.ln, make(chan struct{})
+	ln, served := s.front.generation(), make(chan struct{})
 	s.served = served
 	go func() {
 		defer close(served)
@@ -277,7 +280,10 @@ func (s *Server) Partition(d time.Duration) error {
 // every tunnel and connection ends (the clients see an error matching
 // dialer.ErrTunnelClosed, or a reset), and then a new server, configured
 // as the first (WithServer runs again), serves at the same URL. Tunnels is
-// the new server once Restart returns.
+// the new server once Restart returns. The listener stays open throughout
+// (the port is never given up): a client that dials during a Restart is
+// served by the new server. It returns an error, and serves nothing, once
+// the server is closed or its listener has failed.
 func (s *Server) Restart() error {
 	s.restartMu.Lock()
 	defer s.restartMu.Unlock()
@@ -289,14 +295,7 @@ func (s *Server) Restart() error {
 	}
 	s.Tunnels.Close()
 	<-s.served
-	s.ln.Close()
-	var err error
-	if s.opts.loopback {
-		s.ln, err = net.Listen("tcp", s.addr)
-	} else {
-		s.ln, err = s.api.Listen("tcp", s.addr)
-	}
-	if err != nil {
+	if err := s.front.broken(); err != nil {
 		return fmt.Errorf("proxytest: restart: %w", err)
 	}
 	s.serve()
@@ -456,6 +455,7 @@ func (s *Server) Close() {
 		defer s.restartMu.Unlock()
 		s.Tunnels.Close()
 		<-s.served
+		s.front.close()
 		s.mu.Lock()
 		gateways := s.gateways
 		s.gateways = nil

@@ -26,8 +26,12 @@ import (
 //  4. the WebSocket upgrade headers (400, or 426 for another version);
 //  5. one Authorization header at most, one Origin at most (400);
 //  6. an Origin header only if AllowedOrigins lists it (403);
-//  7. admit: the token (401, 403), the sprite (404, 502), a tunnel slot
-//     (429, 503).
+//  7. admit: the token (401, 403), the sprite (404, 502), a handshake slot
+//     (429, 503: the tunnel caps, then the handshake caps).
+//
+// The tunnel slot itself is taken when the first message is in
+// (startTunnel), so that a connection that upgrades and stays silent holds
+// none.
 //
 // Every refusal is answered alike on both serving paths (a refusal's
 // answer).
@@ -157,7 +161,7 @@ func (s *Server) checkFront(r *frontRequest) *refusal {
 
 func (s *Server) originAllowed(origin string) bool {
 	for _, o := range s.AllowedOrigins {
-		if strings.EqualFold(o, origin) {
+		if asciiEqualFold(o, origin) {
 			return true
 		}
 	}
@@ -165,12 +169,13 @@ func (s *Server) originAllowed(origin string) bool {
 }
 
 // admit decides whether sl's token may open a tunnel into sl's sprite now:
-// the token (Auth), then the sprite's network (Sprites), then a slot under
-// the caps. On a yes, sl is held and the sprite's network returned. It is
-// the one decision for a new connection (either serving path) and for each
-// next tunnel on a reused one; ctx bounds the Authenticator's and the
-// Resolver's calls.
-func (s *Server) admit(ctx context.Context, sl *slot) (dialer.ContextDialer, *refusal) {
+// the token (Auth), then the sprite's network (Sprites), then a place
+// under the caps. On a yes, the sprite's network is returned and sl holds
+// its place: on a new connection (either serving path) a handshake slot,
+// which becomes a tunnel slot when the first message is in (startTunnel);
+// on a reused connection's next tunnel, whose first message is in already,
+// a tunnel slot. ctx bounds the Authenticator's and the Resolver's calls.
+func (s *Server) admit(ctx context.Context, sl *slot, reused bool) (dialer.ContextDialer, *refusal) {
 	if s.Auth != nil {
 		if err := s.Auth.Authenticate(ctx, sl.token, sl.sprite); err != nil {
 			if errors.Is(err, dialer.ErrForbidden) {
@@ -187,11 +192,83 @@ func (s *Server) admit(ctx context.Context, sl *slot) (dialer.ContextDialer, *re
 		return nil, refuse(http.StatusBadGateway, "unavailable", err.Error(), nil)
 	}
 	sl.key = s.identity(sl.token)
-	if status, why := s.enter(sl.key); status != 0 {
+	if reused {
+		if status, why := s.enter(sl.key); status != 0 {
+			return nil, refuse(status, "unavailable", why, nil)
+		}
+		sl.held = true
+		return network, nil
+	}
+	if status, why := s.enterHandshake(sl.key); status != 0 {
 		return nil, refuse(status, "unavailable", why, nil)
 	}
-	sl.held = true
+	sl.handshaking = true
 	return network, nil
+}
+
+// Handshake caps: connections upgraded and waiting for their first
+// message. They are counted apart from the tunnels, which they do not
+// hold, so that clients that upgrade and stay silent (each for up to the
+// handshake timeout) cannot take the tunnels of others.
+const (
+	DefaultMaxHandshakes         = 1024
+	DefaultMaxHandshakesPerToken = 256
+)
+
+// enterHandshake counts a new connection in among those waiting for their
+// first message, or says why it may not upgrade: a status (503 or 429) and
+// a reason. A request the tunnel caps would refuse now is refused here,
+// with its HTTP answer, rather than after the upgrade.
+func (s *Server) enterHandshake(key [sha256.Size]byte) (int, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutting {
+		return http.StatusServiceUnavailable, "server is shutting down"
+	}
+	if status, why := s.overTunnelCaps(key); status != 0 {
+		return status, why
+	}
+	if max := limit(s.MaxHandshakes, DefaultMaxHandshakes); max > 0 && s.handshaking >= max {
+		return http.StatusServiceUnavailable, fmt.Sprintf("server is at its limit of %d connections waiting for their first message", max)
+	}
+	if max := limit(s.MaxHandshakesPerToken, DefaultMaxHandshakesPerToken); max > 0 && s.hsPerToken[key] >= max {
+		return http.StatusTooManyRequests, fmt.Sprintf("token is at its limit of %d connections waiting for their first message", max)
+	}
+	if s.hsPerToken == nil {
+		s.hsPerToken = make(map[[sha256.Size]byte]int)
+	}
+	s.hsPerToken[key]++
+	s.handshaking++
+	return 0, ""
+}
+
+// leaveHandshakeLocked counts a connection out of those waiting for their
+// first message; s.mu is held.
+func (s *Server) leaveHandshakeLocked(key [sha256.Size]byte) {
+	s.handshaking--
+	if s.hsPerToken[key]--; s.hsPerToken[key] == 0 {
+		delete(s.hsPerToken, key)
+	}
+}
+
+// startTunnel turns sl's handshake slot into a tunnel slot, now that its
+// first message is in. It is refused only when the tunnel caps filled up
+// since the upgrade (other connections' tunnels took the last places): the
+// answer is then the handshake's error reply "unavailable". A connection
+// admitted before Shutdown began still gets its tunnel, which Shutdown
+// then waits for.
+func (s *Server) startTunnel(sl *slot) *refusal {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sl.handshaking = false
+	s.leaveHandshakeLocked(sl.key)
+	if status, why := s.overTunnelCaps(sl.key); status != 0 {
+		s.drainedLocked()
+		return refuse(status, dialer.CodeUnavailable, why, nil)
+	}
+	s.countTunnelLocked(sl.key)
+	sl.held = true
+	return nil
 }
 
 // identity is the key of the per-token cap: the token Auth accepted, or,
@@ -275,7 +352,11 @@ func (s *Server) logRefused(r *frontRequest, sprite string, ref *refusal) {
 		return
 	}
 	s.Metrics.refused(ref.status, sprite != "")
-	s.log("request refused", "status", ref.status, "sprite", sprite, "path", r.path, "client", r.remote, "reason", ref)
+	path := r.path
+	if len(path) > 256 {
+		path = path[:256] + "..."
+	}
+	s.log("request refused", "status", ref.status, "sprite", sprite, "path", path, "client", r.remote, "reason", ref)
 }
 
 // frontHTTP is the front door on ServeHTTP's path: the checks in order,
@@ -300,7 +381,7 @@ func (s *Server) frontHTTP(r *http.Request, fr *frontRequest) (*slot, dialer.Con
 		return sl, nil, ref
 	}
 	sl.token = bearerValue(fr.auth)
-	network, ref := s.admit(r.Context(), sl)
+	network, ref := s.admit(r.Context(), sl, false)
 	return sl, network, ref
 }
 

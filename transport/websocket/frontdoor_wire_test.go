@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"regexp"
 	"strings"
@@ -12,11 +14,20 @@ import (
 	"time"
 
 	"github.com/spriteproxy/spriteproxy/dialer"
+	"github.com/spriteproxy/spriteproxy/internal/testlog"
 )
 
 // rawExchange sends req on a new connection to ts and returns all the
 // server answers until it closes.
 func rawExchange(t *testing.T, ts *testServer, req string) []byte {
+	t.Helper()
+	got, _ := rawExchangeFrom(t, ts, req)
+	return got
+}
+
+// rawExchangeFrom is rawExchange; it also returns the connection's local
+// address, by which the server's log names the client.
+func rawExchangeFrom(t *testing.T, ts *testServer, req string) ([]byte, string) {
 	t.Helper()
 	host := ts.URL[strings.Index(ts.URL, "://")+3:]
 	var c net.Conn
@@ -38,7 +49,43 @@ func rawExchange(t *testing.T, ts *testServer, req string) []byte {
 	if err != nil && len(got) == 0 {
 		t.Fatalf("no answer: %v", err)
 	}
-	return got
+	return got, c.LocalAddr().String()
+}
+
+// refusedRecord returns the attributes of rec's "request refused" record
+// for the client at local, or nil.
+func refusedRecord(rec *testlog.Recorder, local string) map[string]string {
+	for _, r := range rec.Records() {
+		if r.Message != "request refused" {
+			continue
+		}
+		attrs := make(map[string]string)
+		r.Attrs(func(a slog.Attr) bool {
+			attrs[a.Key] = a.Value.String()
+			return true
+		})
+		if attrs["client"] == local {
+			return attrs
+		}
+	}
+	return nil
+}
+
+// noToken fails t if any record of rec holds one of tokens.
+func noToken(t *testing.T, rec *testlog.Recorder, tokens ...string) {
+	t.Helper()
+	for _, r := range rec.Records() {
+		text := r.Message
+		r.Attrs(func(a slog.Attr) bool {
+			text += " " + a.Key + "=" + a.Value.String()
+			return true
+		})
+		for _, tok := range tokens {
+			if strings.Contains(text, tok) {
+				t.Errorf("a log record holds the token %q: %s", tok, text)
+			}
+		}
+	}
 }
 
 var (
@@ -49,7 +96,8 @@ var (
 // TestFrontDoorWire: the bytes a non-Go client sees for each refusal are
 // the same on ServeHTTP and Serve, over plain TCP and TLS: exactly one
 // response, one Content-Type (application/json), the headers PROTOCOL.md
-// lists, and Connection: close.
+// lists, and Connection: close. Each refusal is logged with its status
+// and path, and no log record holds a token.
 func TestFrontDoorWire(t *testing.T) {
 	t.Parallel()
 	tg := startTarget(t, echo)
@@ -67,6 +115,8 @@ func TestFrontDoorWire(t *testing.T) {
 		{"two Authorization headers", get + upgrade + auth + auth + "\r\n", "HTTP/1.1 400 Bad Request", nil},
 		{"unknown endpoint", "GET /v1/sprites/s/control HTTP/1.1\r\n" + upgrade + auth + "\r\n", "HTTP/1.1 404 Not Found", nil},
 		{"unknown sprite", "GET /v1/sprites/other/proxy HTTP/1.1\r\n" + upgrade + auth + "\r\n", "HTTP/1.1 404 Not Found", nil},
+		{"token not allowed for the sprite", "GET /v1/sprites/locked/proxy HTTP/1.1\r\n" + upgrade + auth + "\r\n", "HTTP/1.1 403 Forbidden", nil},
+		{"sprite lookup failed", "GET /v1/sprites/broken/proxy HTTP/1.1\r\n" + upgrade + auth + "\r\n", "HTTP/1.1 502 Bad Gateway", nil},
 		{"POST", "POST /v1/sprites/s/proxy HTTP/1.1\r\n" + upgrade + auth + "Content-Length: 0\r\n\r\n", "HTTP/1.1 405 Method Not Allowed", []string{"Allow: GET"}},
 		{"no upgrade", get + "Host: x\r\n" + auth + "\r\n", "HTTP/1.1 400 Bad Request", nil},
 		{"wrong version", get + strings.Replace(upgrade, "Version: 13", "Version: 8", 1) + auth + "\r\n", "HTTP/1.1 426 Upgrade Required", []string{"Sec-Websocket-Version: 13"}},
@@ -81,17 +131,31 @@ func TestFrontDoorWire(t *testing.T) {
 			tr = "tls"
 		}
 		var servers [2]*testServer
+		var recs [2]*testlog.Recorder
 		for i, m := range modes {
+			recs[i] = &testlog.Recorder{}
 			srv := &Server{
 				AllowedOrigins:     []string{"https://app.example"},
 				MaxTunnelsPerToken: 1,
-				Sprites:            &HostNetwork{Names: []string{"s"}},
-				Auth: AuthFunc(func(_ context.Context, token, _ string) error {
+				Sprites: ResolverFunc(func(_ context.Context, name string) (dialer.ContextDialer, error) {
+					switch name {
+					case "s", "locked":
+						return hostDialer, nil
+					case "broken":
+						return nil, errors.New("sprite registry down")
+					}
+					return nil, dialer.ErrUnknownSprite
+				}),
+				Auth: AuthFunc(func(_ context.Context, token, sprite string) error {
 					if token != testToken && token != "capped" {
 						return dialer.ErrUnauthorized
 					}
+					if sprite == "locked" {
+						return dialer.ErrForbidden
+					}
 					return nil
 				}),
+				Logger: slog.New(recs[i]),
 			}
 			servers[i] = startServerMode(t, srv, useTLS, m.direct)
 			// "capped" holds its one tunnel.
@@ -102,14 +166,21 @@ func TestFrontDoorWire(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { c.Close() })
+			rec := recs[i]
+			t.Cleanup(func() { noToken(t, rec, testToken, "capped", "nope") })
 		}
 		for _, tc := range cases {
 			t.Run(tr+"/"+tc.name, func(t *testing.T) {
 				t.Parallel()
 				var answers [2][]byte
-				for i := range modes {
-					got := rawExchange(t, servers[i], tc.req)
+				path := strings.Fields(tc.req)[1]
+				for i, m := range modes {
+					got, local := rawExchangeFrom(t, servers[i], tc.req)
 					answers[i] = dateLine.ReplaceAll(got, []byte("Date: X\r"))
+					status := strings.Fields(tc.status)[1]
+					if a := refusedRecord(recs[i], local); a == nil || a["status"] != status || a["path"] != path || a["reason"] == "" {
+						t.Errorf("%s logged %v for the refusal, want status %s, path %s and a reason", m.name, a, status, path)
+					}
 				}
 				if !bytes.Equal(answers[0], answers[1]) {
 					t.Fatalf("the paths answer differently:\nServeHTTP: %q\nServe:     %q", answers[0], answers[1])
@@ -137,27 +208,72 @@ func TestFrontDoorWire(t *testing.T) {
 	}
 }
 
-// TestServeMalformedOnce: a header line Serve cannot parse (no colon, or
-// an obs-fold continuation) gets exactly one answer, a 400 in JSON, where
-// gobwas/ws's and ours used to both go out. (Behind ServeHTTP, net/http
-// parses the request: it answers a line without a colon with its own 400,
-// and joins an obs-fold line to the header before, as RFC 9112 §5.2 lets
-// it.)
-func TestServeMalformedOnce(t *testing.T) {
+// TestMalformedOnce: a header line the server cannot parse (no colon, or
+// an obs-fold continuation) gets exactly one answer, a 400, on both paths
+// and over plain and TLS, where gobwas/ws's and ours used to both go out
+// on Serve. On Serve it is the JSON answer; behind ServeHTTP, net/http
+// parses the request and answers a line without a colon with its own
+// plain-text 400, and joins an obs-fold line to the header before it, as
+// RFC 9112 §5.2 lets it (the request then lacks the upgrade: our 400).
+func TestMalformedOnce(t *testing.T) {
 	t.Parallel()
-	ts := startServerMode(t, newServer(), false, true)
-	for name, req := range map[string]string{
-		"no colon": "GET /v1/sprites/s/proxy HTTP/1.1\r\nHost: x\r\nBadLine\r\n\r\n",
-		"obs-fold": "GET /v1/sprites/s/proxy HTTP/1.1\r\nHost: x\r\nX-A: b\r\n c\r\n\r\n",
-	} {
+	for _, useTLS := range []bool{false, true} {
+		for _, m := range modes {
+			name := m.name
+			if useTLS {
+				name += "/tls"
+			}
+			ts := startServerMode(t, newServer(), useTLS, m.direct)
+			for req, r := range map[string]string{
+				"no colon": "GET /v1/sprites/s/proxy HTTP/1.1\r\nHost: x\r\nBadLine\r\n\r\n",
+				"obs-fold": "GET /v1/sprites/s/proxy HTTP/1.1\r\nHost: x\r\nX-A: b\r\n c\r\n\r\n",
+			} {
+				t.Run(name+"/"+req, func(t *testing.T) {
+					t.Parallel()
+					a := string(rawExchange(t, ts, r))
+					if n := len(statusLine.FindAllString(a, -1)); n != 1 || !strings.HasPrefix(a, "HTTP/1.1 400 Bad Request\r\n") {
+						t.Fatalf("answer %q: want exactly one 400", a)
+					}
+					if !m.direct {
+						return
+					}
+					if n := strings.Count(strings.ToLower(a), "content-type:"); n != 1 || !strings.Contains(a, "\r\nContent-Type: application/json\r\n") {
+						t.Fatalf("answer %q: want exactly one Content-Type: application/json", a)
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestServerCapWire: over the server's tunnel cap, both paths answer the
+// same 503 with Retry-After, over plain and TLS.
+func TestServerCapWire(t *testing.T) {
+	t.Parallel()
+	tg := startTarget(t, echo)
+	for _, useTLS := range []bool{false, true} {
+		name := "plain"
+		if useTLS {
+			name = "tls"
+		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			a := string(rawExchange(t, ts, req))
-			if n := len(statusLine.FindAllString(a, -1)); n != 1 || !strings.HasPrefix(a, "HTTP/1.1 400 Bad Request\r\n") {
-				t.Fatalf("answer %q: want exactly one 400", a)
+			var answers [2]string
+			for i, m := range modes {
+				srv := newServer()
+				srv.MaxTunnels = 1
+				ts := startServerMode(t, srv, useTLS, m.direct)
+				c, err := ts.dialer().DialSprite(testCtx(t), "s", "tcp", tg.addr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				_, a := rawUpgrade(t, ts, testToken)
+				wantRefusal(t, a, "HTTP/1.1 503 Service Unavailable", "server is at its limit of 1 tunnels")
+				answers[i] = dateLine.ReplaceAllString(a, "Date: X\r")
 			}
-			if n := strings.Count(strings.ToLower(a), "content-type:"); n != 1 || !strings.Contains(a, "\r\nContent-Type: application/json\r\n") {
-				t.Fatalf("answer %q: want exactly one Content-Type: application/json", a)
+			if answers[0] != answers[1] {
+				t.Fatalf("the paths answer differently:\nServeHTTP: %q\nServe:     %q", answers[0], answers[1])
 			}
 		})
 	}

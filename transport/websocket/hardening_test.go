@@ -154,42 +154,64 @@ func TestServerBadUpgrades(t *testing.T) {
 			"Sec-Websocket-Version": {"13"}, "Sec-Websocket-Key": {"short"},
 		}, http.StatusBadRequest},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			req, _ := http.NewRequest(http.MethodGet, url, nil)
-			req.Header = tc.header
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != tc.want {
-				t.Fatalf("status %d, want %d", resp.StatusCode, tc.want)
-			}
-		})
-	}
-	if n := ts.Live(); n != 0 {
-		t.Fatalf("%d tunnels live after refused upgrades", n)
+	// (A group, so that the counts are read once its parallel subtests
+	// have run.)
+	t.Run("group", func(t *testing.T) {
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				req, _ := http.NewRequest(http.MethodGet, url, nil)
+				req.Header = tc.header
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != tc.want {
+					t.Fatalf("status %d, want %d", resp.StatusCode, tc.want)
+				}
+			})
+		}
+	})
+	if n, h := ts.Live(), ts.handshakingNow(); n != 0 || h != 0 {
+		t.Fatalf("%d tunnels live and %d connections handshaking after refused upgrades", n, h)
 	}
 }
 
+// handshakingNow is the number of connections counted as waiting for
+// their first message.
+func (s *Server) handshakingNow() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.handshaking
+}
+
 // TestSlowClient: a client that upgrades but never sends its first message
-// is dropped after the handshake timeout.
+// is dropped after the handshake timeout, on both serving paths, and its
+// handshake slot is given back.
 func TestSlowClient(t *testing.T) {
 	t.Parallel()
-	srv := newServer()
-	srv.HandshakeTimeout = 100 * time.Millisecond
-	ts := startServer(t, srv, false)
-	conn := sdkDial(t, ts.URL, "s")
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, _, err := wsutil.ReadServerData(conn)
-	if err == nil {
-		t.Fatal("server sent data to a client that asked for nothing")
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatal("the server did not drop the silent client")
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newServer()
+			srv.HandshakeTimeout = 100 * time.Millisecond
+			ts := startServerMode(t, srv, false, m.direct)
+			conn := sdkDial(t, ts.URL, "s")
+			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, _, err := wsutil.ReadServerData(conn)
+			if err == nil {
+				t.Fatal("server sent data to a client that asked for nothing")
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("the server did not drop the silent client")
+			}
+			waitFor(t, "the handshake slot to be given back", func() bool { return ts.handshakingNow() == 0 })
+			if n := ts.Live(); n != 0 {
+				t.Fatalf("%d tunnels live after a silent client", n)
+			}
+		})
 	}
 }
 
@@ -212,14 +234,9 @@ func TestLimits(t *testing.T) {
 			t.Fatalf("got %v, want 503 with a message", err)
 		}
 		c.Close()
-		// The slot frees once the tunnel has ended on the server too: retry
-		// as a client would, until then.
-		for {
-			c, err = ts.dialer().DialSprite(testCtx(t), "s", "tcp", tg.addr())
-			if !errors.Is(err, dialer.ErrUnavailable) {
-				break
-			}
-		}
+		// The slot frees once the tunnel has ended on the server too.
+		waitFor(t, "Live() to drop to 0", func() bool { return ts.Live() == 0 })
+		c, err = ts.dialer().DialSprite(testCtx(t), "s", "tcp", tg.addr())
 		if err != nil {
 			t.Fatalf("after the first closed: %v", err)
 		}

@@ -39,26 +39,32 @@ var _ dialer.ContextDialer = (*recordingNetwork)(nil)
 func TestLocalhostNeverResolved(t *testing.T) {
 	t.Parallel()
 	tg := startTarget(t, echo)
-	for _, m := range modes {
-		for _, name := range []string{"localhost", "LOCALHOST", "LocalHost"} {
-			t.Run(m.name+"/"+name, func(t *testing.T) {
-				t.Parallel()
-				nw := &recordingNetwork{t: t}
-				srv := newServer()
-				srv.Sprites = ResolverFunc(func(context.Context, string) (dialer.ContextDialer, error) { return nw, nil })
-				ts := startServerMode(t, srv, false, m.direct)
-				c, err := ts.dialer().DialSprite(testCtx(t), "s", "tcp", net.JoinHostPort(name, itoa(tg.port)))
-				if err != nil {
-					t.Fatal(err)
+	for _, useTLS := range []bool{false, true} {
+		for _, m := range modes {
+			for _, name := range []string{"localhost", "LOCALHOST", "LocalHost"} {
+				path := m.name
+				if useTLS {
+					path += "/tls"
 				}
-				defer c.Close()
-				roundTrip(t, c, payload(0, 100))
-				nw.mu.Lock()
-				defer nw.mu.Unlock()
-				if len(nw.addrs) != 1 || nw.addrs[0] != tg.addr() {
-					t.Fatalf("dialed %q, want just %q", nw.addrs, tg.addr())
-				}
-			})
+				t.Run(path+"/"+name, func(t *testing.T) {
+					t.Parallel()
+					nw := &recordingNetwork{t: t}
+					srv := newServer()
+					srv.Sprites = ResolverFunc(func(context.Context, string) (dialer.ContextDialer, error) { return nw, nil })
+					ts := startServerMode(t, srv, useTLS, m.direct)
+					c, err := ts.dialer().DialSprite(testCtx(t), "s", "tcp", net.JoinHostPort(name, itoa(tg.port)))
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer c.Close()
+					roundTrip(t, c, payload(0, 100))
+					nw.mu.Lock()
+					defer nw.mu.Unlock()
+					if len(nw.addrs) != 1 || nw.addrs[0] != tg.addr() {
+						t.Fatalf("dialed %q, want just %q", nw.addrs, tg.addr())
+					}
+				})
+			}
 		}
 	}
 	t.Run("IPv6 loopback when 127.0.0.1 refuses", func(t *testing.T) {

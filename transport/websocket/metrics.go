@@ -156,6 +156,8 @@ func (m *Metrics) answered(code string, start time.Time) {
 		code = resultOK
 	case dialer.CodeConnectionRefused:
 		code = resultRefused
+	case dialer.CodeUnavailable: // the last slot taken between upgrade and first message
+		code = resultOverLimit
 	}
 	c, ok := m.result[code]
 	if !ok {

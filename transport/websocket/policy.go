@@ -114,8 +114,39 @@ func (r Rule) match(host string, addr netip.Addr, isAddr bool, port int) bool {
 	if isAddr {
 		return r.Prefix.IsValid() && r.Prefix.Contains(addr)
 	}
-	return r.Host != "" && strings.EqualFold(r.Host, host)
+	return r.Host != "" && asciiEqualFold(r.Host, host)
 }
+
+// asciiEqualFold is strings.EqualFold for host names: ASCII letters only.
+// (strings.EqualFold folds Unicode too: the Kelvin sign matches k, and the
+// long s matches s, so "localhoſt" would pass for localhost and
+// "\u212Aube.internal" for a rule naming kube.internal, while a resolver
+// reads them as other names.)
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if x >= 0x80 || y >= 0x80 {
+			return false
+		}
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// isLocalhost reports whether host is the name localhost, in any (ASCII)
+// case.
+func isLocalhost(host string) bool { return asciiEqualFold(host, "localhost") }
 
 // Check returns nil if the policy allows host:port, and an error matching
 // dialer.ErrTargetForbidden otherwise. A nil Policy allows only loopback.
@@ -127,7 +158,7 @@ func (p *Policy) Check(host string, port int) error {
 		if addr.IsLoopback() {
 			return nil
 		}
-	} else if strings.EqualFold(host, "localhost") {
+	} else if isLocalhost(host) {
 		return nil
 	}
 	if p != nil {
@@ -147,7 +178,7 @@ func (p *Policy) Check(host string, port int) error {
 // It dials 127.0.0.1, then ::1 if that fails; the first error is returned
 // if both do. ctx bounds the dials.
 func dialTarget(ctx context.Context, network dialer.ContextDialer, host string, port int) (net.Conn, error) {
-	if !strings.EqualFold(host, "localhost") {
+	if !isLocalhost(host) {
 		return network.DialContext(ctx, "tcp", dialer.HostPort(host, port))
 	}
 	p := strconv.Itoa(port)

@@ -128,7 +128,7 @@ func (s *Server) serveConn(nc net.Conn) {
 				return nil, ref
 			}
 			sl.token = bearerValue(fr.auth)
-			if network, ref = s.admit(s.ctx, &sl); ref != nil {
+			if network, ref = s.admit(s.ctx, &sl, false); ref != nil {
 				return nil, ref
 			}
 			return nil, nil
@@ -136,7 +136,11 @@ func (s *Server) serveConn(nc net.Conn) {
 	}
 	if tc, ok := nc.(*tls.Conn); ok {
 		if err := tc.Handshake(); err != nil {
-			answerPlainHTTP(err)
+			if ref := answerPlainHTTP(err); ref != nil {
+				s.logRefused(&fr, "", ref)
+			} else {
+				s.log("TLS handshake failed", "client", fr.remote, "reason", err)
+			}
 			stop()
 			nc.Close()
 			return
@@ -164,10 +168,15 @@ func (s *Server) serveConn(nc net.Conn) {
 		if ref == nil {
 			ref = ur.refusal(err)
 		}
+		if fr.path == "" {
+			fr.path = ur.path()
+		}
 		if ref != nil {
 			s.logRefused(&fr, sl.sprite, ref)
 			nc.SetWriteDeadline(time.Now().Add(time.Second))
 			nc.Write(ref.appendRaw(ur.held[:0], ur.major == 1 && ur.minor == 0))
+		} else {
+			s.log("upgrade failed", "path", fr.path, "client", fr.remote, "reason", err)
 		}
 		stop()
 		closeAfterAnswer(nc)
@@ -182,16 +191,19 @@ func (s *Server) serveConn(nc net.Conn) {
 }
 
 // answerPlainHTTP tells a client that spoke plain HTTP to a TLS listener
-// what went wrong, as net/http does, instead of closing on it silently.
-func answerPlainHTTP(err error) {
+// what went wrong, as net/http does, instead of closing on it silently; it
+// returns the answer it sent, if it sent one.
+func answerPlainHTTP(err error) *refusal {
 	var re tls.RecordHeaderError
 	if !errors.As(err, &re) || re.Conn == nil || !looksLikeHTTP(re.RecordHeader[:]) {
-		return
+		return nil
 	}
-	body := wire.Marshal(wire.ErrorBody{Error: dialer.CodeBadRequest, Message: "client sent an HTTP request to an HTTPS server"})
+	ref := refuse(http.StatusBadRequest, dialer.CodeBadRequest, "client sent an HTTP request to an HTTPS server", nil)
+	body := ref.body()
 	re.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 	io.WriteString(re.Conn, "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: "+
 		strconv.Itoa(len(body))+"\r\n\r\n"+string(body))
+	return ref
 }
 
 func looksLikeHTTP(hdr []byte) bool {
@@ -234,7 +246,9 @@ type upgradeReader struct {
 	vers         [8]byte  // the last bytes of the request line so far
 	line         [64]byte // the first bytes of the request line (a health check's)
 	lineN        int
-	major, minor int // the request line's version, once read (0.0 if not HTTP/x.y)
+	target       []byte // the request line's target, for the log (up to 256 bytes)
+	targetState  int    // 0: in the method, 1: in the target, 2: past it
+	major, minor int    // the request line's version, once read (0.0 if not HTTP/x.y)
 	held         []byte
 	heldBuf      [256]byte
 }
@@ -282,12 +296,33 @@ func (u *upgradeReader) Read(p []byte) (int, error) {
 					u.line[u.lineN] = b
 					u.lineN++
 				}
+				u.noteTarget(b)
 			}
 			u.lineLen++
 		}
 	}
 	u.left -= int64(n)
 	return n, err
+}
+
+// noteTarget keeps the request line's target (its second field), so that
+// a request refused before the Upgrader's OnRequest hook (a method or a
+// version it refuses) is logged with its path.
+func (u *upgradeReader) noteTarget(b byte) {
+	switch {
+	case b == ' ':
+		if u.targetState < 2 && (u.targetState == 1 || u.lineLen > 0) {
+			u.targetState++
+		}
+	case u.targetState == 1 && len(u.target) < 256:
+		u.target = append(u.target, b)
+	}
+}
+
+// path is the path of the request line's target, without the query.
+func (u *upgradeReader) path() string {
+	p, _, _ := strings.Cut(string(u.target), "?")
+	return p
 }
 
 // version reads the version at the end of the request line.

@@ -66,6 +66,16 @@ type Server struct {
 	// identity, whatever bearer value it sends. 0 means
 	// DefaultMaxTunnelsPerToken; negative means no cap.
 	MaxTunnelsPerToken int
+	// MaxHandshakes caps the connections upgraded and waiting for their
+	// first message (each for up to HandshakeTimeout); a request over it
+	// gets 503. They hold no tunnel until the message is in, so clients
+	// that upgrade and stay silent cannot take the tunnels of others.
+	// 0 means DefaultMaxHandshakes; negative means no cap.
+	MaxHandshakes int
+	// MaxHandshakesPerToken caps those of one token (one identity with no
+	// Auth); a request over it gets 429. 0 means
+	// DefaultMaxHandshakesPerToken; negative means no cap.
+	MaxHandshakesPerToken int
 	// RawStreams lets clients that offer it use the raw_stream extension:
 	// after the handshake the connection carries the stream unframed, and
 	// bytes move between it and the target by splice. Turn it on only when
@@ -116,8 +126,12 @@ type Server struct {
 	draining  bool // Drain or Shutdown has begun: health says 503, idle connections go
 	live      int
 	perToken  map[[sha256.Size]byte]int
-	idle      chan struct{}      // closed when live drops to 0 during Shutdown
-	waiting   map[*Conn]struct{} // idle connections waiting for a next handshake
+	// handshaking counts the connections waiting for their first message
+	// (admission.go), hsPerToken those of each identity.
+	handshaking int
+	hsPerToken  map[[sha256.Size]byte]int
+	idle        chan struct{}      // closed when live and handshaking drop to 0 during Shutdown
+	waiting     map[*Conn]struct{} // idle connections waiting for a next handshake
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -174,21 +188,30 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // ServeHTTP keeps.
 var httpUpgrader = ws.HTTPUpgrader{Header: http.Header{wire.ServerFeaturesHeader: {wire.FeatureEarlyData}}}
 
-// slot is a connection's place in the tunnel counts: held while a tunnel
-// is open on it, not while it waits idle for the next one.
+// slot is a connection's place in the counts: handshaking from the
+// upgrade to the first message, then held while a tunnel is open on it,
+// neither while it waits idle for the next one.
 type slot struct {
-	key    [sha256.Size]byte
-	held   bool
-	token  string // checked again for each tunnel on a reused connection
-	sprite string
-	start  time.Time // when the tunnel's request began (Metrics)
+	key         [sha256.Size]byte
+	held        bool
+	handshaking bool
+	token       string // checked again for each tunnel on a reused connection
+	sprite      string
+	start       time.Time // when the tunnel's request began (Metrics)
 }
 
-// release gives the slot back if it is held.
+// release gives the slot back if it is held or handshaking.
 func (s *Server) release(sl *slot) {
 	if sl.held {
 		sl.held = false
 		s.leave(sl.key)
+	}
+	if sl.handshaking {
+		sl.handshaking = false
+		s.mu.Lock()
+		s.leaveHandshakeLocked(sl.key)
+		s.drainedLocked()
+		s.mu.Unlock()
 	}
 }
 
@@ -296,16 +319,18 @@ var (
 // handshake reads the first message, checks it, dials the target and
 // replies. On an error the reply (if one is due) has been sent.
 //
-// On a reused connection (sl not held), the wait for the message is an idle
-// one (up to IdleConnTimeout) that Shutdown cuts short, and the tunnel
-// takes its slot once the message is in.
+// On a new connection (sl handshaking), the tunnel takes its slot once the
+// first message is in and parses. On a reused connection, the wait for the
+// message is an idle one (up to IdleConnTimeout) that Shutdown cuts short,
+// and the tunnel is admitted afresh once the message is in.
 func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net.Conn, string, error) {
-	if sl.held {
+	first := sl.handshaking
+	if first {
 		// (park set the idle connection's deadline.)
 		c.nc.SetReadDeadline(time.Now().Add(cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)))
 	}
 	msg, err := c.readMessage()
-	if !sl.held {
+	if !first {
 		sl.start = time.Now() // the first message is the request
 		if !s.unpark(c) || err != nil && !errors.Is(err, dialer.ErrBadRequest) {
 			return nil, "", errIdleClosed
@@ -315,7 +340,7 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 			// revoked, or the sprite moved or removed, since the
 			// connection's upgrade.
 			var ref *refusal
-			if network, ref = s.admit(s.ctx, sl); ref != nil {
+			if network, ref = s.admit(s.ctx, sl, true); ref != nil {
 				s.log("request refused", "sprite", sl.sprite, "client", c.remote, "reason", ref, "reused", true)
 				return nil, "", errors.Join(errNoSlot, ref)
 			}
@@ -335,6 +360,13 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 		s.replyError(c, dialer.CodeBadRequest, err.Error())
 		s.Metrics.answered(dialer.CodeBadRequest, sl.start)
 		return nil, "", err
+	}
+	if first {
+		if ref := s.startTunnel(sl); ref != nil {
+			s.replyError(c, ref.code, ref.message)
+			s.Metrics.answered(ref.code, sl.start)
+			return nil, "", ref
+		}
 	}
 	addr := dialer.HostPort(req.Host, req.Port)
 	// A target that cannot be reached leaves the connection as it was
@@ -428,7 +460,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if s.idle == nil {
 		s.idle = make(chan struct{})
-		if s.live == 0 {
+		if s.live+s.handshaking == 0 {
 			close(s.idle)
 		}
 	}
@@ -473,18 +505,32 @@ func (s *Server) enter(key [sha256.Size]byte) (int, string) {
 	if s.shutting {
 		return http.StatusServiceUnavailable, "server is shutting down"
 	}
+	if status, why := s.overTunnelCaps(key); status != 0 {
+		return status, why
+	}
+	s.countTunnelLocked(key)
+	return 0, ""
+}
+
+// overTunnelCaps says why key may not open one more tunnel now, if it may
+// not; s.mu is held.
+func (s *Server) overTunnelCaps(key [sha256.Size]byte) (int, string) {
 	if max := limit(s.MaxTunnels, DefaultMaxTunnels); max > 0 && s.live >= max {
 		return http.StatusServiceUnavailable, fmt.Sprintf("server is at its limit of %d tunnels", max)
 	}
 	if max := limit(s.MaxTunnelsPerToken, DefaultMaxTunnelsPerToken); max > 0 && s.perToken[key] >= max {
 		return http.StatusTooManyRequests, fmt.Sprintf("token is at its limit of %d tunnels", max)
 	}
+	return 0, ""
+}
+
+// countTunnelLocked counts a tunnel of key in; s.mu is held.
+func (s *Server) countTunnelLocked(key [sha256.Size]byte) {
 	if s.perToken == nil {
 		s.perToken = make(map[[sha256.Size]byte]int)
 	}
 	s.perToken[key]++
 	s.live++
-	return 0, ""
 }
 
 func (s *Server) leave(key [sha256.Size]byte) {
@@ -494,7 +540,13 @@ func (s *Server) leave(key [sha256.Size]byte) {
 	if s.perToken[key]--; s.perToken[key] == 0 {
 		delete(s.perToken, key)
 	}
-	if s.live == 0 && s.idle != nil {
+	s.drainedLocked()
+}
+
+// drainedLocked tells Shutdown when the last tunnel or handshake has
+// ended; s.mu is held. (Neither count rises once Shutdown has begun.)
+func (s *Server) drainedLocked() {
+	if s.live+s.handshaking == 0 && s.idle != nil {
 		close(s.idle)
 	}
 }
