@@ -348,3 +348,37 @@ func TestSpriteLinks(t *testing.T) {
 		})
 	}
 }
+
+// TestRestartKeepsListener checks that Restart never gives the address up
+// (with WithLoopbackTCP, another test's port-0 listener could take it):
+// the listener is the one Start made after two Restarts; and that once
+// the listener has failed, Restart reports it, again and again, without a
+// panic.
+func TestRestartKeepsListener(t *testing.T) {
+	t.Parallel()
+	srv := NewServer(t, WithLoopbackTCP(), WithoutTLS())
+	echoSprite(t, srv)
+	ln := srv.ln
+	for i := range 2 {
+		if err := srv.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		if srv.ln != ln {
+			t.Fatalf("Restart %d: a new listener", i+1)
+		}
+		c, err := srv.Client().Sprite("echo").ProxySocket(ctxFor(t), "tcp", "localhost:7")
+		if err != nil {
+			t.Fatalf("after Restart %d: %v", i+1, err)
+		}
+		echoOnce(t, c)
+		c.Close()
+	}
+
+	ln.Close()       // the listener fails under the server
+	<-srv.front.done // and the server's accepting goroutine has seen it
+	for i := range 2 {
+		if err := srv.Restart(); err == nil {
+			t.Errorf("Restart %d after the listener failed: no error", i+1)
+		}
+	}
+}
