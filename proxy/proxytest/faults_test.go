@@ -382,3 +382,25 @@ func TestRestartKeepsListener(t *testing.T) {
 		}
 	}
 }
+
+// TestSpriteLinksTarget checks that with WithSpriteLinks the connected
+// reply names the target, as without it, not the sprite's gateway: a
+// ProxySocket conn's RemoteAddr is the same either way.
+func TestSpriteLinksTarget(t *testing.T) {
+	t.Parallel()
+	remote := func(opts ...Option) string {
+		srv := NewServer(t, opts...)
+		echoSprite(t, srv)
+		c, err := srv.Client().Sprite("echo").ProxySocket(ctxFor(t), "tcp", "localhost:7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		echoOnce(t, c)
+		return c.RemoteAddr().String()
+	}
+	direct, linked := remote(), remote(WithSpriteLinks())
+	if direct != linked {
+		t.Errorf("RemoteAddr with WithSpriteLinks = %s, want %s as without", linked, direct)
+	}
+}

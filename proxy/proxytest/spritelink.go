@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -21,7 +22,10 @@ import (
 // network address, names the target on one line, and the gateway dials it
 // inside the sprite (its loopback included) and relays. One status byte
 // answers the line; a refusal or a failure comes back typed, so the server
-// answers the client as it would for a direct dial.
+// answers the client as it would for a direct dial. After gwOK comes the
+// target conn's remote address on one line, which the server's conn
+// reports as its RemoteAddr, so that the connected reply names the target
+// as it would for a direct dial, not the gateway.
 
 // Gateway status bytes.
 const (
@@ -128,6 +132,9 @@ func (g *gateway) serve(c net.Conn) {
 	if _, err := c.Write([]byte{gwOK}); err != nil {
 		return
 	}
+	if _, err := c.Write([]byte(target.RemoteAddr().String() + "\n")); err != nil {
+		return
+	}
 	relay(c, br, target)
 }
 
@@ -221,6 +228,10 @@ func (d gatewayDialer) DialContext(ctx context.Context, network, address string)
 	if err == nil {
 		_, err = io.ReadFull(c, status)
 	}
+	var remote net.Addr
+	if err == nil && status[0] == gwOK {
+		remote, err = readRemote(c)
+	}
 	if err != nil {
 		c.Close()
 		if ctx.Err() != nil {
@@ -247,7 +258,67 @@ func (d gatewayDialer) DialContext(ctx context.Context, network, address string)
 		return fail(ctx.Err())
 	}
 	c.SetDeadline(time.Time{})
-	return c, nil
+	return &targetConn{Conn: c, remote: remote}, nil
+}
+
+// readRemote reads the target's address line that follows gwOK, one byte
+// at a time so that nothing of the stream after it is read.
+func readRemote(c net.Conn) (net.Addr, error) {
+	var line []byte
+	b := make([]byte, 1)
+	for {
+		if _, err := io.ReadFull(c, b); err != nil {
+			return nil, err
+		}
+		if b[0] == '\n' {
+			break
+		}
+		if len(line) == maxGatewayLine {
+			return nil, errors.New("proxytest: gateway sent a bad target address")
+		}
+		line = append(line, b[0])
+	}
+	ap, err := netip.ParseAddrPort(string(line))
+	if err != nil {
+		return nil, fmt.Errorf("proxytest: gateway sent a bad target address: %w", err)
+	}
+	return net.TCPAddrFromAddrPort(ap), nil
+}
+
+// targetConn is the server's conn to a target through its gateway: the
+// gateway's conn, reporting the target's address as its RemoteAddr, with
+// the half-closes and SetLinger of the conn underneath.
+type targetConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+// RemoteAddr is the target's address, as the gateway dialed it.
+func (c *targetConn) RemoteAddr() net.Addr { return c.remote }
+
+// CloseWrite half-closes the conn to the gateway, which passes it on.
+func (c *targetConn) CloseWrite() error {
+	if hc, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return hc.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
+// CloseRead stops reading from the gateway.
+func (c *targetConn) CloseRead() error {
+	if hc, ok := c.Conn.(interface{ CloseRead() error }); ok {
+		return hc.CloseRead()
+	}
+	return c.Conn.Close()
+}
+
+// SetLinger sets the conn's linger; 0 makes Close a reset, which the
+// gateway passes on to the target.
+func (c *targetConn) SetLinger(sec int) error {
+	if l, ok := c.Conn.(interface{ SetLinger(int) error }); ok {
+		return l.SetLinger(sec)
+	}
+	return nil
 }
 
 // gwAddr is address as a net.Addr for errors.
