@@ -210,10 +210,17 @@ func (f *forwarder) hold(ctx context.Context, sessions []*sprites.ProxySession, 
 			}
 			return exitOK
 		case <-allDone:
-			f.con.done()
 			if ctx.Err() != nil {
+				// Ctrl-C, the sessions ended by it before this loop saw
+				// ctx end: the same clean stop, with its totals.
+				if status {
+					f.con.summary(statusLine(sessions))
+				} else {
+					f.con.done()
+				}
 				return exitOK
 			}
+			f.con.done()
 			f.con.warn("every session ended: the local listeners failed")
 			return exitFail
 		case <-tick:
