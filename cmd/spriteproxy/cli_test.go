@@ -354,6 +354,8 @@ func TestServeUsage(t *testing.T) {
 		{"bad allow-origin", env(envToken, testToken), []string{"--allow-origin", "app.example/x"}, exitUsage, `bad --allow-origin "app.example/x"`},
 		{"bad sprite", env(envToken, testToken), []string{"--sprite", "a b"}, exitUsage, `bad sprite name "a b"`},
 		{"address in use", env(envToken, testToken), []string{"--listen", busy.Addr().String()}, exitFail, "already in use"},
+		{"port without colon", env(envToken, testToken), []string{"--listen", "8443"}, exitUsage, "--listen 8443: expected HOST:PORT; for port 8443 on every address use :8443, on loopback only 127.0.0.1:8443"},
+		{"listen not an address", env(envToken, testToken), []string{"--listen", "nowhere"}, exitUsage, "--listen nowhere: expected HOST:PORT, e.g. 127.0.0.1:8443"},
 		{"argument", env(envToken, testToken), []string{"extra"}, exitUsage, `unexpected argument "extra"`},
 	}
 	for _, tt := range tests {

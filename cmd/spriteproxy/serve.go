@@ -114,6 +114,10 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 	}
 	logger := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
 
+	// "--listen 8443" is a port without its colon: say how to write it.
+	if _, _, err := splitListen("--listen", *listen); err != nil {
+		return c.failf(exitUsage, "serve", "%v", err)
+	}
 	// No TCP keep-alive on accepted conns: the tunnels ping on their own.
 	lc := net.ListenConfig{KeepAlive: -1}
 	ln, err := lc.Listen(ctx, "tcp", *listen)
