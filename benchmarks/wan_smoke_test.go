@@ -94,6 +94,12 @@ func TestWANPaths(t *testing.T) {
 			case <-time.After(30 * time.Second):
 				t.Fatal("the stream did not end within 30 s")
 			}
+			// The stream must have met the loss it is meant to survive. It
+			// cannot miss it by chance: the client sends some 180 packets
+			// or more, and Seed 1's draws on its way out drop the 58th.
+			if lost := w.client.FaultStats().Lost; lost == 0 {
+				t.Error("FaultStats().Lost = 0: the 1 % loss was not applied")
+			}
 		})
 	}
 }

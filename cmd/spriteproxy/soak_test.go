@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -113,13 +114,27 @@ type serverVars struct {
 // settle reads the server's metrics until no tunnel is open and, if want
 // is given, goroutines and descriptors are back to it. The server is
 // another process with nothing to wait on but its metrics, so this polls,
-// within a bound.
+// within a bound. A metric missing from the page fails the test, so that
+// one renamed cannot read as 0 and pass the check trivially
+// (process_open_fds is required only on Linux, where Prometheus's process
+// collector always reports it).
 func settle(t *testing.T, url string, want *serverVars) serverVars {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		m := scrapeMetrics(t, url)
-		v := serverVars{Tunnels: int(m["spriteproxy_tunnels_open"]), Goroutines: int(m["go_goroutines"]), FDs: int(m["process_open_fds"])}
+		need := func(name string, required bool) int {
+			v, ok := m[name]
+			if !ok && required {
+				t.Fatalf("GET %s: no %s sample", url, name)
+			}
+			return int(v)
+		}
+		v := serverVars{
+			Tunnels:    need("spriteproxy_tunnels_open", true),
+			Goroutines: need("go_goroutines", true),
+			FDs:        need("process_open_fds", runtime.GOOS == "linux"),
+		}
 		if v.Tunnels == 0 && (want == nil || v.Goroutines <= want.Goroutines && v.FDs <= want.FDs) {
 			return v
 		}
