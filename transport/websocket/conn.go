@@ -24,7 +24,8 @@ import (
 //     plain server answers it at once, cutting what it still sends back; so
 //     on the client the tunnel lingers: it keeps reading, and sends the
 //     close frame once the server has sent no data for
-//     Dialer.HalfCloseLinger (default 2 s, as socat's -t), or when the
+//     Dialer.HalfCloseLinger (default 2 s, as socat's -t) while a Read
+//     waited for it (a pause in reading is no silence), or when the
 //     server's own close frame arrives, or at Close. A request/reply
 //     exchange then comes back whole. The server sends its close frame to
 //     a plain client at once: that is the client's end of stream.
@@ -105,6 +106,7 @@ type Conn struct {
 	lastRead   atomic.Int64  // unix nanoseconds of the last frame received, or of the start of a Read
 	lastWrite  atomic.Int64  // unix nanoseconds of the last frame sent
 	lastData   atomic.Int64  // unix nanoseconds of the last data frame either way
+	waitFrom   atomic.Int64  // unix nanoseconds: start of the Read (or CopyTo read) waiting for data, 0 if none (the linger)
 	reading    atomic.Int32  // Reads in progress
 	peerClosed chan struct{} // closed when the peer's direction or the tunnel has closed (markPeerClosed)
 	peerOnce   sync.Once

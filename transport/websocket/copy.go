@@ -130,6 +130,10 @@ func (c *Conn) copyChunkLocked(w io.Writer, segsp *[][]byte) (int64, error) {
 	if c.state().in() == dirFin {
 		return 0, io.EOF
 	}
+	// Waiting for data until the payloads go to w: time w takes is no
+	// silence of the peer's (the linger).
+	c.waitFrom.Store(time.Now().UnixNano())
+	defer c.waitFrom.Store(0)
 	var bp *[]byte
 	if r.pos == r.end && len(r.pre) == 0 {
 		var n int
@@ -198,6 +202,7 @@ func (c *Conn) copyChunkLocked(w io.Writer, segsp *[][]byte) (int64, error) {
 			}
 		}
 	}
+	c.waitFrom.Store(0)
 	var n int64
 	if len(segs) > 0 {
 		// The Buffers live in the Conn: a local one would escape to the

@@ -63,7 +63,10 @@ type lingerTimer struct {
 }
 
 // startLinger arms the linger timer: the close frame goes out once the
-// peer has sent no data for the linger period (pings do not count).
+// peer has sent no data for the linger period (pings do not count) while
+// a read waited for it. Time in which no read waits on the connection (the
+// application, or the pump's destination, is not reading) is no silence
+// of the peer's: its data may be waiting behind TCP's flow control.
 func (c *Conn) startLinger() {
 	k := &c.ka
 	k.mu.Lock()
@@ -93,8 +96,13 @@ func (c *Conn) lingerTick() {
 		lg.from = now.UnixNano() // we did not run: what arrived is still unread
 	}
 	// Silence is of data: a peer that pings, or answers our pings, while
-	// it has nothing more to send is silent all the same.
-	quiet := time.Duration(now.UnixNano() - max(c.lastData.Load(), lg.from))
+	// it has nothing more to send is silent all the same. It is counted
+	// only while a Read (or CopyTo's read) waits for data, from when it
+	// began: a reader that pauses holds the peer up by flow control.
+	quiet := time.Duration(0)
+	if wait := c.waitFrom.Load(); wait != 0 {
+		quiet = time.Duration(now.UnixNano() - max(c.lastData.Load(), lg.from, wait))
+	}
 	if quiet < c.cfg.linger {
 		lg.due = now.Add(c.cfg.linger - quiet)
 		lg.t.Reset(c.cfg.linger - quiet)

@@ -66,7 +66,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 	defer c.reading.Add(-1)
 	c.lastRead.Store(time.Now().UnixNano())
 	c.rmu.Lock()
+	c.waitFrom.Store(time.Now().UnixNano())
 	n, err := c.readLocked(p)
+	c.waitFrom.Store(0)
 	c.unlockRead()
 	if err != nil {
 		err = c.readError(err)
