@@ -128,6 +128,7 @@ func (c *Conn) close(code int, reason string) error {
 // waits for that Read to see the peer's last frame, or to let go (having
 // returned at an eof, say) so that the drain can read on.
 func (c *Conn) drainOrWait(deadline time.Time) {
+	c.closeRead.Store(deadline.UnixNano()) // first: see restoreReadDeadline
 	c.nc.SetReadDeadline(deadline)
 	if c.lockReadBy(deadline, c.peerClosed) {
 		c.drainLocked()

@@ -62,6 +62,10 @@ type Conn struct {
 	// read deadline (CopyTo's TLS gathering leaves those alone).
 	tlsConn      *tls.Conn
 	readDeadline atomic.Bool
+	// closeRead is Close's read deadline (unix nanoseconds) once its drain
+	// set it, 0 before: whatever sets the read deadline for a moment
+	// (CopyTo's TLS gathering) puts it back, not none.
+	closeRead atomic.Int64
 	// st is the tunnel's lifecycle (state.go): how far each direction and
 	// the tunnel have ended. (The small fields sit together: an idle Conn's
 	// size class is what an idle tunnel costs.)
@@ -168,7 +172,7 @@ func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 // tunnel.
 func (c *Conn) SetDeadline(t time.Time) error {
 	return c.setDeadline(t, true, func(t time.Time) error {
-		if err := c.nc.SetReadDeadline(t); err != nil {
+		if err := c.setAppRead(t); err != nil {
 			return err
 		}
 		return c.wd.setApp(c.nc, t)
@@ -178,7 +182,20 @@ func (c *Conn) SetDeadline(t time.Time) error {
 // SetReadDeadline sets the read deadline of the connection under the
 // tunnel.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	return c.setDeadline(t, true, c.nc.SetReadDeadline)
+	return c.setDeadline(t, true, c.setAppRead)
+}
+
+// setAppRead applies the application's read deadline, unless Close's
+// drain has set its own (closeRead), which wins from then on.
+func (c *Conn) setAppRead(t time.Time) error {
+	if c.closeRead.Load() != 0 {
+		return nil
+	}
+	err := c.nc.SetReadDeadline(t)
+	if f := c.closeRead.Load(); f != 0 { // set meanwhile
+		c.nc.SetReadDeadline(time.Unix(0, f))
+	}
+	return err
 }
 
 // SetWriteDeadline sets the write deadline of the connection under the

@@ -228,7 +228,8 @@ func (c *Conn) copyChunkLocked(w io.Writer, segsp *[][]byte) (int64, error) {
 // (crypto/tls keeps the partial record for the next Read). On a batching
 // cork.Conn, which holds all the socket had at the last read, that is the
 // cork's nowait; elsewhere a deadline in the past, which costs the error's
-// allocations. Only when the caller has set no read deadline of its own.
+// allocations. Only when the caller has set no read deadline of its own,
+// nor Close its drain's.
 func (c *Conn) gatherTLS() {
 	if !c.gathersTLS() {
 		return
@@ -238,7 +239,7 @@ func (c *Conn) gatherTLS() {
 		defer k.SetNoWait(false)
 	} else {
 		c.nc.SetReadDeadline(aLongTimeAgo)
-		defer c.nc.SetReadDeadline(time.Time{})
+		defer c.restoreReadDeadline()
 	}
 	r := &c.rd
 	for len(r.win)-r.end > 17<<10 {
@@ -250,9 +251,22 @@ func (c *Conn) gatherTLS() {
 	}
 }
 
+// restoreReadDeadline ends gatherTLS's deadline in the past: the read
+// deadline is none again, unless Close's drain set its own meanwhile
+// (closeRead), which is put back; a Close that sets its own after this
+// checks wins either way, as it stores closeRead before it sets it.
+func (c *Conn) restoreReadDeadline() {
+	c.nc.SetReadDeadline(time.Time{})
+	if t := c.closeRead.Load(); t != 0 {
+		c.nc.SetReadDeadline(time.Unix(0, t))
+	}
+}
+
 // gathersTLS says whether CopyTo reads TLS records already received without
 // waiting (gatherTLS): under TLS, unless the caller set a read deadline.
-func (c *Conn) gathersTLS() bool { return c.tlsConn != nil && !c.readDeadline.Load() }
+func (c *Conn) gathersTLS() bool {
+	return c.tlsConn != nil && !c.readDeadline.Load() && c.closeRead.Load() == 0
+}
 
 // restoreWindow puts the reader back on its own small buffer, keeping any
 // bytes not yet parsed, and returns the pooled one.
