@@ -101,8 +101,13 @@ func (c *Conn) CloseNow() error {
 
 // close is Close with a close frame of code and reason.
 func (c *Conn) close(code int, reason string) error {
+	return c.closeBy(time.Now().Add(c.cfg.closeTimeout), code, reason)
+}
+
+// closeBy is close with the deadline of a Close already under way (one
+// deadline bounds the whole Close, whatever path it takes).
+func (c *Conn) closeBy(deadline time.Time, code int, reason string) error {
 	c.beginClose()
-	deadline := time.Now().Add(c.cfg.closeTimeout)
 	clean := false
 	// A Write under way finishes first, or gives up at the deadline if the
 	// peer does not read, as in closeReuse. (Taking a held write side for

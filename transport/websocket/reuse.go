@@ -71,13 +71,15 @@ func (c *Conn) closeReuse() error {
 		return c.finish()
 	}
 	if !sent {
-		return c.close(closeNormal, "")
+		// Within the same deadline: past it (a Write held the write side
+		// until then), the close frame gets no more time of its own.
+		return c.closeBy(deadline, closeNormal, "")
 	}
 
 	if !c.state().has(recvEnd | recvClose) {
 		c.drainOrWait(deadline)
 	}
-	if !c.state().has(recvEnd) || !c.detach() {
+	if !c.state().has(recvEnd) || !c.detachBy(deadline) {
 		return c.finish()
 	}
 	return nil
@@ -85,10 +87,15 @@ func (c *Conn) closeReuse() error {
 
 // detach hands the connection on, if it is at a clean message boundary
 // both ways; it reports whether it did. The Read or copy that took the
-// peer's end may still hold the read lock for a while.
-func (c *Conn) detach() bool {
+// peer's end may still hold the read lock for a while: up to the close
+// timeout.
+func (c *Conn) detach() bool { return c.detachBy(time.Now().Add(c.cfg.closeTimeout)) }
+
+// detachBy is detach within a deadline already running: Close's, the one
+// its drain had (not a fresh close timeout).
+func (c *Conn) detachBy(deadline time.Time) bool {
 	c.stopKeepalive()
-	if !c.lockReadBy(time.Now().Add(c.cfg.closeTimeout), nil) {
+	if !c.lockReadBy(deadline, nil) {
 		return false
 	}
 	defer c.unlockRead()
