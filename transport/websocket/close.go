@@ -19,7 +19,9 @@ var aLongTimeAgo = time.Unix(1, 0)
 // still sending. So on the client, CloseWrite to a plain server sends
 // nothing yet: the tunnel goes on reading, and the close frame goes out
 // once the server has been silent for Dialer.HalfCloseLinger (as socat's
-// -t), when the server's own close frame arrives, or at Close. On the
+// -t), when the server's own close frame arrives, or at Close; a server
+// that does not answer the linger's close frame within the close timeout
+// has the tunnel closed, its reads failing with a timeout. On the
 // server (towards a plain client), it sends the close frame at once.
 // Writes after it fail with syscall.EPIPE.
 func (c *Conn) CloseWrite() error {

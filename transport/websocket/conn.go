@@ -27,7 +27,9 @@ import (
 //     Dialer.HalfCloseLinger (default 2 s, as socat's -t) while a Read
 //     waited for it (a pause in reading is no silence), or when the
 //     server's own close frame arrives, or at Close. A request/reply
-//     exchange then comes back whole. The server sends its close frame to
+//     exchange then comes back whole. A server that leaves that close
+//     frame unanswered for the close timeout has the tunnel closed: Read
+//     fails with a timeout error, not io.EOF. The server sends its close frame to
 //     a plain client at once: that is the client's end of stream.
 //   - Read returns io.EOF when the peer ends its write side (eof message)
 //     or closes with code 1000 or 1001; another close code is a

@@ -56,10 +56,13 @@ type keepTimer struct {
 }
 
 // lingerTimer is the linger period's timer and what it measures from.
+// Once the linger has sent the close frame (sent), the same timer bounds
+// the wait for the peer's answer by the close timeout.
 type lingerTimer struct {
 	t    *time.Timer
 	due  time.Time
 	from int64 // unix nanoseconds: the peer's silence is counted from here at the earliest
+	sent bool  // the close frame went out at from: the close timeout runs
 }
 
 // startLinger arms the linger timer: the close frame goes out once the
@@ -81,8 +84,10 @@ func (c *Conn) startLinger() {
 
 // lingerTick runs when the linger timer fires: the close frame goes out if
 // the peer has been silent for the linger period, or the timer is set
-// again for when it will have been. Like the keep-alive timer, it decides
-// under the timer's lock and sends after letting go of it.
+// again for when it will have been. Once the frame is out, the peer has
+// the close timeout to answer it, counted the same way (see
+// lingerUnanswered). Like the keep-alive timer, it decides under the
+// timer's lock and sends after letting go of it.
 func (c *Conn) lingerTick() {
 	k := &c.ka
 	k.mu.Lock()
@@ -95,6 +100,15 @@ func (c *Conn) lingerTick() {
 	if now.Sub(lg.due) > lateTick {
 		lg.from = now.UnixNano() // we did not run: what arrived is still unread
 	}
+	period := c.cfg.linger
+	if lg.sent {
+		if c.state().has(recvClose) {
+			k.linger = nil // answered
+			k.mu.Unlock()
+			return
+		}
+		period = c.cfg.closeTimeout
+	}
 	// Silence is of data: a peer that pings, or answers our pings, while
 	// it has nothing more to send is silent all the same. It is counted
 	// only while a Read (or CopyTo's read) waits for data, from when it
@@ -103,15 +117,38 @@ func (c *Conn) lingerTick() {
 	if wait := c.waitFrom.Load(); wait != 0 {
 		quiet = time.Duration(now.UnixNano() - max(c.lastData.Load(), lg.from, wait))
 	}
-	if quiet < c.cfg.linger {
-		lg.due = now.Add(c.cfg.linger - quiet)
-		lg.t.Reset(c.cfg.linger - quiet)
+	if quiet < period {
+		lg.due = now.Add(period - quiet)
+		lg.t.Reset(period - quiet)
 		k.mu.Unlock()
 		return
 	}
-	k.linger = nil
+	if lg.sent {
+		k.linger = nil
+		k.mu.Unlock()
+		c.lingerUnanswered()
+		return
+	}
+	lg.sent, lg.from = true, now.UnixNano()
+	lg.due = now.Add(c.cfg.closeTimeout)
+	lg.t.Reset(c.cfg.closeTimeout)
 	k.mu.Unlock()
 	c.queueClose(closeNormal, "")
+}
+
+// lingerUnanswered ends a tunnel whose peer left the linger's close frame
+// unanswered for the close timeout while a Read waited (a plain peer has
+// no dead-peer rule, and its kernel answers TCP keep-alive): the
+// connection is closed, and reads fail with a timeout, not io.EOF, since
+// what the peer still meant to send may be lost.
+func (c *Conn) lingerUnanswered() {
+	err := &timeoutError{fmt.Sprintf("no answer to the close frame in %v: tunnel closed", c.cfg.closeTimeout)}
+	e := error(&net.OpError{Op: "read", Net: "websocket", Source: c.local, Addr: c.remote, Err: err})
+	c.deadErr.Store(&e)
+	c.lost(e)
+	if c.ended() {
+		c.closeNC()
+	}
 }
 
 // deadPeerRule reports whether the dead-peer rule applies to this tunnel.
