@@ -93,6 +93,9 @@ type Server struct {
 	// sends the records of a frame with one write instead of one per
 	// 16 KiB record. It must hold a certificate (Certificates or
 	// GetCertificate); ServeHTTP does not use it (http.Server has its own).
+	// Leave its session tickets on (SessionTicketsDisabled false, the
+	// default): a Dialer's fresh connections after the first then resume
+	// the TLS session instead of paying for certificates again.
 	TLSConfig *tls.Config
 	// Tuning sets keep-alive, dead-peer and close timeouts and the message
 	// limit; the zero value means the defaults.
