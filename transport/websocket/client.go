@@ -81,7 +81,9 @@ type Dialer struct {
 	// Close, the read deadline) waits for the reply. A refused target then
 	// surfaces as the typed error (errors.Is dialer.ErrTargetRefused, ...)
 	// of the next Read or Write, and the bytes sent are dropped by the
-	// server; RemoteAddr is the address asked for. Use it where the dial's
+	// server; RemoteAddr is the address asked for. The dial's ctx then
+	// bounds only what comes before DialSprite returns, and its deadline
+	// (30 s without one) the wait for the reply. Use it where the dial's
 	// result needs no answer of its own (a port forward that has accepted
 	// its local connection), not where it does (a SOCKS reply).
 	Optimistic bool

@@ -371,3 +371,53 @@ func TestOptimisticServerWire(t *testing.T) {
 		})
 	}
 }
+
+// TestOptimisticUpgradeRefused: on a fresh connection the optimistic data
+// goes out before the 101; an upgrade refused then (here the token, since
+// revoked) is the typed error of the next Read and Write, and Close
+// returns with the tunnel's goroutine ended.
+func TestOptimisticUpgradeRefused(t *testing.T) {
+	t.Parallel()
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			var revoked atomic.Bool
+			srv := newServer()
+			srv.Auth = AuthFunc(func(_ context.Context, token, _ string) error {
+				if revoked.Load() {
+					return dialer.ErrUnauthorized
+				}
+				return StaticToken(testToken).Authenticate(context.Background(), token, "")
+			})
+			ts := startServerMode(t, srv, false, m.direct)
+			tg := startTarget(t, echo)
+			d := ts.dialer()
+			d.Optimistic = true
+			d.DisableReuse = true
+			ctx := testCtx(t)
+			c, err := d.DialSprite(ctx, "s", "tcp", tg.addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			roundTrip(t, c, []byte("ok"))
+			c.Close()
+
+			revoked.Store(true)
+			c, err = d.DialSprite(ctx, "s", "tcp", tg.addr())
+			if err != nil {
+				t.Fatalf("optimistic dial: %v", err)
+			}
+			if c.(*Conn).hs == nil {
+				t.Fatal("the fresh tunnel waited for the upgrade response")
+			}
+			if _, err := c.Write([]byte("x")); err != nil {
+				mustIs(t, err, dialer.ErrUnauthorized)
+			}
+			_, err = c.Read(make([]byte, 1))
+			mustIs(t, err, dialer.ErrUnauthorized)
+			_, err = c.Write([]byte("y"))
+			mustIs(t, err, dialer.ErrUnauthorized)
+			c.Close()
+		})
+	}
+}
