@@ -162,7 +162,7 @@ func wanOurs(useTLS, port bool) func(testing.TB, *wanRig, bool) func(context.Con
 		w.check(tb, err)
 		w.onClose(srv.Close)
 		d := &websocket.Dialer{BaseURL: serverURL(useTLS), Token: rig.Token, TLSConfig: wanTLS(srv.ClientTLS),
-			DisableReuse: !reuse, NetDial: w.client.DialContext}
+			DisableReuse: !reuse, NetDial: w.client.DialContext, Optimistic: true}
 		var dd dialer.Dialer = d
 		if port {
 			w.tunnelClosed = make(chan struct{}, 16)

@@ -70,6 +70,23 @@ type Dialer struct {
 	// next tunnel to the same sprite (no TCP, TLS or WebSocket handshake
 	// then). With it, every tunnel has a connection of its own.
 	DisableReuse bool
+	// Optimistic lets a tunnel send its first bytes without waiting for
+	// the server's reply (the optimistic extension, PROTOCOL.md §8), one
+	// round trip fewer to the first byte back: DialSprite then returns as
+	// soon as the request is out, on a reused connection whose server
+	// announced the extension or on a fresh one when the server's last
+	// upgrade response did (with early_data), and otherwise waits for the
+	// reply as always. Up to 64 KiB of writes go out before the reply (a
+	// Write past that waits for it); everything else (Read, CloseWrite,
+	// Close, the read deadline) waits for the reply. A refused target then
+	// surfaces as the typed error (errors.Is dialer.ErrTargetRefused, ...)
+	// of the next Read or Write, and the bytes sent are dropped by the
+	// server; RemoteAddr is the address asked for. The dial's ctx then
+	// bounds only what comes before DialSprite returns, and its deadline
+	// (30 s without one) the wait for the reply. Use it where the dial's
+	// result needs no answer of its own (a port forward that has accepted
+	// its local connection), not where it does (a SOCKS reply).
+	Optimistic bool
 	// MaxIdlePerSprite caps the idle connections kept per sprite for
 	// reuse: 0 means DefaultMaxIdlePerSprite, negative keeps none.
 	MaxIdlePerSprite int
@@ -104,6 +121,9 @@ type Dialer struct {
 	// earlyData: the server's last upgrade response said it takes the
 	// first message with the upgrade request (the early_data extension).
 	earlyData atomic.Bool
+	// optimistic: the server's last upgrade response announced the
+	// optimistic extension.
+	optimistic atomic.Bool
 
 	pmu  sync.Mutex
 	idle map[string][]*idleLink // connections kept for reuse, by sprite
@@ -184,7 +204,9 @@ func (d *Dialer) DialSprite(ctx context.Context, sprite, network, address string
 		}
 		return nil, dialer.OpError(network, sprite, address, err)
 	}
-	if d.Logger != nil {
+	if d.Logger != nil && c.hs != nil {
+		d.Logger.Debug("tunnel requested optimistically", "sprite", sprite, "addr", address)
+	} else if d.Logger != nil {
 		d.Logger.Debug("tunnel open", "sprite", sprite, "addr", address, "target", c.remote, "half_close", c.halfClose, "raw", c.raw, "reuse", c.reuse)
 	}
 	return c, nil
@@ -204,9 +226,20 @@ func (d *Dialer) dial(ctx context.Context, sprite, network, address string) (*Co
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	// What an optimistic tunnel's Read or Write returns when its dial
+	// failed: what DialSprite would have.
+	wrap := func(err error) error { return dialer.OpError(network, sprite, address, err) }
 	if !d.DisableReuse && !d.DisableHalfClose {
 		for l := d.takeIdle(sprite); l != nil; l = d.takeIdle(sprite) {
-			c, retry, err := d.dialReused(ctx, l, sprite, host, port)
+			var c *Conn
+			var retry bool
+			if d.allowed().sendsEarly(l.optimistic) {
+				// Retried only if the request did not go out: once the
+				// tunnel is returned, the data may be.
+				c, retry, err = d.dialReusedEarly(ctx, l, sprite, host, port, wrap)
+			} else {
+				c, retry, err = d.dialReused(ctx, l, sprite, host, port)
+			}
 			if !retry {
 				return c, err
 			}
@@ -228,6 +261,9 @@ func (d *Dialer) dial(ctx context.Context, sprite, network, address string) (*Co
 		nc.SetDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(aLongTimeAgo) })
+	if d.earlyData.Load() && d.allowed().sendsEarly(d.optimistic.Load()) {
+		return d.handshakeEarly(ctx, nc, stop, &u, sprite, host, port, wrap)
+	}
 	c, kept, err := d.handshake(nc, &u, sprite, host, port)
 	if err != nil && isTimeout(err) && ctxExpired(ctx) {
 		// The deadline taken from ctx fired before ctx's own timer.
@@ -290,8 +326,39 @@ func (d *Dialer) netConn(ctx context.Context) (net.Conn, error) {
 // kept is the connection left open by a target error reply (reuse), for
 // the caller to keep if ctx allows.
 func (d *Dialer) handshake(nc net.Conn, u *url.URL, sprite, host string, port int) (c *Conn, kept *link, err error) {
-	first := d.firstMessage(host, port)
+	first := d.firstMessage(host, port, false)
+	// A server that said it takes the first message early gets it in the
+	// same write as the upgrade request: one round trip fewer.
+	var rw io.ReadWriter = nc
+	sentEarly := d.earlyData.Load()
+	if sentEarly {
+		rw = &earlyWriter{Conn: nc, frame: maskedTextFrame(first)}
+	}
+	br, announced, err := d.upgrade(nc, rw, u)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	var pre []byte
+	if br != nil {
+		pre, _ = br.Peek(br.Buffered())
+	}
+	c = newConn(nc, true, d.cfg, pre)
+	c.announced = announced
+	if br != nil {
+		ws.PutReader(br)
+	}
+	kept, _, err = d.request(c, first, sentEarly, sprite, host, port)
+	if err != nil {
+		return nil, kept, err
+	}
+	return c, nil, nil
+}
 
+// upgrade sends the upgrade request through rw and reads the response from
+// nc; it records what the response announces (early_data, and whether
+// optimistic is among it). On an error the caller closes nc.
+func (d *Dialer) upgrade(nc net.Conn, rw io.ReadWriter, u *url.URL) (br *bufio.Reader, optimistic bool, err error) {
 	var refusal *dialer.HTTPError
 	var retryAfter string
 	var early bool // the server says it takes the first message early
@@ -301,56 +368,39 @@ func (d *Dialer) handshake(nc net.Conn, u *url.URL, sprite, host string, port in
 			refusal, retryAfter = readRefusal(nc, status, resp)
 		},
 		OnHeader: func(k, v []byte) error {
-			if strings.EqualFold(string(k), wire.ServerFeaturesHeader) && hasToken(string(v), wire.FeatureEarlyData) {
-				early = true
+			if strings.EqualFold(string(k), wire.ServerFeaturesHeader) {
+				early = early || hasToken(string(v), wire.FeatureEarlyData)
+				optimistic = optimistic || hasToken(string(v), featureOptimistic)
 			}
 			return nil
 		},
 	}
-	// A server that said it takes the first message early gets it in the
-	// same write as the upgrade request: one round trip fewer.
-	var rw io.ReadWriter = nc
-	sentEarly := d.earlyData.Load()
-	if sentEarly {
-		rw = &earlyWriter{Conn: nc, frame: maskedTextFrame(first)}
-	}
-	br, _, err := up.Upgrade(rw, u)
+	br, _, err = up.Upgrade(rw, u)
 	if err != nil {
-		nc.Close()
 		if refusal != nil && refusal.StatusCode >= 400 {
-			return nil, nil, withRetryAfter(refusal, retryAfter)
+			return nil, false, withRetryAfter(refusal, retryAfter)
 		}
 		var se ws.StatusError
 		if errors.As(err, &se) {
 			if se < 400 {
-				return nil, nil, fmt.Errorf("%w: server answered %d without upgrading to WebSocket", dialer.ErrTunnelClosed, int(se))
+				return nil, false, fmt.Errorf("%w: server answered %d without upgrading to WebSocket", dialer.ErrTunnelClosed, int(se))
 			}
-			return nil, nil, &dialer.HTTPError{StatusCode: int(se)}
+			return nil, false, &dialer.HTTPError{StatusCode: int(se)}
 		}
 		if isTimeout(err) {
-			return nil, nil, err
+			return nil, false, err
 		}
-		return nil, nil, fmt.Errorf("%w: websocket upgrade failed: %w", dialer.ErrTunnelClosed, err)
-	}
-	var pre []byte
-	if br != nil {
-		pre, _ = br.Peek(br.Buffered())
-	}
-	c = newConn(nc, true, d.cfg, pre)
-	if br != nil {
-		ws.PutReader(br)
+		return nil, false, fmt.Errorf("%w: websocket upgrade failed: %w", dialer.ErrTunnelClosed, err)
 	}
 	d.earlyData.Store(early)
-	kept, _, err = d.request(c, first, sentEarly, sprite, host, port)
-	if err != nil {
-		return nil, kept, err
-	}
-	return c, nil, nil
+	d.optimistic.Store(optimistic)
+	return br, optimistic, nil
 }
 
-// firstMessage is the handshake message asking for host:port.
-func (d *Dialer) firstMessage(host string, port int) []byte {
-	return wire.Marshal(wire.Request{Host: host, Port: port, Features: d.allowed().offer()})
+// firstMessage is the handshake message asking for host:port; early says
+// that data follows it before the reply (optimistic).
+func (d *Dialer) firstMessage(host string, port int, early bool) []byte {
+	return wire.Marshal(wire.Request{Host: host, Port: port, Features: d.allowed().offer(early)})
 }
 
 // request sends the handshake message first on c (unless it went out
@@ -358,41 +408,52 @@ func (d *Dialer) firstMessage(host string, port int) []byte {
 // is kept (a target error reply under reuse) for the caller to pool;
 // replied says whether the server had answered.
 func (d *Dialer) request(c *Conn, first []byte, sent bool, sprite, host string, port int) (kept *link, replied bool, err error) {
+	// (On an optimistic tunnel, the error is recorded before the
+	// connection closes, so that a Write under way returns it.)
 	if !sent {
 		if err := c.writeMessage(first); err != nil {
-			c.CloseNow()
+			c.failPending(err)
+			c.closeNow()
 			return nil, false, err
 		}
 	}
 	msg, err := c.readMessage()
 	if err != nil {
-		c.CloseNow()
 		if errors.Is(err, io.EOF) {
 			err = errClosedBeforeReply
 		}
+		c.failPending(err)
+		c.closeNow()
 		return nil, false, err
 	}
 	rep, err := wire.ParseReply(msg)
 	if err != nil {
-		c.CloseNow()
+		c.failPending(err)
+		c.closeNow()
 		return nil, true, err
 	}
 	if rep.Status == wire.StatusError {
+		terr := &dialer.TargetError{Code: rep.Error, Message: rep.Message}
+		c.failPending(terr)
 		// Under reuse the server may keep the connection open: no stream
 		// was opened on it.
 		if keepsRefused(rep.Features, d.allowed(), false) {
 			c.onReuse = func(l *link) { kept = l }
 		}
 		if c.onReuse == nil || !c.detach() {
-			c.Close()
+			c.closeStream()
 		}
-		return kept, true, &dialer.TargetError{Code: rep.Error, Message: rep.Message}
+		return kept, true, terr
 	}
 	c.setExtensions(negotiate(rep.Features, d.allowed()))
 	if c.reuse {
 		c.onReuse = func(l *link) { d.putIdle(sprite, l) }
 	}
-	c.remote = targetAddr(rep.Target, host, port)
+	if c.hs == nil {
+		// (An optimistic tunnel's address is the one asked for: the
+		// application may be reading it already.)
+		c.remote = targetAddr(rep.Target, host, port)
+	}
 	return nil, true, nil
 }
 
@@ -406,7 +467,8 @@ func (d *Dialer) dialReused(ctx context.Context, l *link, sprite, host string, p
 	nc.SetDeadline(dl) // zero without one
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(aLongTimeAgo) })
 	c = newConn(nc, true, d.cfg, l.pre)
-	kept, replied, err := d.request(c, d.firstMessage(host, port), false, sprite, host, port)
+	c.announced = l.optimistic
+	kept, replied, err := d.request(c, d.firstMessage(host, port, false), false, sprite, host, port)
 	timedOut := err != nil && isTimeout(err)
 	if timedOut && ctxExpired(ctx) {
 		err = context.DeadlineExceeded

@@ -25,6 +25,9 @@ var aLongTimeAgo = time.Unix(1, 0)
 // server (towards a plain client), it sends the close frame at once.
 // Writes after it fail with syscall.EPIPE.
 func (c *Conn) CloseWrite() error {
+	if err := c.await(); err != nil {
+		return err
+	}
 	if c.raw {
 		return c.rawCloseWrite()
 	}
@@ -73,6 +76,12 @@ func (c *Conn) closeWriteLocked() error {
 // blocked Read returns, and a Write under way finishes first or, if the
 // peer does not read, fails at the close timeout.
 func (c *Conn) Close() error {
+	c.await()
+	return c.closeStream()
+}
+
+// closeStream is Close once any optimistic reply is in.
+func (c *Conn) closeStream() error {
 	if c.raw {
 		return c.rawClose()
 	}
@@ -91,6 +100,12 @@ func (c *Conn) Close() error {
 // end; CloseNow is for giving up on a broken or stuck peer. Like Close, it
 // is idempotent, and after either one the other does nothing.
 func (c *Conn) CloseNow() error {
+	c.abortPending()
+	return c.closeNow()
+}
+
+// closeNow is CloseNow once any optimistic reply is in.
+func (c *Conn) closeNow() error {
 	if c.raw {
 		return c.rawClose()
 	}

@@ -84,6 +84,12 @@ type Conn struct {
 	// ctrlPending says ctrl holds something to send; writers check it after
 	// each frame without taking ctrlMu.
 	ctrlPending atomic.Bool
+	// announced: the server's upgrade response on this connection
+	// announced the optimistic extension.
+	announced bool
+	// hs, on an optimistic tunnel (Dialer.Optimistic), is its reply on
+	// its way; set before the tunnel is returned, never changed after.
+	hs *pendingReply
 	// onReuse takes the connection once the stream has ended cleanly under
 	// reuse (the client's pool, or the server's loop).
 	onReuse func(*link)
@@ -173,6 +179,7 @@ func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 // SetDeadline sets the read and write deadlines of the connection under the
 // tunnel.
 func (c *Conn) SetDeadline(t time.Time) error {
+	c.await() // (the reply's own deadline is in force until it is in)
 	return c.setDeadline(t, true, func(t time.Time) error {
 		if err := c.setAppRead(t); err != nil {
 			return err
@@ -184,6 +191,7 @@ func (c *Conn) SetDeadline(t time.Time) error {
 // SetReadDeadline sets the read deadline of the connection under the
 // tunnel.
 func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.await()
 	return c.setDeadline(t, true, c.setAppRead)
 }
 
@@ -223,11 +231,17 @@ func (c *Conn) setDeadline(t time.Time, read bool, set func(time.Time) error) er
 
 // HalfClose reports whether the peer negotiated the half_close extension
 // (or raw_stream, which half-closes as TCP does).
-func (c *Conn) HalfClose() bool { return c.halfClose || c.raw }
+func (c *Conn) HalfClose() bool {
+	c.await()
+	return c.halfClose || c.raw
+}
 
 // Raw reports whether the tunnel carries the stream unframed (the
 // raw_stream extension).
-func (c *Conn) Raw() bool { return c.raw }
+func (c *Conn) Raw() bool {
+	c.await()
+	return c.raw
+}
 
 // NetConn returns the connection under the tunnel, for inspection (its TLS
 // state, say); reading or writing it breaks the tunnel. Once a tunnel with

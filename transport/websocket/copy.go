@@ -42,13 +42,24 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 // buffer is borrowed only once data is ready), and adds each chunk to count
 // (which may be nil). It does not end the write side: see CloseWrite.
 func (c *Conn) CopyFrom(r io.Reader, count *atomic.Int64) (int64, error) {
-	if c.raw {
-		return c.rawCopyFrom(r, count)
+	// (An optimistic tunnel whose reply is not in is framed: it offered
+	// no raw_stream. Its chunks wait for the reply past the bound.)
+	if !c.pending() {
+		if err := c.await(); err != nil {
+			return 0, err
+		}
+		if c.raw {
+			return c.rawCopyFrom(r, count)
+		}
 	}
 	var total int64
 	for {
 		bp, n, rerr := pool.Read(r)
 		if n > 0 {
+			if err := c.admitEarly(n); err != nil {
+				pool.Put(bp)
+				return total, err
+			}
 			c.wmu.Lock()
 			err := c.writableLocked()
 			if err == nil {
@@ -59,6 +70,9 @@ func (c *Conn) CopyFrom(r io.Reader, count *atomic.Int64) (int64, error) {
 			c.flushControl()
 			if err != nil {
 				pool.Put(bp)
+				if c.hs != nil && c.hs.failed() != nil {
+					return total, c.hs.failed()
+				}
 				return total, c.writeError(err)
 			}
 			total += int64(n)
@@ -86,6 +100,9 @@ func (c *Conn) CopyFrom(r io.Reader, count *atomic.Int64) (int64, error) {
 // tunnel holds none), unmasks the payloads in place, and hands them to w
 // with one writev however many frames the read held.
 func (c *Conn) CopyTo(w io.Writer, count *atomic.Int64) (int64, error) {
+	if err := c.await(); err != nil {
+		return 0, err
+	}
 	if c.raw {
 		return c.rawCopyTo(w, count)
 	}

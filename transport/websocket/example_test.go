@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spriteproxy/spriteproxy/dialer"
 	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
 
@@ -248,4 +250,40 @@ func ExampleServer_Drain() {
 	// 200 {"status":"ok"}
 	// 503 {"error":"draining","message":"the server is draining"}
 	// shutdown: <nil>
+}
+
+// With Optimistic, a tunnel after the first sends its bytes without
+// waiting for the server's reply; a target that cannot be reached is then
+// the error of the next Read (or Write), as DialSprite would have
+// returned it.
+func ExampleDialer_Optimistic() {
+	svc := echoService()
+	defer svc.Close()
+	srv := &websocket.Server{Auth: websocket.StaticToken("secret")}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	d := websocket.NewDialer("http://"+ln.Addr().String(), "secret")
+	d.Optimistic = true
+	defer d.CloseIdleConnections()
+	for _, addr := range []string{svc.Addr().String(), svc.Addr().String(), "127.0.0.1:1"} {
+		conn, err := d.DialSprite(context.Background(), "my-sprite", "tcp", addr)
+		if err != nil {
+			fmt.Println("dial:", err)
+			continue
+		}
+		conn.Write([]byte("ping"))
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(conn, buf); err != nil {
+			fmt.Println("refused:", errors.Is(err, dialer.ErrTargetRefused))
+		} else {
+			fmt.Println(string(buf))
+		}
+		conn.Close()
+	}
+	// Output:
+	// ping
+	// ping
+	// refused: true
 }

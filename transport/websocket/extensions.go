@@ -13,7 +13,14 @@ import "github.com/spriteproxy/spriteproxy/internal/wire"
 //   - reuse (§7) needs half_close and never combines with raw_stream: it is
 //     granted only with half_close, and not when raw_stream is;
 //   - early_data (§5) is not negotiated in the handshake (the upgrade
-//     response's header carries it), so it is not here.
+//     response's header carries it), so it is not here;
+//   - optimistic (§8) is announced by the server in the upgrade response's
+//     header (a server announces it when it allows half_close), and a
+//     client lists it in a first message only when data follows that
+//     message without waiting for the reply: only then, never to a server
+//     that did not announce it, and only with half_close; such a request
+//     never offers raw_stream (its data is framed) and its refusal never
+//     keeps the connection (the data in flight is dropped with it).
 //
 // The same function applies on both ends: the server to the client's
 // request, the client to the server's reply (a server grants only what was
@@ -22,21 +29,34 @@ import "github.com/spriteproxy/spriteproxy/internal/wire"
 // allowed is what one end is willing to use: a Dialer's offer, or a
 // Server's settings.
 type allowed struct {
-	halfClose bool
-	rawStream bool
-	reuse     bool
+	halfClose  bool
+	rawStream  bool
+	reuse      bool
+	optimistic bool
 }
 
 // extensions is what a tunnel negotiated.
 type extensions struct {
-	halfClose bool // eof messages; the peer answers pings while idle
-	raw       bool // no framing after the handshake
-	reuse     bool // the stream ends with end messages, the connection lives on
+	halfClose  bool // eof messages; the peer answers pings while idle
+	raw        bool // no framing after the handshake
+	reuse      bool // the stream ends with end messages, the connection lives on
+	optimistic bool // data followed the first message before the reply
+}
+
+// featureOptimistic is the optimistic extension's name, in a first message
+// and in the server's upgrade response header.
+const featureOptimistic = "optimistic"
+
+// sendsEarly reports whether a client that allows a sends data before the
+// reply to a server that announced (or did not announce) the extension.
+func (a allowed) sendsEarly(announced bool) bool {
+	return a.optimistic && a.halfClose && announced
 }
 
 // offer is the features a client that allows a lists in its first
-// message, in the order it has always sent them.
-func (a allowed) offer() []string {
+// message, in the order it has always sent them; early says that data
+// follows it before the reply (sendsEarly).
+func (a allowed) offer(early bool) []string {
 	var f []string
 	if a.halfClose {
 		f = append(f, wire.FeatureHalfClose)
@@ -44,8 +64,11 @@ func (a allowed) offer() []string {
 			f = append(f, wire.FeatureReuse)
 		}
 	}
-	if a.rawStream {
+	if a.rawStream && !early {
 		f = append(f, wire.FeatureRawStream)
+	}
+	if early {
+		f = append(f, featureOptimistic)
 	}
 	return f
 }
@@ -55,7 +78,11 @@ func (a allowed) offer() []string {
 func negotiate(listed []string, a allowed) extensions {
 	var e extensions
 	e.halfClose = a.halfClose && wire.Has(listed, wire.FeatureHalfClose)
-	e.raw = a.rawStream && wire.Has(listed, wire.FeatureRawStream)
+	early := wire.Has(listed, featureOptimistic)
+	e.optimistic = a.optimistic && e.halfClose && early
+	// Data framed as WebSocket messages may follow an optimistic request
+	// (granted or not): it never opens a raw stream.
+	e.raw = a.rawStream && !early && wire.Has(listed, wire.FeatureRawStream)
 	e.reuse = e.halfClose && !e.raw && a.reuse && wire.Has(listed, wire.FeatureReuse)
 	return e
 }
@@ -73,6 +100,9 @@ func (e extensions) features() []string {
 	if e.reuse {
 		f = append(f, wire.FeatureReuse)
 	}
+	if e.optimistic {
+		f = append(f, featureOptimistic)
+	}
 	return f
 }
 
@@ -80,9 +110,13 @@ func (e extensions) features() []string {
 // open for the next first message (§7): on the server, when the client
 // asked for half_close and reuse (whatever else it asked: a refusal opens
 // no raw stream) and this end allows both; on the client, when the error
-// reply lists reuse and this end offered it.
+// reply lists reuse and this end offered it. A request with optimistic
+// data behind it never keeps the connection: the data is dropped with it.
 func keepsRefused(listed []string, a allowed, server bool) bool {
 	if !a.halfClose || !a.reuse || !wire.Has(listed, wire.FeatureReuse) {
+		return false
+	}
+	if server && wire.Has(listed, featureOptimistic) {
 		return false
 	}
 	return !server || wire.Has(listed, wire.FeatureHalfClose)
@@ -105,12 +139,12 @@ func (c *Conn) setExtensions(e extensions) {
 
 // allowed is what the Dialer offers.
 func (d *Dialer) allowed() allowed {
-	return allowed{halfClose: !d.DisableHalfClose, rawStream: !d.DisableRawStream, reuse: !d.DisableReuse}
+	return allowed{halfClose: !d.DisableHalfClose, rawStream: !d.DisableRawStream, reuse: !d.DisableReuse, optimistic: d.Optimistic}
 }
 
 // allowed is what the Server grants.
 func (s *Server) allowed() allowed {
 	// Once a drain has begun, connections are to go: no new tunnel is
 	// offered reuse.
-	return allowed{halfClose: !s.DisableHalfClose, rawStream: s.RawStreams, reuse: !s.DisableReuse && !s.Draining()}
+	return allowed{halfClose: !s.DisableHalfClose, rawStream: s.RawStreams, reuse: !s.DisableReuse && !s.Draining(), optimistic: !s.DisableHalfClose}
 }

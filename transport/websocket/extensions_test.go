@@ -25,20 +25,20 @@ func TestNegotiateTable(t *testing.T) {
 		{"everything both ways", all, all, []string{hc, reuse, raw}, []string{hc, raw}, true},                                                                              // §7: never reuse with raw
 		{"server without raw (the default)", all, allowed{halfClose: true, reuse: true}, []string{hc, reuse, raw}, []string{hc, reuse}, true},                              // §6: raw only if the operator allows
 		{"server with raw only", all, allowed{rawStream: true}, []string{hc, reuse, raw}, []string{raw}, false},                                                            // §4
-		{"plain server (hosted API)", all, allowed{}, []string{hc, reuse, raw}, nil, false},                                                                                // §8
+		{"plain server (hosted API)", all, allowed{}, []string{hc, reuse, raw}, nil, false},                                                                                // §9
 		{"server without reuse", all, allowed{halfClose: true}, []string{hc, reuse, raw}, []string{hc}, false},                                                             // §7
 		{"server without half_close: no reuse", all, allowed{reuse: true}, []string{hc, reuse, raw}, nil, false},                                                           // §7: reuse needs half_close
 		{"client without half_close", allowed{rawStream: true, reuse: true}, all, []string{raw}, []string{raw}, false},                                                     // §7: reuse is offered only with half_close
 		{"client without raw", allowed{halfClose: true, reuse: true}, all, []string{hc, reuse}, []string{hc, reuse}, true},                                                 // §6, §7
 		{"client without reuse", allowed{halfClose: true, rawStream: true}, all, []string{hc, raw}, []string{hc, raw}, false},                                              // §7
-		{"SDK-like client", allowed{}, all, nil, nil, false},                                                                                                               // §8
+		{"SDK-like client", allowed{}, all, nil, nil, false},                                                                                                               // §9
 		{"half_close alone", allowed{halfClose: true}, allowed{halfClose: true}, []string{hc}, []string{hc}, false},                                                        // §4
 		{"reuse without raw on either side", allowed{halfClose: true, reuse: true}, allowed{halfClose: true, reuse: true}, []string{hc, reuse}, []string{hc, reuse}, true}, // §7
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			offer := tc.client.offer()
+			offer := tc.client.offer(false)
 			if !slices.Equal(offer, tc.offer) {
 				t.Errorf("client offers %q, want %q", offer, tc.offer)
 			}
@@ -88,5 +88,51 @@ func TestNegotiateIgnoresUnasked(t *testing.T) {
 	}
 	if keepsRefused([]string{reuse}, allowed{halfClose: true, reuse: true}, true) {
 		t.Error("server keeps a refused connection whose client did not ask for half_close")
+	}
+}
+
+// TestNegotiateOptimistic holds the rules of §8: a client lists optimistic
+// only when data follows (it allows it, with half_close, and the server
+// announced it), then offers no raw_stream; a server never keeps the
+// connection after refusing such a request, whether it grants optimistic
+// or not, and never opens a raw stream for it.
+func TestNegotiateOptimistic(t *testing.T) {
+	t.Parallel()
+	const hc, raw, reuse, opt = wire.FeatureHalfClose, wire.FeatureRawStream, wire.FeatureReuse, featureOptimistic
+	all := allowed{halfClose: true, rawStream: true, reuse: true, optimistic: true}
+	for _, tc := range []struct {
+		name           string
+		client, server allowed
+		announced      bool
+		offer, reply   []string
+		keepRefused    bool
+	}{
+		{"both, announced", all, all, true, []string{hc, reuse, opt}, []string{hc, reuse, opt}, false},
+		{"not announced: as today", all, all, false, []string{hc, reuse, raw}, []string{hc, raw}, true},
+		{"client without it", allowed{halfClose: true, reuse: true}, all, true, []string{hc, reuse}, []string{hc, reuse}, true},
+		{"client without half_close", allowed{optimistic: true, reuse: true}, all, true, nil, nil, false},
+		{"server that no longer allows it", all, allowed{halfClose: true, rawStream: true, reuse: true}, true, []string{hc, reuse, opt}, []string{hc, reuse}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			offer := tc.client.offer(tc.client.sendsEarly(tc.announced))
+			if !slices.Equal(offer, tc.offer) {
+				t.Errorf("client offers %q, want %q", offer, tc.offer)
+			}
+			granted := negotiate(offer, tc.server)
+			if reply := granted.features(); !slices.Equal(reply, tc.reply) {
+				t.Errorf("server replies %q, want %q", reply, tc.reply)
+			}
+			if taken := negotiate(granted.features(), tc.client); taken != granted {
+				t.Errorf("client takes %+v from the reply, the server granted %+v", taken, granted)
+			}
+			keepS := keepsRefused(offer, tc.server, true)
+			if keepS != tc.keepRefused {
+				t.Errorf("server keeps the connection after a refusal: %v, want %v", keepS, tc.keepRefused)
+			}
+			if keepC := keepsRefused(refusalFeatures(keepS), tc.client, false); keepC != keepS {
+				t.Errorf("client keeps the connection after the error reply: %v, server: %v", keepC, keepS)
+			}
+		})
 	}
 }

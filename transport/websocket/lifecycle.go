@@ -59,6 +59,9 @@ var errPeerLeft = errors.New("websocket: the peer closed the connection before t
 // connection was lost first. A raw tunnel has nothing to watch
 // (pump.ErrNoWatch).
 func (c *Conn) AwaitEnd() error {
+	if err := c.await(); err != nil {
+		return err
+	}
 	if c.raw {
 		return pump.ErrNoWatch
 	}
@@ -167,6 +170,7 @@ func (c *Conn) lost(err error) {
 // close frame at most the close timeout, and never hands a connection on
 // for reuse.
 func (c *Conn) CloseWithError(err error) error {
+	c.await()
 	if c.raw {
 		if tcp := c.rawTCP(); tcp != nil {
 			tcp.SetLinger(0)

@@ -59,6 +59,9 @@ var errBinaryBeforeHandshake = fmt.Errorf("%w: binary message before the handsha
 
 // Read reads bytes of the stream. See Conn for the details.
 func (c *Conn) Read(p []byte) (int, error) {
+	if err := c.await(); err != nil {
+		return 0, err
+	}
 	if c.raw {
 		return c.rawRead(p)
 	}

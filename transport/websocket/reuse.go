@@ -34,6 +34,9 @@ const (
 type link struct {
 	nc  net.Conn
 	pre []byte // bytes read past the end of the last stream
+	// optimistic: the server announced the optimistic extension in this
+	// connection's upgrade response.
+	optimistic bool
 }
 
 // closeReuse is Close under the reuse extension: it sends end, waits (up
@@ -106,7 +109,7 @@ func (c *Conn) detachBy(deadline time.Time) bool {
 		r.mode != modeHeader || r.msgOp != 0 || c.onReuse == nil {
 		return false
 	}
-	l := &link{nc: c.nc}
+	l := &link{nc: c.nc, optimistic: c.announced}
 	if rest := r.win[r.pos:r.end]; len(rest) > 0 || len(r.pre) > 0 {
 		l.pre = append(append([]byte(nil), rest...), r.pre...)
 	}
@@ -149,7 +152,10 @@ func (c *Conn) goAway() {
 
 // Reuse reports whether the tunnel negotiated the reuse extension: closing
 // it cleanly leaves its connection open for the next tunnel.
-func (c *Conn) Reuse() bool { return c.reuse }
+func (c *Conn) Reuse() bool {
+	c.await()
+	return c.reuse
+}
 
 // idleLink is a link in a Dialer's pool.
 type idleLink struct {

@@ -100,7 +100,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	// headers itself; the hooks do the rest of the front door's checks, in
 	// the same order as ServeHTTP.
 	u := ws.Upgrader{
-		Header: earlyDataHeader,
+		Header: s.featuresHeader(),
 		OnRequest: func(uri []byte) error {
 			fr.path, _, _ = strings.Cut(string(uri), "?")
 			if ref = s.health(s.ctx, fr.path); ref != nil {
@@ -389,9 +389,21 @@ func closeAfterAnswer(nc net.Conn) {
 	nc.Close()
 }
 
-// earlyDataHeader tells clients that the server takes the first message in
-// the same write as the upgrade request.
-var earlyDataHeader = ws.HandshakeHeaderString(wire.ServerFeaturesHeader + ": " + wire.FeatureEarlyData + "\r\n")
+// featuresHeaders tell clients that the server takes the first message in
+// the same write as the upgrade request (early_data), and, with optimistic,
+// data behind it before the reply.
+var featuresHeaders = [2]ws.HandshakeHeaderString{
+	ws.HandshakeHeaderString(wire.ServerFeaturesHeader + ": " + wire.FeatureEarlyData + "\r\n"),
+	ws.HandshakeHeaderString(wire.ServerFeaturesHeader + ": " + wire.FeatureEarlyData + ", " + featureOptimistic + "\r\n"),
+}
+
+// featuresHeader is Serve's announcement of the extensions of §5 and §8.
+func (s *Server) featuresHeader() ws.HandshakeHeaderString {
+	if s.allowed().optimistic {
+		return featuresHeaders[1]
+	}
+	return featuresHeaders[0]
+}
 
 func (s *Server) resolver() Resolver {
 	if s.Sprites == nil {

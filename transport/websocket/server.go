@@ -103,6 +103,9 @@ type Server struct {
 	// sends the records of a frame with one write instead of one per
 	// 16 KiB record. It must hold a certificate (Certificates or
 	// GetCertificate); ServeHTTP does not use it (http.Server has its own).
+	// Leave its session tickets on (SessionTicketsDisabled false, the
+	// default): a Dialer's fresh connections after the first then resume
+	// the TLS session instead of paying for certificates again.
 	TLSConfig *tls.Config
 	// Tuning sets keep-alive, dead-peer and close timeouts and the message
 	// limit; the zero value means the defaults.
@@ -165,7 +168,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// it. (Added while a slot is held, so before Shutdown's wait can begin.)
 	s.conns.Add(1)
 	defer s.conns.Done()
-	nc, rw, _, err := httpUpgrader.Upgrade(r, w)
+	nc, rw, _, err := httpUpgraders[b2i(s.allowed().optimistic)].Upgrade(r, w)
 	if err != nil {
 		// The front door checked the request: this is a connection that
 		// cannot be hijacked, and gobwas has answered 500.
@@ -183,10 +186,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.serve(c, sl.sprite, network, sl)
 }
 
-// httpUpgrader upgrades behind net/http, announcing early_data: the bytes a
-// client sends early are in the hijacked connection's buffer, which
-// ServeHTTP keeps.
-var httpUpgrader = ws.HTTPUpgrader{Header: http.Header{wire.ServerFeaturesHeader: {wire.FeatureEarlyData}}}
+// httpUpgraders upgrade behind net/http, announcing early_data (and, the
+// second, optimistic): the bytes a client sends early are in the hijacked
+// connection's buffer, which ServeHTTP keeps.
+var httpUpgraders = [2]ws.HTTPUpgrader{
+	{Header: http.Header{wire.ServerFeaturesHeader: {wire.FeatureEarlyData}}},
+	{Header: http.Header{wire.ServerFeaturesHeader: {wire.FeatureEarlyData + ", " + featureOptimistic}}},
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
 
 // slot is a connection's place in the counts: handshaking from the
 // upgrade to the first message, then held while a tunnel is open on it,

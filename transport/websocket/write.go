@@ -39,6 +39,14 @@ type pendingControl struct {
 
 // Write sends p as one binary message (several for large p). See Conn.
 func (c *Conn) Write(p []byte) (int, error) {
+	if h := c.hs; h != nil {
+		if !h.settled() {
+			return c.writeEarly(h, p)
+		}
+		if err := h.failed(); err != nil {
+			return 0, err
+		}
+	}
 	if c.raw {
 		return c.rawWrite(p)
 	}
