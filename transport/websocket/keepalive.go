@@ -47,8 +47,8 @@ var _ net.Error = (*timeoutError)(nil)
 type keepTimer struct {
 	mu    sync.Mutex
 	t     *time.Timer
-	due   time.Time // when t was set to fire
-	since int64     // unix nanoseconds: silence before this is not the peer's (we did not run)
+	due   int64 // unix nanoseconds: when t was set to fire
+	since int64 // unix nanoseconds: silence before this is not the peer's (we did not run)
 
 	// The linger timer, after CloseWrite to a plain peer (CloseWrite):
 	// nil but on such a tunnel, so that an idle Conn does not carry it.
@@ -173,7 +173,7 @@ func (c *Conn) startKeepalive() {
 	}
 	now := time.Now()
 	next := c.nextTick(now, 0)
-	k.due = now.Add(next)
+	k.due = now.Add(next).UnixNano()
 	k.t = time.AfterFunc(next, c.keepalive)
 }
 
@@ -225,7 +225,7 @@ func (c *Conn) keepalive() {
 	}
 	now := time.Now()
 	nowNs := now.UnixNano()
-	if now.Sub(k.due) > lateTick {
+	if now.UnixNano()-k.due > int64(lateTick) {
 		// We did not run for a while: frames may be waiting unread. Judge
 		// the peer's silence only from now on.
 		k.since = nowNs
@@ -244,7 +244,7 @@ func (c *Conn) keepalive() {
 			pinged = nowNs
 		}
 		next := c.nextTick(now, pinged)
-		k.due = now.Add(next)
+		k.due = now.Add(next).UnixNano()
 		k.t.Reset(next)
 	} else {
 		k.t = nil
@@ -295,9 +295,9 @@ func (c *Conn) stopKeepalive() {
 // stop keep-alive) and Close (its close timeout, which wins from then on).
 type writeDeadline struct {
 	mu    sync.Mutex
-	app   time.Time // the application's deadline
-	own   bool      // a control frame's bound is in force
-	final bool      // Close's deadline is in force
+	app   int64 // the application's deadline, unix nanoseconds (0: none)
+	own   bool  // a control frame's bound is in force
+	final bool  // Close's deadline is in force
 }
 
 // setApp records and, unless a bound of ours is in force, applies the
@@ -305,7 +305,10 @@ type writeDeadline struct {
 func (d *writeDeadline) setApp(nc net.Conn, t time.Time) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.app = t
+	d.app = 0
+	if !t.IsZero() {
+		d.app = t.UnixNano()
+	}
 	if d.own || d.final {
 		return nil
 	}
@@ -327,7 +330,11 @@ func (d *writeDeadline) control(nc net.Conn, bound time.Duration) (restore func(
 		defer d.mu.Unlock()
 		d.own = false
 		if !d.final {
-			nc.SetWriteDeadline(d.app)
+			app := time.Time{}
+			if d.app != 0 {
+				app = time.Unix(0, d.app)
+			}
+			nc.SetWriteDeadline(app)
 		}
 	}
 }

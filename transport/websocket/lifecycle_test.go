@@ -357,7 +357,7 @@ func TestLateTimerIsNotPeerSilence(t *testing.T) {
 	client.ka.mu.Lock()
 	past := time.Now().Add(-3 * time.Hour)
 	client.lastRead.Store(past.UnixNano())
-	client.ka.due = past
+	client.ka.due = past.UnixNano()
 	client.ka.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -393,7 +393,7 @@ func TestKeepAliveTimerDoesNotSpin(t *testing.T) {
 	client.wmu.Lock() // a write under way: the ping stays queued
 	client.keepalive()
 	client.ka.mu.Lock()
-	due := time.Until(client.ka.due)
+	due := time.Until(time.Unix(0, client.ka.due))
 	client.ka.mu.Unlock()
 	client.wmu.Unlock()
 	if due < keepAlive/2 {
