@@ -479,3 +479,42 @@ func manyStreams(t *testing.T, cfg Config) {
 		t.Fatalf("Stats = %+v, want %d bytes each way", st, streams*size)
 	}
 }
+
+// refusedLater is an optimistic tunnel whose target was refused: DialSprite
+// returned it, and its first Read or Write returns the dial's error.
+type refusedLater struct {
+	net.Conn
+	err error
+}
+
+func (c refusedLater) Read([]byte) (int, error)  { return 0, c.err }
+func (c refusedLater) Write([]byte) (int, error) { return 0, c.err }
+
+// TestLateDialFailure: a stream whose dial error surfaces on the tunnel's
+// first Read or Write (an optimistic tunnel's refusal) fails as a failed
+// dial does: its connection is reset and it is counted, before the client
+// sees the reset. An error of a stream that did open is no failed dial.
+func TestLateDialFailure(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	cfg := forward(t, "127.0.0.1:1")
+	cfg.Dialer = dialer.Func(func(ctx context.Context, sprite, network, address string) (net.Conn, error) {
+		a, b := net.Pipe()
+		t.Cleanup(func() { b.Close() })
+		err := dialer.OpError(network, sprite, address, dialer.ErrTargetRefused)
+		if calls.Add(1) > 1 {
+			err = &net.OpError{Op: "read", Net: network, Err: errors.New("tunnel lost")}
+		}
+		return refusedLater{a, err}, nil
+	})
+	s := start(t, cfg)
+	assertFails(t, s.Addr())
+	if st := s.Stats(); st.Failed != 1 || st.Accepted != 1 {
+		t.Fatalf("Stats = %+v, want 1 accepted, 1 failed", st)
+	}
+	assertFails(t, s.Addr())
+	s.Close()
+	if st := s.Stats(); st.Failed != 1 || st.Accepted != 2 {
+		t.Fatalf("Stats = %+v, want 2 accepted, 1 failed (a lost tunnel is no failed dial)", st)
+	}
+}
