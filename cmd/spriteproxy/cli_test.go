@@ -636,35 +636,3 @@ func TestTermWidthNotATerminal(t *testing.T) {
 		t.Errorf("columns(wide) = %d", n)
 	}
 }
-
-// Forwarded connections are optimistic once the server is known to take
-// it: a refused target then surfaces after the dial, and is still reset
-// and reported once on stderr.
-func TestForwardReportsOptimisticRefusal(t *testing.T) {
-	t.Parallel()
-	_, addr := startServe(t, env(envToken, testToken))
-	port := echoService(t)
-	dead := freePort(t)
-	fwd := start(t, env(envToken, testToken), "forward", "-v", "--api", "http://"+addr, "--no-target-check", "box",
-		fmt.Sprintf("0:%d", port), fmt.Sprintf("0:%d", dead))
-	m := fwd.stdout.waitFor(t, regexp.MustCompile(`^(\S+) -> box:\d+\n(\S+) -> box:\d+\n`), 10*time.Second)
-	roundTrip(t, m[1], 1000) // the server's features are known from here on
-	roundTrip(t, m[1], 1000)
-	c, err := net.Dial("tcp", m[2])
-	if err != nil && !errors.Is(err, syscall.ECONNRESET) {
-		t.Fatal(err)
-	}
-	if err == nil {
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if n, err := c.Read(make([]byte, 1)); err == nil {
-			t.Errorf("read %d bytes from a connection to a dead target", n)
-		}
-		c.Close()
-	}
-	fwd.stderr.waitFor(t, regexp.MustCompile(`spriteproxy forward: a connection failed: target refused: nothing listens on localhost:\d+ inside sprite "box"\n`), 10*time.Second)
-	// Optimistic: the dial returned (the stream opened) before the refusal.
-	fwd.stderr.waitFor(t, regexp.MustCompile(fmt.Sprintf(`msg="stream open".* target=localhost:%d`, dead)), 10*time.Second)
-	if code := fwd.stop(t); code != exitOK {
-		t.Errorf("exit %d", code)
-	}
-}

@@ -14,8 +14,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/spriteproxy/spriteproxy/dialer"
@@ -119,34 +117,17 @@ func (f *forwarder) streamWhere(target string) where {
 // to) every target work, then starts one session per mapping, all or
 // nothing. The sessions live until ctx ends or the manager closes them.
 func (f *forwarder) start(ctx context.Context) ([]*sprites.ProxySession, *sprites.ProxyManager, error) {
-	// The probes need the dial's answer; the forwarded connections do
-	// not (a refusal resets the local connection either way), so theirs
-	// are optimistic (one round trip fewer). The two share TLS sessions.
-	tlsConf := f.tlsConfig.Clone()
-	if tlsConf == nil {
-		tlsConf = &tls.Config{}
-	}
-	if tlsConf.ClientSessionCache == nil {
-		tlsConf.ClientSessionCache = tls.NewLRUClientSessionCache(16)
-	}
-	d := &websocket.Dialer{BaseURL: f.api, Token: f.token, TLSConfig: tlsConf, Proxy: f.proxy}
+	d := &websocket.Dialer{BaseURL: f.api, Token: f.token, TLSConfig: f.tlsConfig, Proxy: f.proxy}
 	if err := f.probe(ctx, d); err != nil {
 		return nil, nil, err
 	}
-	d.CloseIdleConnections()
-	fd := &websocket.Dialer{BaseURL: f.api, Token: f.token, TLSConfig: tlsConf, Proxy: f.proxy, Optimistic: true}
 
 	// Once forwarding, a stream that fails closes only its own connection:
 	// say why on stderr, since the local client will only see a reset.
 	reporting := dialer.Func(func(ctx context.Context, sprite, network, address string) (net.Conn, error) {
-		conn, err := fd.DialSprite(ctx, sprite, network, address)
+		conn, err := d.DialSprite(ctx, sprite, network, address)
 		if err != nil && !errors.Is(ctx.Err(), context.Canceled) {
 			f.con.warn("a connection failed: " + explain(err, f.streamWhere(address)))
-		}
-		if wc, ok := conn.(*websocket.Conn); ok {
-			return &reportedConn{Conn: wc, warn: func(err error) {
-				f.con.warn("a connection failed: " + explain(err, f.streamWhere(address)))
-			}}, nil
 		}
 		return conn, err
 	})
@@ -345,59 +326,3 @@ func loadCA(what, file string) (*tls.Config, error) {
 	}
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
-
-// reportedConn is a forwarded connection's optimistic tunnel: its dial's
-// error (a refused target) comes out of its first Read, Write or copy, and
-// is reported once, as a failed dial is. The tunnel is embedded, so that
-// every method the session's pump looks for is there.
-type reportedConn struct {
-	*websocket.Conn
-	warn func(error)
-	once sync.Once
-}
-
-// seen reports err if it is the tunnel's dial failing (not our own close
-// of a tunnel still waiting for its reply) and returns it.
-func (c *reportedConn) seen(err error) error {
-	if op, ok := errors.AsType[*net.OpError](err); ok && op.Op == "dial" && !errors.Is(err, net.ErrClosed) {
-		c.once.Do(func() { c.warn(err) })
-	}
-	return err
-}
-
-func (c *reportedConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	return n, c.seen(err)
-}
-
-func (c *reportedConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	return n, c.seen(err)
-}
-
-// ReadFrom and WriteTo are the tunnel's, reported (io.Copy's fast paths).
-func (c *reportedConn) ReadFrom(r io.Reader) (int64, error) {
-	n, err := c.Conn.ReadFrom(r)
-	return n, c.seen(err)
-}
-
-func (c *reportedConn) WriteTo(w io.Writer) (int64, error) {
-	n, err := c.Conn.WriteTo(w)
-	return n, c.seen(err)
-}
-
-// CopyFrom and CopyTo are the tunnel's frame copies, reported.
-func (c *reportedConn) CopyFrom(r io.Reader, count *atomic.Int64) (int64, error) {
-	n, err := c.Conn.CopyFrom(r, count)
-	return n, c.seen(err)
-}
-
-func (c *reportedConn) CopyTo(w io.Writer, count *atomic.Int64) (int64, error) {
-	n, err := c.Conn.CopyTo(w, count)
-	return n, c.seen(err)
-}
-
-// CloseWrite and AwaitEnd wait for the reply too: reported.
-func (c *reportedConn) CloseWrite() error { return c.seen(c.Conn.CloseWrite()) }
-
-func (c *reportedConn) AwaitEnd() error { return c.seen(c.Conn.AwaitEnd()) }
