@@ -26,10 +26,6 @@ type Client struct {
 	token   string
 	baseURL string
 	dialer  dialer.Dialer
-	// ports opens ProxyPort's tunnels: dialer, or with the default
-	// transport a twin of it that sends data before the server's reply.
-	ports        dialer.Dialer
-	noOptimistic bool
 
 	tlsConfig *tls.Config
 	netDial   func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -85,49 +81,17 @@ func New(token string, opts ...Option) *Client {
 			c.tlsConfig = cfg
 		}
 	}
-	c.ports = c.dialer
 	if c.dialer == nil {
-		// Two transports, one per kind of caller: a ProxySocket's caller
-		// learns of a refused target from the dial, a forwarded port's
-		// local connection (already accepted) from its reset, so its
-		// tunnels are optimistic (websocket.Dialer.Optimistic) and save a
-		// round trip. They share the TLS session cache, so that either
-		// resumes the other's session.
-		tlsConf := c.tlsConfig.Clone()
-		if tlsConf == nil {
-			tlsConf = &tls.Config{}
-		}
-		if tlsConf.ClientSessionCache == nil {
-			tlsConf.ClientSessionCache = tls.NewLRUClientSessionCache(16)
-		}
-		mk := func(optimistic bool) *websocket.Dialer {
-			return &websocket.Dialer{
-				BaseURL:    c.baseURL,
-				Token:      c.token,
-				TLSConfig:  tlsConf,
-				NetDial:    c.netDial,
-				Proxy:      c.proxy,
-				Logger:     c.logger,
-				Optimistic: optimistic,
-			}
-		}
-		c.dialer = mk(false)
-		c.ports = c.dialer
-		if !c.noOptimistic {
-			c.ports = mk(true)
+		c.dialer = &websocket.Dialer{
+			BaseURL:   c.baseURL,
+			Token:     c.token,
+			TLSConfig: c.tlsConfig,
+			NetDial:   c.netDial,
+			Proxy:     c.proxy,
+			Logger:    c.logger,
 		}
 	}
 	return c
-}
-
-// WithoutOptimistic makes ProxyPort's tunnels wait for the server's reply
-// before the local connection's first bytes go out, as ProxySocket's do.
-// By default they do not wait (the optimistic extension, PROTOCOL.md §8),
-// one round trip fewer to the first byte back; a refused target resets the
-// local connection either way. It applies to the default transport only:
-// a Dialer given with WithDialer is used as it is.
-func WithoutOptimistic() Option {
-	return func(c *Client) { c.noOptimistic = true }
 }
 
 // WithBaseURL sets the API the client talks to, e.g. "http://localhost:8080"
@@ -193,13 +157,8 @@ func WithListen(listen func(ctx context.Context, network, address string) (net.L
 // them at once, e.g. when done with the Client. It does nothing for a
 // transport without idle connections.
 func (c *Client) CloseIdleConnections() {
-	for _, d := range []dialer.Dialer{c.dialer, c.ports} {
-		if ci, ok := d.(interface{ CloseIdleConnections() }); ok {
-			ci.CloseIdleConnections()
-		}
-		if c.ports == c.dialer {
-			break
-		}
+	if ci, ok := c.dialer.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
 	}
 }
 

@@ -259,20 +259,3 @@ func ExampleSOCKS5() {
 	fmt.Print(string(body))
 	// Output: GET /status from inside the sprite
 }
-
-// A forwarded port whose tunnels wait for the server's reply before the
-// local connection's first bytes go out (one round trip more per tunnel).
-func ExampleWithoutOptimistic() {
-	srv := exampleServer()
-	defer srv.Close()
-
-	client := sprites.New("test-token", sprites.WithBaseURL(srv.URL), sprites.WithoutOptimistic())
-	session, err := client.ProxyPort(context.Background(), "my-sprite", 0, 3000)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer session.Close()
-	askAt(session.LocalAddr(), "GET /")
-	// Output:
-	// web: GET /
-}

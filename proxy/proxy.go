@@ -59,12 +59,7 @@ func (c *Client) ProxyPort(ctx context.Context, spriteName string, localPort, re
 //
 // Listening is all a session does up front; each stream is dialed when a
 // local connection arrives, and a stream that fails (nothing listening
-// inside the sprite, a refused token) resets only that connection. With
-// the default transport the streams are optimistic (see
-// WithoutOptimistic): once the server has announced the extension, the
-// local connection's first bytes go out without waiting for the server's
-// reply; a refusal then resets the connection all the same, and counts in
-// Stats.Failed.
+// inside the sprite, a refused token) resets only that connection.
 //
 // ctx bounds the whole life of the sessions: cancelling it closes them all.
 func (c *Client) ProxyPorts(ctx context.Context, spriteName string, mappings []PortMapping) ([]*ProxySession, error) {
@@ -74,7 +69,7 @@ func (c *Client) ProxyPorts(ctx context.Context, spriteName string, mappings []P
 	cfgs := make([]session.Config, len(mappings))
 	for i, m := range mappings {
 		cfgs[i] = session.Config{
-			Dialer:     c.ports,
+			Dialer:     c.dialer,
 			Sprite:     spriteName,
 			RemoteHost: m.RemoteHost,
 			RemotePort: m.RemotePort,
