@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,9 +40,18 @@ type process struct {
 // it is still running.
 func startProcess(t *testing.T, env []string, name string, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(name, args...), stdout: newOutput(), stderr: newOutput(), done: make(chan struct{})}
+	return runProcess(t, exec.Command(name, args...), env, "SPRITEPROXY_", func(p *process) { p.cmd.Process.Kill() })
+}
+
+// runProcess starts cmd with the test's environment less the variables
+// whose names begin with one of drop, plus env; kill ends it at the end of
+// the test if it is still running.
+func runProcess(t *testing.T, cmd *exec.Cmd, env []string, drop string, kill func(*process), more ...string) *process {
+	t.Helper()
+	p := &process{cmd: cmd, stdout: newOutput(), stderr: newOutput(), done: make(chan struct{})}
+	prefixes := append([]string{drop}, more...)
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SPRITEPROXY_") {
+		if !slices.ContainsFunc(prefixes, func(pre string) bool { return strings.HasPrefix(kv, pre) }) {
 			p.cmd.Env = append(p.cmd.Env, kv)
 		}
 	}
@@ -58,7 +68,7 @@ func startProcess(t *testing.T, env []string, name string, args ...string) *proc
 		select {
 		case <-p.done:
 		default:
-			p.cmd.Process.Kill()
+			kill(p)
 			<-p.done
 		}
 	})

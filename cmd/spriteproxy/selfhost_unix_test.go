@@ -103,32 +103,10 @@ func TestReadmeSelfHosting(t *testing.T) {
 // of the test if it is still running.
 func startShell(t *testing.T, dir string, env []string, bash, script string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(bash, "-c", script), stdout: newOutput(), stderr: newOutput(), done: make(chan struct{})}
-	p.cmd.Dir = dir
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SPRITEPROXY_") && !strings.HasPrefix(kv, "PATH=") {
-			p.cmd.Env = append(p.cmd.Env, kv)
-		}
-	}
-	p.cmd.Env = append(p.cmd.Env, env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-			<-p.done
-		}
-	})
-	return p
+	cmd := exec.Command(bash, "-c", script)
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return runProcess(t, cmd, env, "SPRITEPROXY_", func(p *process) { syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL) }, "PATH=")
 }
 
 // TestReadmeModuleBeforePublishing follows README.md's instructions for
