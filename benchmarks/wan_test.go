@@ -240,10 +240,11 @@ func BenchmarkWAN(b *testing.B) {
 			})
 		}
 	}
+	benchHOL(b)
 }
 
 // echoByte writes one byte on c and reads its echo.
-func echoByte(c net.Conn, v byte) error {
+func echoByte(c io.ReadWriter, v byte) error {
 	if _, err := c.Write([]byte{v}); err != nil {
 		return err
 	}
