@@ -206,7 +206,7 @@ var (
 		window int
 	}{
 		{holTCP, "", 0}, {holSocketWS, "", 0}, {holMuxTCP, "", holMuxWindow}, {holMuxWS, "", holMuxWindow},
-		{holMuxWS, "-4m", holMuxWindowBig},
+		{holMuxTCP, "-4m", holMuxWindowBig}, {holMuxWS, "-4m", holMuxWindowBig},
 	}
 	holOpenPaths = []holPath{holTCP, holSocketWS, holSocketWSS, holMuxWS, holMuxWSS}
 )
@@ -246,9 +246,6 @@ func wanHOL(b *testing.B, rtt time.Duration, loss float64, p holPath, window int
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	size := wanBulkSize(loss)
-	if loss == 0 {
-		size = 8 << 20
-	}
 	chunk := make([]byte, 64<<10)
 	var (
 		moving time.Duration

@@ -223,3 +223,32 @@ BenchmarkWAN/bulk/50ms/loss-0pct/socket-ws-2 	1	 1 ns/op	 8.00 MB/s	 0 lost-pkts
 		t.Errorf("a WAN-only report shows the other tables:\n%s", out)
 	}
 }
+
+// TestRenderHOL renders the multiplexing rows: bulk and echo latency with
+// their ratios to raw TCP per loss, and the open rates with round trips.
+func TestRenderHOL(t *testing.T) {
+	in := `BenchmarkWAN/hol/50ms/loss-1pct/tcp-2 	2	 1 ns/op	 0.40 MB/s	 55.0 echo-p50-ms	 300.0 echo-p99-ms	 80.00 echoes/op	 40 lost-pkts/op
+BenchmarkWAN/hol/50ms/loss-1pct/mux-ws-2 	2	 1 ns/op	 0.20 MB/s	 110.0 echo-p50-ms	 1200.0 echo-p99-ms	 30.00 echoes/op	 41 lost-pkts/op
+BenchmarkWAN/open16/50ms/tcp-2 	2	 1 ns/op	 160.0 opens/s	 100.0 ms/batch	 0 conns/batch
+BenchmarkWAN/open16/50ms/mux-ws-2 	2	 1 ns/op	 320.0 opens/s	 50.0 ms/batch	 0 conns/batch
+`
+	s, err := Parse(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	Render(&b, s)
+	out := b.String()
+	for _, want := range []string{
+		"### WAN: a bulk stream and an echo, on two connections or one (BenchmarkWAN hol)",
+		"| mux-ws: multiplexed: two mux streams on one ProxySocket tunnel, ws:// (256 KiB windows) | 1 % loss each way | 0.20 | 0.50 | 110.0 | 2.00 | 1200.0 | 4.00 | 30 | 41 |",
+		"| mux-ws: multiplexed: mux streams on one open ProxySocket tunnel, ws:// | — | — | — | — | 320 | 50.0 (1.00 RTT) | 2.00 | 0.0 |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no line %q in\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "socket-wss: separate") {
+		t.Errorf("a row that did not run is shown:\n%s", out)
+	}
+}

@@ -115,6 +115,7 @@ func renderWAN(w io.Writer, s *Set) {
 			fmt.Fprintf(w, "| %s | %s |\n", p, strings.Join(cells, " | "))
 		}
 	}
+	renderHOL(w, s)
 }
 
 // wanTargets are issue #17's round-trip targets, shown when the WAN rows
