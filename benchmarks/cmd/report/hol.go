@@ -38,7 +38,7 @@ func renderHOL(w io.Writer, s *Set) {
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "### WAN: a bulk stream and an echo, on two connections or one (BenchmarkWAN hol)")
 		fmt.Fprintln(w)
-		fmt.Fprintln(w, "50 ms RTT. Per op, one stream uploads 16 MiB (2 MiB with loss) to a sink while a second stream of the same path does one 64-byte echo after another until the upload has arrived. The bulk MB/s is timed from the first Write to the sink's end of stream; the echo's latency is each echo's, median and 99th percentile over every op's echoes. × raw TCP: against `tcp` in the same run (for latency, above 1 is slower).")
+		fmt.Fprintln(w, "50 ms RTT. Per op, one stream uploads 8 MiB (1 MiB with loss) to a sink while a second stream of the same path does one 64-byte echo after another until the upload has arrived. The bulk MB/s is timed from the first Write to the sink's end of stream; the echo's latency is each echo's, median and 99th percentile over every op's echoes. × raw TCP: against `tcp` in the same run (for latency, above 1 is slower).")
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "| path | loss | bulk MB/s | × raw TCP | echo p50 ms | × raw TCP | echo p99 ms | × raw TCP | echoes/op | lost pkts/op |")
 		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
