@@ -11,7 +11,10 @@
 // BenchmarkIdleTunnel holds idle tunnels open in a client process and a
 // server process of their own and weighs each; BenchmarkWAN times the
 // first echoed byte of a tunnel and bulk throughput across a netstack link
-// with a chosen RTT and loss. The throughput rows report
+// with a chosen RTT and loss, and (its hol and open16 rows) an echo beside
+// a bulk stream and 16 concurrent opens, on a connection each or as
+// streams of one multiplexed connection (package internal/mux). The
+// throughput rows report
 // CPU seconds per GiB moved (getrusage) beside bytes per second.
 //
 // go run ./benchmarks/cmd/report runs the set with repetitions and prints

@@ -272,7 +272,10 @@ func (s *Session) handle(r io.Reader, typ byte, id, n uint32, payload []byte) er
 		s.mu.Unlock()
 		select {
 		case s.accept <- st:
-		default: // backlog full: refuse the stream
+		default:
+			// Backlog full: refuse the stream. The only frame the read
+			// loop writes; it waits for the write lock at most behind
+			// frames whose writes the peer's own read loop drains.
 			s.forget(id)
 			return s.writeFrame(frameRst, id, nil)
 		}
