@@ -273,9 +273,9 @@ func (s *Session) handle(r io.Reader, typ byte, id, n uint32, payload []byte) er
 		select {
 		case s.accept <- st:
 		default:
-			// Backlog full: refuse the stream. The only frame the read
-			// loop writes; it waits for the write lock at most behind
-			// frames whose writes the peer's own read loop drains.
+			// Backlog full: refuse the stream. This is the only frame a
+			// read loop writes, and only the server's: the client's read
+			// loop never writes, so it always drains what this waits on.
 			s.forget(id)
 			return s.writeFrame(frameRst, id, nil)
 		}
