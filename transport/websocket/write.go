@@ -33,7 +33,7 @@ type pendingControl struct {
 	pongN       uint8 // ≤ maxControlPayload
 	pong        bool
 	ping        bool
-	ack         bool  // resume: an ack of ackN is owed
+	ack         bool // resume: an ack of ackN is owed
 	ackN        int64
 	close       bool
 	closeCode   uint16

@@ -1,0 +1,229 @@
+package websocket
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spriteproxy/spriteproxy/dialer"
+)
+
+// resumeSetup is a server (Serve, plain) behind a relay the test cuts,
+// and a Dialer that goes through the relay.
+func resumeSetup(t *testing.T, srv *Server, handle func(net.Conn)) (*testServer, *cutRelay, *Dialer, *target) {
+	t.Helper()
+	ts := startServerMode(t, srv, false, true)
+	rl := startCutRelay(t, strings.TrimPrefix(ts.URL, "http://"))
+	d := ts.dialer()
+	d.BaseURL = rl.url()
+	return ts, rl, d, startTarget(t, handle)
+}
+
+// stream is n deterministic pseudo-random bytes from seed, written in
+// writes of random sizes.
+func writeStream(w io.Writer, seed uint64, n int) ([sha256.Size]byte, error) {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	h := sha256.New()
+	buf := make([]byte, 256<<10)
+	for n > 0 {
+		m := min(n, 1+rng.IntN(len(buf)))
+		for i := range buf[:m] {
+			buf[i] = byte(rng.Uint32())
+		}
+		h.Write(buf[:m])
+		if _, err := w.Write(buf[:m]); err != nil {
+			return [sha256.Size]byte{}, err
+		}
+		n -= m
+	}
+	return [sha256.Size]byte(h.Sum(nil)), nil
+}
+
+func readHash(r io.Reader, n int64) ([sha256.Size]byte, int64, error) {
+	h := sha256.New()
+	got, err := io.CopyN(h, r, n)
+	return [sha256.Size]byte(h.Sum(nil)), got, err
+}
+
+// cutter cuts the relay's connections k times at random points while
+// the test moves data; stop ends it.
+func cutter(rl *cutRelay, k int) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < k; i++ {
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Duration(20+rand.IntN(150)) * time.Millisecond):
+			}
+			rl.cut()
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// TestResumeCutsIntact: 16 MiB each way through an echo target while the
+// relay resets the connection several times: all of it arrives, intact,
+// in order, with no error, and the tunnel was resumed.
+func TestResumeCutsIntact(t *testing.T) {
+	t.Parallel()
+	_, rl, d, tg := resumeSetup(t, newServer(), echo)
+	nc, err := d.DialSprite(testCtx(t), "box", "tcp", tg.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, ok := nc.(*ResumableConn)
+	if !ok {
+		t.Fatalf("DialSprite returned %T, want *ResumableConn", nc)
+	}
+	defer rc.Close()
+	const n = 16 << 20
+	stop := cutter(rl, 4)
+	var sent [sha256.Size]byte
+	var werr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		sent, werr = writeStream(rc, 1, n)
+		if werr == nil {
+			werr = rc.CloseWrite()
+		}
+	}()
+	got, m, rerr := readHash(rc, n)
+	wg.Wait()
+	stop()
+	if werr != nil || rerr != nil {
+		t.Fatalf("write: %v; read %d of %d bytes: %v", werr, m, n, rerr)
+	}
+	if got != sent {
+		t.Fatal("the bytes read back differ from those sent")
+	}
+	if _, err := rc.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("read after the echo's end = %v, want io.EOF", err)
+	}
+	if rc.Resumes() == 0 {
+		t.Fatal("no resume happened: the cuts missed the tunnel")
+	}
+	t.Logf("%d resumes", rc.Resumes())
+}
+
+// sinkThenSend reads n bytes, then sends n bytes of stream 2 back.
+func sinkThenSend(n int) func(net.Conn) {
+	return func(c net.Conn) {
+		defer c.Close()
+		if _, err := io.CopyN(io.Discard, c, int64(n)); err != nil {
+			return
+		}
+		writeStream(c, 2, n)
+		c.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, c)
+	}
+}
+
+// TestResumeWriteOnlyThenRead: an application that writes 16 MiB without
+// reading (the acks it needs arrive on the read side), then reads the
+// reply, with cuts: no deadlock, nothing lost.
+func TestResumeWriteOnlyThenRead(t *testing.T) {
+	t.Parallel()
+	const n = 16 << 20
+	_, rl, d, tg := resumeSetup(t, newServer(), sinkThenSend(n))
+	nc, err := d.DialSprite(testCtx(t), "box", "tcp", tg.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(15 * time.Second))
+	stop := cutter(rl, 3)
+	if _, err := writeStream(nc, 1, n); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := writeStream(io.Discard, 2, n)
+	got, m, err := readHash(nc, n)
+	stop()
+	if err != nil {
+		t.Fatalf("read %d of %d: %v", m, n, err)
+	}
+	if got != want {
+		t.Fatal("reply differs")
+	}
+}
+
+// TestResumeGraceExpires: the relay cuts and refuses from then on; with
+// a 1 s grace both sides give up with the typed error, and the server
+// frees the slot.
+func TestResumeGraceExpires(t *testing.T) {
+	t.Parallel()
+	srv := newServer()
+	srv.ResumeGrace = time.Second
+	var logs bytes.Buffer
+	var lmu sync.Mutex
+	srv.Logger = slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &lmu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	got := make(chan error, 1)
+	ts, rl, d, tg := resumeSetup(t, srv, func(c net.Conn) {
+		defer c.Close()
+		_, err := io.Copy(io.Discard, c)
+		got <- err
+	})
+	nc, err := d.DialSprite(testCtx(t), "box", "tcp", tg.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := nc.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	rl.setRefuse(true)
+	rl.cut()
+	_, err = nc.Read(make([]byte, 1))
+	var re *dialer.ResumeError
+	if !errors.Is(err, dialer.ErrTunnelClosed) || !errors.As(err, &re) || err == io.EOF {
+		t.Fatalf("client read = %v, want a *dialer.ResumeError", err)
+	}
+	if re.Reason != dialer.ResumeGraceExpired {
+		t.Errorf("reason %q, want %q", re.Reason, dialer.ResumeGraceExpired)
+	}
+	// The server's grace ends the tunnel: the target is reset, not ended.
+	if err := <-got; err == nil {
+		t.Error("the target's connection ended cleanly; want a reset")
+	}
+	waitLive(t, ts.Server, 0)
+	lmu.Lock()
+	defer lmu.Unlock()
+	if tok := nc.(*ResumableConn).token; strings.Contains(logs.String(), tok) {
+		t.Error("the server logged a resume token")
+	}
+}
+
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// waitLive waits (bounded) for the server's live tunnels to be n.
+func waitLive(t *testing.T, s *Server, n int) {
+	t.Helper()
+	for i := 0; s.Live() != n; i++ {
+		if i > 500 {
+			t.Fatalf("Live() = %d, want %d", s.Live(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
