@@ -424,8 +424,11 @@ func (r *ResumableConn) isLoss(c *Conn, err error) bool {
 		return ce.Code == closeTimedOut // the peer's dead-peer rule
 	}
 	var pe *ProtocolError
-	if errors.As(err, &pe) || errors.Is(err, syscall.EPIPE) {
+	if errors.As(err, &pe) {
 		return false
+	}
+	if errors.Is(err, syscall.EPIPE) && writable(c.state()) != nil {
+		return false // the Conn's own rule (the peer ended), not a socket's EPIPE
 	}
 	return !isTimeout(err)
 }
