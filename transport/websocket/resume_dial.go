@@ -20,6 +20,9 @@ import (
 // (and no replica is named) or on a new one, to carry on the tunnel of tok;
 // received is what the client has received of the stream.
 func (d *Dialer) resumeDial(ctx context.Context, sprite, host string, port int, tok string, received int64, replica string) (*Conn, wire.Reply, error) {
+	if err := d.init(); err != nil {
+		return nil, wire.Reply{}, err
+	}
 	first := wire.Marshal(wire.Request{Host: host, Port: port, Features: d.allowed().offer(false), Resume: tok, Received: received})
 	if replica == "" && !d.DisableReuse && !d.DisableHalfClose {
 		if l := d.takeIdle(sprite); l != nil {

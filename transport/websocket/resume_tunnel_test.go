@@ -2,6 +2,7 @@ package websocket
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,6 +26,7 @@ func resumeSetup(t *testing.T, srv *Server, handle func(net.Conn)) (*testServer,
 	rl := startCutRelay(t, strings.TrimPrefix(ts.URL, "http://"))
 	d := ts.dialer()
 	d.BaseURL = rl.url()
+	d.DisableResume = false
 	return ts, rl, d, startTarget(t, handle)
 }
 
@@ -226,4 +229,106 @@ func waitLive(t *testing.T, s *Server, n int) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// echoTrip writes s and reads it back through an echo.
+func echoTrip(t *testing.T, c net.Conn, s string) {
+	t.Helper()
+	if _, err := c.Write([]byte(s)); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, len(s))
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != s {
+		t.Fatalf("read back %q, %v; want %q", b, err, s)
+	}
+}
+
+func (r *ResumableConn) tokenAndReceived() (string, int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.token, r.recvd
+}
+
+// TestResumeSecurity: a resume with another bearer token is forbidden and
+// leaves the tunnel alone; a token used up by a resume is gone; a
+// received count outside what was sent is inconsistent, and ends the
+// tunnel for good.
+func TestResumeSecurity(t *testing.T) {
+	t.Parallel()
+	const other = "other-token"
+	srv := newServer()
+	srv.Auth = AuthFunc(func(_ context.Context, tok, _ string) error {
+		if tok == testToken || tok == other {
+			return nil
+		}
+		return errors.New("no")
+	})
+	ts, rl, d, tg := resumeSetup(t, srv, echo)
+	nc, err := d.DialSprite(testCtx(t), "box", "tcp", tg.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	rc := nc.(*ResumableConn)
+	echoTrip(t, rc, "a")
+	host, port, _ := dialer.SplitAddress("tcp", tg.addr())
+	tok, recvd := rc.tokenAndReceived()
+
+	// Another bearer token.
+	thief := ts.dialer()
+	thief.Token = other
+	thief.DisableResume = false
+	_, _, err = thief.resumeDial(testCtx(t), "box", host, port, tok, recvd, "")
+	var re *dialer.ResumeError
+	if !errors.As(err, &re) || re.Reason != dialer.ResumeRevoked || !errors.Is(err, dialer.ErrForbidden) {
+		t.Fatalf("resume with another token = %v, want forbidden", err)
+	}
+	echoTrip(t, rc, "b")
+	if rc.Resumes() != 0 {
+		t.Fatal("the refused resume disturbed the tunnel")
+	}
+
+	// A cut: the tunnel resumes; the old token, once the client has
+	// spoken on the new connection, is used up.
+	rl.cut()
+	echoTrip(t, rc, "c")
+	if rc.Resumes() != 1 {
+		t.Fatalf("%d resumes, want 1", rc.Resumes())
+	}
+	owner := ts.dialer()
+	owner.DisableResume = false
+	_, _, err = owner.resumeDial(testCtx(t), "box", host, port, tok, recvd, "")
+	if !errors.As(err, &re) || re.Reason != dialer.ResumeGone {
+		t.Fatalf("replayed token = %v, want gone", err)
+	}
+	echoTrip(t, rc, "d")
+
+	// Offsets outside [acked, sent]: the tunnel ends for good.
+	tok, _ = rc.tokenAndReceived()
+	_, _, err = owner.resumeDial(testCtx(t), "box", host, port, tok, 1<<40, "")
+	if !errors.As(err, &re) || re.Reason != dialer.ResumeInconsistent {
+		t.Fatalf("bad offsets = %v, want inconsistent", err)
+	}
+	if _, err := rc.Read(make([]byte, 1)); err == nil || err == io.EOF || !errors.Is(err, dialer.ErrTunnelClosed) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read after the inconsistent resume = %v, want the tunnel cut", err)
+	}
+	waitLive(t, ts.Server, 0)
+}
+
+// TestResumeServerDisabled: a server with DisableResume gives the client
+// a plain *Conn.
+func TestResumeServerDisabled(t *testing.T) {
+	t.Parallel()
+	srv := newServer()
+	srv.DisableResume = true
+	_, _, d, tg := resumeSetup(t, srv, echo)
+	nc, err := d.DialSprite(testCtx(t), "box", "tcp", tg.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, ok := nc.(*Conn); !ok {
+		t.Fatalf("DialSprite returned %T, want *Conn", nc)
+	}
+	echoTrip(t, nc, "x")
 }
