@@ -27,13 +27,13 @@ func TestNegotiateTable(t *testing.T) {
 		{"everything both ways", all, all, []string{hc, reuse, raw}, []string{hc, raw}, true},                                                                              // §7: never reuse with raw
 		{"server without raw (the default)", all, allowed{halfClose: true, reuse: true}, []string{hc, reuse, raw}, []string{hc, reuse}, true},                              // §6: raw only if the operator allows
 		{"server with raw only", all, allowed{rawStream: true}, []string{hc, reuse, raw}, []string{raw}, false},                                                            // §4
-		{"plain server (hosted API)", all, allowed{}, []string{hc, reuse, raw}, nil, false},                                                                                // §9
+		{"plain server (hosted API)", all, allowed{}, []string{hc, reuse, raw}, nil, false},                                                                                // §10
 		{"server without reuse", all, allowed{halfClose: true}, []string{hc, reuse, raw}, []string{hc}, false},                                                             // §7
 		{"server without half_close: no reuse", all, allowed{reuse: true}, []string{hc, reuse, raw}, nil, false},                                                           // §7: reuse needs half_close
 		{"client without half_close", allowed{rawStream: true, reuse: true}, all, []string{raw}, []string{raw}, false},                                                     // §7: reuse is offered only with half_close
 		{"client without raw", allowed{halfClose: true, reuse: true}, all, []string{hc, reuse}, []string{hc, reuse}, true},                                                 // §6, §7
 		{"client without reuse", allowed{halfClose: true, rawStream: true}, all, []string{hc, raw}, []string{hc, raw}, false},                                              // §7
-		{"SDK-like client", allowed{}, all, nil, nil, false},                                                                                                               // §9
+		{"SDK-like client", allowed{}, all, nil, nil, false},                                                                                                               // §10
 		{"half_close alone", allowed{halfClose: true}, allowed{halfClose: true}, []string{hc}, []string{hc}, false},                                                        // §4
 		{"reuse without raw on either side", allowed{halfClose: true, reuse: true}, allowed{halfClose: true, reuse: true}, []string{hc, reuse}, []string{hc, reuse}, true}, // §7
 		// Extension resume: needs half_close, never with raw_stream.
