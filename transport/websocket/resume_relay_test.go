@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -21,7 +22,12 @@ type cutRelay struct {
 	wg      sync.WaitGroup
 }
 
-type cutPair struct{ a, b *net.TCPConn }
+type cutPair struct {
+	a, b   *net.TCPConn
+	frozen atomic.Bool   // forwards nothing more, closes nothing: a silent drop
+	dead   chan struct{} // closed by reset
+	once   sync.Once
+}
 
 func startCutRelay(t testing.TB, backend string) *cutRelay {
 	t.Helper()
@@ -64,7 +70,7 @@ func (r *cutRelay) loop() {
 			a.Close()
 			continue
 		}
-		p := &cutPair{a: a, b: bc.(*net.TCPConn)}
+		p := &cutPair{a: a, b: bc.(*net.TCPConn), dead: make(chan struct{})}
 		r.mu.Lock()
 		r.pairs[p] = struct{}{}
 		r.mu.Unlock()
@@ -76,18 +82,46 @@ func (r *cutRelay) loop() {
 
 func (r *cutRelay) copy(p *cutPair, dst, src *net.TCPConn) {
 	defer r.wg.Done()
-	_, err := io.Copy(dst, src)
-	if err == nil {
-		dst.CloseWrite()
-		return
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if p.frozen.Load() {
+			<-p.dead // silent until the test (or cleanup) resets it
+			return
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				r.reset(p)
+				return
+			}
+		}
+		if err == io.EOF {
+			dst.CloseWrite()
+			return
+		}
+		if err != nil {
+			r.reset(p)
+			return
+		}
 	}
-	r.reset(p)
+}
+
+// freeze makes every connection through the relay now go silent both
+// ways, as a NAT that forgot its mapping: nothing is forwarded, nothing
+// closed.
+func (r *cutRelay) freeze() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for p := range r.pairs {
+		p.frozen.Store(true)
+	}
 }
 
 func (r *cutRelay) reset(p *cutPair) {
 	r.mu.Lock()
 	delete(r.pairs, p)
 	r.mu.Unlock()
+	p.once.Do(func() { close(p.dead) })
 	p.a.SetLinger(0)
 	p.b.SetLinger(0)
 	p.a.Close()

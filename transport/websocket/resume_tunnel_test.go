@@ -332,3 +332,55 @@ func TestResumeServerDisabled(t *testing.T) {
 	}
 	echoTrip(t, nc, "x")
 }
+
+// TestResumeSilentDrop: the connection goes silent (no reset, no FIN):
+// the dead-peer rule finds it gone on both sides, and the tunnel is
+// carried on over a new connection.
+func TestResumeSilentDrop(t *testing.T) {
+	t.Parallel()
+	tune := Tuning{KeepAlive: 50 * time.Millisecond, DeadPeerTimeout: 300 * time.Millisecond}
+	srv := newServer()
+	srv.Tuning = tune
+	_, rl, d, tg := resumeSetup(t, srv, echo)
+	d.Tuning = tune
+	nc, err := d.DialSprite(testCtx(t), "box", "tcp", tg.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	rc := nc.(*ResumableConn)
+	echoTrip(t, rc, "before")
+	rl.freeze()
+	rc.SetDeadline(time.Now().Add(10 * time.Second))
+	echoTrip(t, rc, "after the drop")
+	if rc.Resumes() == 0 {
+		t.Fatal("no resume: the tunnel never noticed the drop")
+	}
+}
+
+// TestResumeIdle: a tunnel that neither reads nor writes when its
+// connection is reset is resumed all the same (its keep-alive finds the
+// connection gone), before the server's grace runs out.
+func TestResumeIdle(t *testing.T) {
+	t.Parallel()
+	tune := Tuning{KeepAlive: 50 * time.Millisecond, DeadPeerTimeout: 300 * time.Millisecond}
+	srv := newServer()
+	srv.Tuning = tune
+	_, rl, d, tg := resumeSetup(t, srv, echo)
+	d.Tuning = tune
+	nc, err := d.DialSprite(testCtx(t), "box", "tcp", tg.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	rc := nc.(*ResumableConn)
+	echoTrip(t, rc, "before")
+	rl.cut()
+	for i := 0; rc.Resumes() == 0; i++ {
+		if i > 500 {
+			t.Fatal("the idle tunnel was not resumed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	echoTrip(t, rc, "after")
+}
