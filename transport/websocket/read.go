@@ -87,14 +87,21 @@ var errAckSeen = errors.New("websocket: ack received")
 
 // readOrAck is Read for a ResumableConn's writer that waits for acks while
 // no Read is under way: it returns (0, nil) once an ack is in, or with data
-// as Read does.
+// as Read does, and reads on past the peer's eof (io.EOF only at its
+// close).
 func (c *Conn) readOrAck(p []byte) (int, error) {
 	c.reading.Add(1)
 	defer c.reading.Add(-1)
 	c.rmu.Lock()
-	c.rd.ackStop, c.rd.ackSeen = true, false
-	n, err := c.readLocked(p)
-	c.rd.ackStop, c.rd.ackSeen = false, false
+	r := &c.rd
+	r.ackStop, r.ackSeen = true, false
+	// Past the peer's eof too: its acks of what we still send follow it.
+	var n int
+	err := c.awaitDataLocked(true)
+	if err == nil && len(p) > 0 {
+		n, err = c.readPayloadLocked(p[:min(int64(len(p)), r.left)])
+	}
+	r.ackStop, r.ackSeen = false, false
 	c.unlockRead()
 	if err == errAckSeen {
 		return n, nil

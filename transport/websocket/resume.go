@@ -101,6 +101,9 @@ type ResumableConn struct {
 	peerEOF, peerClosed        bool
 
 	rdl, wdl time.Time
+	// ackReading: the ack reader runs (acks for a tunnel that wrote and
+	// does not read, so that it gives its buffer back).
+	ackReading bool
 }
 
 var (
@@ -295,7 +298,38 @@ func (r *ResumableConn) readDone() {
 	r.rmu.Unlock()
 	r.mu.Lock()
 	r.broadcastLocked()
+	r.startAckReaderLocked()
 	r.mu.Unlock()
+}
+
+// ackReadStep bounds each read of the ack reader, so that a Read that
+// begins meanwhile waits no longer for the read side.
+const ackReadStep = 100 * time.Millisecond
+
+// startAckReaderLocked starts the ack reader if bytes sent await their ack
+// and nothing may read it: a tunnel that wrote and then neither reads nor
+// writes would otherwise hold its send buffer until it does.
+func (r *ResumableConn) startAckReaderLocked() {
+	if r.ackReading || r.sent == r.acked || r.closed || r.peerClosed || r.final != nil || r.reading == nil {
+		return
+	}
+	r.ackReading = true
+	r.wg.Add(1)
+	go r.ackReader()
+}
+
+// ackReader reads the connection, a step at a time, while bytes sent
+// await their ack and no Read is under way; it ends when all is
+// acknowledged, a Read takes over, or the tunnel is detached or over.
+func (r *ResumableConn) ackReader() {
+	defer r.wg.Done()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.sent > r.acked && !r.closed && !r.peerClosed && r.final == nil && r.reading != nil && r.rmu.TryLock() {
+		r.readForWriterLocked(r.reading, r.gen, time.Now().Add(ackReadStep))
+		r.rmu.Unlock()
+	}
+	r.ackReading = false
 }
 
 // deliveredLocked counts n bytes handed to the application, and says
@@ -609,7 +643,7 @@ func (r *ResumableConn) Write(p []byte) (int, error) {
 		room := r.bufMax - (r.sent - r.acked)
 		if c == nil || room <= 0 {
 			if rc := r.reading; rc != nil && r.rmu.TryLock() {
-				r.readForWriterLocked(rc, gen)
+				r.readForWriterLocked(rc, gen, r.wdl)
 				r.rmu.Unlock()
 				continue
 			}
@@ -636,6 +670,11 @@ func (r *ResumableConn) Write(p []byte) (int, error) {
 		total += len(seg)
 		p = p[len(seg):]
 	}
+	if !r.rmu.TryLock() {
+		return total, nil // a Read is under way: it takes the acks
+	}
+	r.rmu.Unlock()
+	r.startAckReaderLocked()
 	return total, nil
 }
 
@@ -656,10 +695,9 @@ func (r *ResumableConn) writeErrLocked() error {
 // Read is under way: data goes to pending (acknowledged only once Read
 // hands it on, so the peer's buffer bounds it), acks to the send buffer.
 // r.mu and r.rmu are held; r.mu is let go meanwhile.
-func (r *ResumableConn) readForWriterLocked(c *Conn, gen uint64) {
-	wdl := r.wdl
+func (r *ResumableConn) readForWriterLocked(c *Conn, gen uint64, dl time.Time) {
 	r.mu.Unlock()
-	c.SetReadDeadline(wdl)
+	c.SetReadDeadline(dl)
 	bp := chunkPool.Get().(*[]byte)
 	n, err := c.readOrAck(*bp)
 	r.mu.Lock()

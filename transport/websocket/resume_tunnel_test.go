@@ -384,3 +384,88 @@ func TestResumeIdle(t *testing.T) {
 	}
 	echoTrip(t, rc, "after")
 }
+
+// TestResumeIdleHoldsNoBuffer: once everything sent is acknowledged, a
+// resumable tunnel gives its send buffer back (an idle tunnel holds none).
+func TestResumeIdleHoldsNoBuffer(t *testing.T) {
+	t.Parallel()
+	_, _, d, tg := resumeSetup(t, newServer(), echo)
+	nc, err := d.DialSprite(testCtx(t), "box", "tcp", tg.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	rc := nc.(*ResumableConn)
+	echoTrip(t, rc, strings.Repeat("x", 200<<10))
+	held := func() (int, int64) {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		return len(rc.chunks), rc.sent - rc.acked
+	}
+	for i := 0; ; i++ {
+		chunks, unacked := held()
+		if chunks == 0 && unacked == 0 {
+			break
+		}
+		if i > 500 {
+			t.Fatalf("idle tunnel holds %d chunks, %d bytes unacknowledged", chunks, unacked)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestResumeWithReuse: a resumable tunnel closed cleanly leaves its
+// connection for the next tunnel (resume and reuse combine).
+func TestResumeWithReuse(t *testing.T) {
+	t.Parallel()
+	_, _, d, tg := resumeSetup(t, newServer(), echo)
+	defer d.CloseIdleConnections()
+	for i := range 2 {
+		nc, err := d.DialSprite(testCtx(t), "box", "tcp", tg.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := nc.(*ResumableConn); !ok {
+			t.Fatalf("tunnel %d is a %T", i, nc)
+		}
+		echoTrip(t, nc, "hi")
+		if err := nc.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if n := d.IdleConnections(); n != 1 {
+			t.Fatalf("after tunnel %d: %d idle connections, want 1", i, n)
+		}
+	}
+}
+
+// TestResumeWriteAfterPeerEOF: the far side ends its output first, the
+// application reads that end and then writes 16 MiB without reading: the
+// acks, which follow the peer's eof, still come in.
+func TestResumeWriteAfterPeerEOF(t *testing.T) {
+	t.Parallel()
+	const n = 16 << 20
+	got := make(chan [sha256.Size]byte, 1)
+	_, _, d, tg := resumeSetup(t, newServer(), func(c net.Conn) {
+		defer c.Close()
+		c.Write([]byte("x"))
+		c.(*net.TCPConn).CloseWrite()
+		h, _, _ := readHash(c, n)
+		got <- h
+	})
+	nc, err := d.DialSprite(testCtx(t), "box", "tcp", tg.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(15 * time.Second))
+	if b, err := io.ReadAll(nc); err != nil || string(b) != "x" {
+		t.Fatalf("read %q, %v", b, err)
+	}
+	want, err := writeStream(nc, 3, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := <-got; h != want {
+		t.Fatal("the target got other bytes")
+	}
+}
