@@ -920,6 +920,11 @@ func (r *ResumableConn) reconnect(from time.Time) {
 			re = &dialer.ResumeError{Reason: dialer.ResumeRevoked, Err: err}
 		case errors.Is(err, dialer.ErrUnknownSprite):
 			re = &dialer.ResumeError{Reason: dialer.ResumeGone, Err: err}
+		case errors.Is(err, syscall.ECONNREFUSED):
+			// Nothing listens where the server was: the process that held
+			// the tunnel (in its memory) is gone, and a server started in
+			// its place would answer gone.
+			re = &dialer.ResumeError{Reason: dialer.ResumeGone, Err: err}
 		}
 		wait := min(backoff/2+mrand.N(backoff/2+1), maxResumeBackoff)
 		backoff = min(2*backoff, maxResumeBackoff)

@@ -469,3 +469,25 @@ func TestResumeWriteAfterPeerEOF(t *testing.T) {
 		t.Fatal("the target got other bytes")
 	}
 }
+
+// TestResumeServerGone: nothing listens where the server was (its process
+// died, and with it the tunnel): the tunnel ends at once, tunnel gone,
+// instead of retrying for the whole grace.
+func TestResumeServerGone(t *testing.T) {
+	t.Parallel()
+	_, rl, d, tg := resumeSetup(t, newServer(), echo)
+	nc, err := d.DialSprite(testCtx(t), "box", "tcp", tg.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	echoTrip(t, nc, "a")
+	rl.ln.Close()
+	rl.cut()
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = nc.Read(make([]byte, 1))
+	var re *dialer.ResumeError
+	if !errors.As(err, &re) || re.Reason != dialer.ResumeGone || !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("read = %v, want tunnel gone (connection refused)", err)
+	}
+}
