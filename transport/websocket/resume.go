@@ -791,10 +791,8 @@ func (r *ResumableConn) closeWith(cause error) error {
 	if r.cancel != nil {
 		r.cancel()
 	}
-	r.wg.Wait()
-	if r.srv != nil {
-		r.srv.forgetAll(r)
-	}
+	// The connection closes before the wait for the layer's goroutines: a
+	// resend under way on it (a reconnection's) then ends.
 	var err error
 	if c != nil {
 		if cause != nil {
@@ -802,6 +800,10 @@ func (r *ResumableConn) closeWith(cause error) error {
 		} else {
 			err = c.Close()
 		}
+	}
+	r.wg.Wait()
+	if r.srv != nil {
+		r.srv.forgetAll(r)
 	}
 	if rel != nil {
 		close(rel)
