@@ -153,6 +153,22 @@ func (r *ResumableConn) Resumes() int {
 // LocalAddr is the local address of the tunnel's first connection.
 func (r *ResumableConn) LocalAddr() net.Addr { return r.local }
 
+// NetConn returns the connection under the tunnel now, for inspection (its
+// TLS state, say), or nil while the tunnel waits to be resumed; a
+// reconnection replaces it. Reading or writing it breaks the tunnel.
+func (r *ResumableConn) NetConn() net.Conn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.cur
+	if c == nil {
+		c = r.reading
+	}
+	if c == nil {
+		return nil
+	}
+	return c.NetConn()
+}
+
 // RemoteAddr is as Conn's, for the tunnel's first connection.
 func (r *ResumableConn) RemoteAddr() net.Addr { return r.remote }
 
@@ -885,6 +901,10 @@ func (d *Dialer) newClientResumable(c *Conn, sprite, host string, port int) *Res
 	return r
 }
 
+// resumeRefusedFor is how long a client goes on trying to resume while
+// every attempt is refused at TCP before it takes the server for gone.
+const resumeRefusedFor = 3 * time.Second
+
 // reconnect carries the tunnel on over a new connection, trying until the
 // server's grace from the drop is spent; it ends with success, failure or
 // Close.
@@ -892,6 +912,7 @@ func (r *ResumableConn) reconnect(from time.Time) {
 	defer r.wg.Done()
 	deadline := from.Add(r.grace)
 	backoff := cmpOr(r.d.Retry.Backoff, DefaultRetryBackoff)
+	var refused time.Time // since when every attempt was refused at TCP
 	for {
 		r.mu.Lock()
 		tok, recvd := r.token, r.recvd
@@ -923,10 +944,19 @@ func (r *ResumableConn) reconnect(from time.Time) {
 		case errors.Is(err, dialer.ErrUnknownSprite):
 			re = &dialer.ResumeError{Reason: dialer.ResumeGone, Err: err}
 		case errors.Is(err, syscall.ECONNREFUSED):
-			// Nothing listens where the server was: the process that held
-			// the tunnel (in its memory) is gone, and a server started in
-			// its place would answer gone.
-			re = &dialer.ResumeError{Reason: dialer.ResumeGone, Err: err}
+			// Nothing listens where the server was. A balancer or relay
+			// restarting refuses for a moment; a server process that died
+			// took the tunnel (in its memory) with it, and one started in
+			// its place would answer gone. So refusals are retried for
+			// resumeRefusedFor, not the whole grace.
+			if refused.IsZero() {
+				refused = time.Now()
+			}
+			if time.Since(refused) >= resumeRefusedFor {
+				re = &dialer.ResumeError{Reason: dialer.ResumeGone, Err: err}
+			}
+		default:
+			refused = time.Time{}
 		}
 		wait := min(backoff/2+mrand.N(backoff/2+1), maxResumeBackoff)
 		backoff = min(2*backoff, maxResumeBackoff)
