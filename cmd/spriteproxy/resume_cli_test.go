@@ -209,7 +209,7 @@ func TestProcessForwardResumes(t *testing.T) {
 	if kills != 3 {
 		t.Errorf("the relay was killed %d times, want 3", kills)
 	}
-	fwd.stderr.waitFor(t, regexp.MustCompile(`msg="stream closed".* resumed=3`), 30*time.Second)
+	fwd.stderr.waitFor(t, regexp.MustCompile(`msg="tunnel resumed".* resumed=3`), 30*time.Second)
 	if code := fwd.signal(t, os.Interrupt, 30*time.Second); code != 0 {
 		t.Errorf("forward exit %d; stderr:\n%s", code, fwd.stderr.String())
 	}
