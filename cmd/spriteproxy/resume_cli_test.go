@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"hash"
@@ -16,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
 
 // Resume through the CLI (issue 16): "spriteproxy serve" and "spriteproxy
@@ -298,5 +301,51 @@ func TestProcessForwardResumeGrace(t *testing.T) {
 	srv.stderr.waitFor(t, regexp.MustCompile(`msg="tunnel closed".*grace expired`), 30*time.Second)
 	if code := fwd.signal(t, os.Interrupt, 30*time.Second); code != 0 {
 		t.Errorf("forward exit %d; stderr:\n%s", code, fwd.stderr.String())
+	}
+}
+
+// --resume-grace 0 and --no-resume turn resume off: the tunnel a client
+// dials is a plain *websocket.Conn; by default it is resumable. A negative
+// grace is a usage error.
+func TestServeResumeFlags(t *testing.T) {
+	t.Parallel()
+	port := echoService(t)
+	for _, tt := range []struct {
+		args      []string
+		resumable bool
+	}{
+		{nil, true},
+		{[]string{"--resume-grace", "5s"}, true},
+		{[]string{"--resume-grace", "0"}, false},
+		{[]string{"--no-resume"}, false},
+	} {
+		_, addr := startServe(t, env(envToken, testToken), tt.args...)
+		d := &websocket.Dialer{BaseURL: "http://" + addr, Token: testToken}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		conn, err := d.DialSprite(ctx, "box", "tcp", "localhost:"+strconv.Itoa(port))
+		cancel()
+		if err != nil {
+			t.Fatalf("%v: %v", tt.args, err)
+		}
+		if _, ok := conn.(*websocket.ResumableConn); ok != tt.resumable {
+			t.Errorf("serve %v: the tunnel is a %T, resumable %v, want %v", tt.args, conn, ok, tt.resumable)
+		}
+		conn.Close()
+	}
+	code, _, stderr := runCLI(t, env(envToken, testToken), "serve", "--listen", "127.0.0.1:0", "--resume-grace", "-1s")
+	if code != exitUsage {
+		t.Errorf("--resume-grace -1s: exit %d, want %d", code, exitUsage)
+	}
+	oneLine(t, stderr, "--resume-grace")
+}
+
+// The status line counts resumes once there are any.
+func TestStatusLineResumed(t *testing.T) {
+	t.Parallel()
+	if s := statusLine(nil, 0); strings.Contains(s, "resumed") {
+		t.Errorf("no resumes: %q", s)
+	}
+	if s := statusLine(nil, 3); !strings.HasSuffix(s, " · resumed 3") {
+		t.Errorf("3 resumes: %q", s)
 	}
 }
