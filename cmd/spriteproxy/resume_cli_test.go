@@ -85,11 +85,13 @@ func (r *relay) serve(ln net.Listener) {
 	}()
 }
 
-// copy moves a to b, and passes a's end on as b's.
+// copy moves a to b, and passes a's clean end on as b's; a failure (the
+// kill closing a) passes nothing on, so that b sees only the kill's reset.
 func (r *relay) copy(b, a net.Conn) {
 	defer r.wg.Done()
-	io.Copy(b, a)
-	b.(*net.TCPConn).CloseWrite()
+	if _, err := io.Copy(b, a); err == nil {
+		b.(*net.TCPConn).CloseWrite()
+	}
 }
 
 // kill stops listening and resets both sides of every relayed connection

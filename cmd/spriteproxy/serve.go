@@ -16,7 +16,7 @@ import (
 	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
 
-const serveSynopsis = "spriteproxy serve [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--token-file FILE] [--allow RULE]... [--allow-origin ORIGIN]... [--sprite NAME]... [--metrics-listen ADDR]\n\n" +
+const serveSynopsis = "spriteproxy serve [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--token-file FILE] [--allow RULE]... [--allow-origin ORIGIN]... [--sprite NAME]... [--metrics-listen ADDR] [--resume-grace D | --no-resume]\n\n" +
 	"The token may also come from $" + envToken + ". Tunnels reach the sprite's loopback\n" +
 	"(this machine's) and what --allow adds: a CIDR, an address or a host name,\n" +
 	"each with an optional :PORT or :LOW-HIGH (10.0.0.0/8:5432, [fd00::1], db.internal:1-1024)."
