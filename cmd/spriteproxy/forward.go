@@ -97,6 +97,7 @@ type forwarder struct {
 	timeout      time.Duration // bound on the start-up checks; 0: none
 	verbose      bool
 	con          *console
+	resumes      resumeCounter // the tunnels' resumes, for the status line and -v
 }
 
 // where describes the forward for error messages.
@@ -129,13 +130,19 @@ func (f *forwarder) start(ctx context.Context) ([]*sprites.ProxySession, *sprite
 		if err != nil && !errors.Is(ctx.Err(), context.Canceled) {
 			f.con.warn("a connection failed: " + explain(err, f.streamWhere(address)))
 		}
-		return conn, err
+		if err != nil {
+			return nil, err
+		}
+		return f.resumes.track(conn, sprite, address), nil
 	})
 	level := slog.LevelWarn
 	if f.verbose {
 		level = slog.LevelDebug
 	}
 	logger := newLogger(f.con, level)
+	if f.verbose {
+		f.resumes.logger = logger
+	}
 	client := sprites.New(f.token, sprites.WithDialer(reporting), sprites.WithLogger(logger))
 	sessions, err := client.ProxyPorts(ctx, f.sprite, f.mappings)
 	if err != nil {
@@ -196,7 +203,7 @@ func (f *forwarder) hold(ctx context.Context, sessions []*sprites.ProxySession, 
 		t := time.NewTicker(cmp.Or(every, time.Second))
 		defer t.Stop()
 		tick = t.C
-		f.con.status(statusLine(sessions))
+		f.con.status(statusLine(sessions, f.resumes.total()))
 	}
 	for {
 		select {
@@ -204,7 +211,7 @@ func (f *forwarder) hold(ctx context.Context, sessions []*sprites.ProxySession, 
 			mgr.CloseAll()
 			<-allDone
 			if status {
-				f.con.summary(statusLine(sessions))
+				f.con.summary(statusLine(sessions, f.resumes.total()))
 			} else {
 				f.con.done()
 			}
@@ -214,7 +221,7 @@ func (f *forwarder) hold(ctx context.Context, sessions []*sprites.ProxySession, 
 				// Ctrl-C, the sessions ended by it before this loop saw
 				// ctx end: the same clean stop, with its totals.
 				if status {
-					f.con.summary(statusLine(sessions))
+					f.con.summary(statusLine(sessions, f.resumes.total()))
 				} else {
 					f.con.done()
 				}
@@ -224,7 +231,7 @@ func (f *forwarder) hold(ctx context.Context, sessions []*sprites.ProxySession, 
 			f.con.warn("every session ended: the local listeners failed")
 			return exitFail
 		case <-tick:
-			f.con.status(statusLine(sessions))
+			f.con.status(statusLine(sessions, f.resumes.total()))
 		}
 	}
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
 
-const serveSynopsis = "spriteproxy serve [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--token-file FILE] [--allow RULE]... [--allow-origin ORIGIN]... [--sprite NAME]... [--metrics-listen ADDR]\n\n" +
+const serveSynopsis = "spriteproxy serve [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--token-file FILE] [--allow RULE]... [--allow-origin ORIGIN]... [--sprite NAME]... [--metrics-listen ADDR] [--resume-grace D | --no-resume]\n\n" +
 	"The token may also come from $" + envToken + ". Tunnels reach the sprite's loopback\n" +
 	"(this machine's) and what --allow adds: a CIDR, an address or a host name,\n" +
 	"each with an optional :PORT or :LOW-HIGH (10.0.0.0/8:5432, [fd00::1], db.internal:1-1024)."
@@ -40,6 +40,8 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 	idle := fs.Duration("idle-timeout", 0, "close a tunnel that carried no data for this long (default never)")
 	raw := fs.Bool("raw-streams", false, "let clients that offer it carry tunnels unframed after the handshake (the raw_stream extension: splice, no framing); only when nothing between here and the clients inspects WebSocket frames")
 	noReuse := fs.Bool("no-reuse", false, "close each tunnel's connection when the tunnel ends, instead of letting the client carry its next tunnel on it (the reuse extension)")
+	noResume := fs.Bool("no-resume", false, "refuse the resume extension: a tunnel whose connection drops ends, instead of being carried on by the client over a new connection")
+	resumeGrace := fs.Duration("resume-grace", websocket.DefaultResumeGrace, "how long a resumable tunnel whose connection dropped keeps its target and slot, waiting for the client to resume it; 0 turns resume off, as --no-resume")
 	verbose := fs.Bool("v", false, "log every tunnel, and every refused request with its status, path, client and reason (never a token)")
 	pos, err := c.parseFlags(fs, args, serveSynopsis)
 	if errors.Is(err, errHelp) {
@@ -50,6 +52,10 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 	}
 	if len(pos) > 0 {
 		return c.failf(exitUsage, "serve", "unexpected argument %q (see spriteproxy serve -h)", pos[0])
+	}
+
+	if *resumeGrace < 0 {
+		return c.failf(exitUsage, "serve", "bad --resume-grace %v: expected a duration of 0 (resume off) or more", *resumeGrace)
 	}
 
 	// The token, or the explicit choice of none.
@@ -139,6 +145,8 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 		Tuning:             websocket.Tuning{IdleTimeout: *idle},
 		RawStreams:         *raw,
 		DisableReuse:       *noReuse,
+		DisableResume:      *noResume || *resumeGrace == 0,
+		ResumeGrace:        *resumeGrace,
 		TLSConfig:          tlsConfig,
 	}
 	if *verbose {

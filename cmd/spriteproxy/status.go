@@ -124,8 +124,9 @@ func (c *console) done() {
 	c.clearStatus()
 }
 
-// statusLine sums the sessions' counters into one line.
-func statusLine(sessions []*sprites.ProxySession) string {
+// statusLine sums the sessions' counters into one line, with the count of
+// resumes of their tunnels if any.
+func statusLine(sessions []*sprites.ProxySession, resumed int) string {
 	var t sprites.Stats
 	for _, s := range sessions {
 		st := s.Stats()
@@ -135,7 +136,11 @@ func statusLine(sessions []*sprites.ProxySession) string {
 		t.Sent += st.Sent
 		t.Received += st.Received
 	}
-	return countsLine(t)
+	line := countsLine(t)
+	if resumed > 0 {
+		line += fmt.Sprintf(" · resumed %d", resumed)
+	}
+	return line
 }
 
 // countsLine is the status line of counters t: "2 open, 5 total · ↑ 1 KiB
