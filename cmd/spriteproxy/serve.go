@@ -16,7 +16,7 @@ import (
 	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
 
-const serveSynopsis = "spriteproxy serve [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--token-file FILE] [--allow RULE]... [--allow-origin ORIGIN]... [--sprite NAME]... [--metrics-listen ADDR]\n\n" +
+const serveSynopsis = "spriteproxy serve [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--token-file FILE] [--allow RULE]... [--allow-origin ORIGIN]... [--sprite NAME]... [--metrics-listen ADDR] [--replica-id ID]\n\n" +
 	"The token may also come from $" + envToken + ". Tunnels reach the sprite's loopback\n" +
 	"(this machine's) and what --allow adds: a CIDR, an address or a host name,\n" +
 	"each with an optional :PORT or :LOW-HIGH (10.0.0.0/8:5432, [fd00::1], db.internal:1-1024)."
@@ -40,6 +40,7 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 	idle := fs.Duration("idle-timeout", 0, "close a tunnel that carried no data for this long (default never)")
 	raw := fs.Bool("raw-streams", false, "let clients that offer it carry tunnels unframed after the handshake (the raw_stream extension: splice, no framing); only when nothing between here and the clients inspects WebSocket frames")
 	noReuse := fs.Bool("no-reuse", false, "close each tunnel's connection when the tunnel ends, instead of letting the client carry its next tunnel on it (the reuse extension)")
+	replicaID := fs.String("replica-id", "", "name this replica `ID` (A-Z a-z 0-9 . _ -, at most 64) among several behind one balancer: resumable tunnels' clients come back with ?replica=ID and a Sprite-Replica header for the balancer to route on, and the 101 and /healthz answers carry Sprite-Replica: ID (default: none)")
 	verbose := fs.Bool("v", false, "log every tunnel, and every refused request with its status, path, client and reason (never a token)")
 	pos, err := c.parseFlags(fs, args, serveSynopsis)
 	if errors.Is(err, errHelp) {
@@ -95,6 +96,10 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 		}
 	}
 
+	if err := websocket.CheckReplicaID(*replicaID); err != nil {
+		return c.failf(exitUsage, "serve", "--replica-id: %v", err)
+	}
+
 	var tlsConfig *tls.Config
 	switch {
 	case (*certFile == "") != (*keyFile == ""):
@@ -140,6 +145,7 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 		RawStreams:         *raw,
 		DisableReuse:       *noReuse,
 		TLSConfig:          tlsConfig,
+		ReplicaID:          *replicaID,
 	}
 	if *verbose {
 		srv.Logger = logger

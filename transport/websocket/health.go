@@ -38,7 +38,9 @@ var healthOK = []byte(`{"status":"ok"}` + "\n")
 // it is: empty is fine, else at most 64 of A-Z a-z 0-9 . _ -.
 var ErrBadReplicaID = errors.New("websocket: bad ReplicaID")
 
-func checkReplicaID(id string) error {
+// CheckReplicaID returns nil if id can be a Server.ReplicaID (empty
+// included), else an error that wraps ErrBadReplicaID and says why.
+func CheckReplicaID(id string) error {
 	if len(id) > 64 {
 		return fmt.Errorf("%w: %d bytes, at most 64", ErrBadReplicaID, len(id))
 	}

@@ -169,7 +169,7 @@ func (s *Server) init() error {
 	s.once.Do(func() {
 		s.cfg, s.initErr = s.Tuning.config()
 		if s.initErr == nil {
-			s.initErr = checkReplicaID(s.ReplicaID)
+			s.initErr = CheckReplicaID(s.ReplicaID)
 		}
 		s.upgradeHdr, s.httpUp = featuresHeaders, httpUpgraders
 		if s.ReplicaID != "" {
