@@ -24,6 +24,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -31,6 +33,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -129,6 +132,9 @@ func testBalancer(t *testing.T, start func(t *testing.T, dir string, port int, r
 	for i := range replicas {
 		lb.up(t, i)
 	}
+	// Before the load: the rolling restart below starts the replicas'
+	// metrics afresh, so the tunnels these upgrades leave are not counted.
+	checkRouting(t, lbPort, cert, replicas)
 	fwd := startProcess(t, []string{envToken + "=" + testToken}, bin, "forward", "--api", fmt.Sprintf("https://127.0.0.1:%d", lbPort),
 		"--tls-ca", cert, "--json", "box", fmt.Sprintf("0:%d", echo))
 	var m mappingJSON
@@ -367,6 +373,7 @@ func unitServeArgs(t *testing.T, bin string, port int, tokenFile string) []strin
 		"/usr/local/bin/spriteproxy":     bin,
 		"127.0.0.1:%i":                   fmt.Sprintf("127.0.0.1:%d", port),
 		"${CREDENTIALS_DIRECTORY}/token": tokenFile,
+		"%i":                             strconv.Itoa(port), // --replica-id
 	}
 	for i, f := range fields {
 		if to, ok := want[f]; ok {
@@ -410,12 +417,84 @@ func templated(t *testing.T, name string, repl ...string) string {
 // exampleReplicas are the replica addresses in the example configurations.
 var exampleReplicas = []string{"127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"}
 
-func replicaRepl(replicas []int) []string {
+// replicaRepl replaces the example replicas' addresses with those of the
+// ports replicas, and their names (the example ports, by --replica-id %i)
+// in each of the forms: fmt formats with %s for the name.
+func replicaRepl(replicas []int, forms ...string) []string {
 	var r []string
 	for i, a := range exampleReplicas {
 		r = append(r, a, fmt.Sprintf("127.0.0.1:%d", replicas[i]))
+		_, example, _ := strings.Cut(a, ":")
+		for _, f := range forms {
+			r = append(r, fmt.Sprintf(f, example), fmt.Sprintf(f, strconv.Itoa(replicas[i])))
+		}
 	}
 	return r
+}
+
+// checkRouting checks the balancer at lbPort routes on the replica's
+// name: /healthz?replica=ID, /healthz with Sprite-Replica: ID and a real
+// tunnel's upgrade with ?replica=ID reach replica ID (as its
+// Sprite-Replica answer says), a few times each, and /healthz without a
+// name is spread over more than one replica.
+func checkRouting(t *testing.T, lbPort int, cert string, replicas []*replica) {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pem, err := os.ReadFile(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(pem)
+	tlsConf := &tls.Config{RootCAs: pool, ServerName: "localhost"}
+	lb := fmt.Sprintf("127.0.0.1:%d", lbPort)
+	// ask sends one request on a connection of its own and returns the
+	// Sprite-Replica of the answer, which must have status want.
+	ask := func(req string, want int) string {
+		t.Helper()
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", lb, tlsConf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != want {
+			t.Fatalf("%q through the balancer: %s, want %d", req, resp.Status, want)
+		}
+		return resp.Header.Get("Sprite-Replica")
+	}
+	const host = "Host: localhost\r\n"
+	for _, r := range replicas {
+		id := strconv.Itoa(r.port)
+		for i := range 4 {
+			reqs := map[string]int{
+				"GET /healthz?replica=" + id + " HTTP/1.1\r\n" + host + "\r\n":            http.StatusOK,
+				"GET /healthz HTTP/1.1\r\n" + host + "Sprite-Replica: " + id + "\r\n\r\n": http.StatusOK,
+				"GET /v1/sprites/box/proxy?replica=" + id + " HTTP/1.1\r\n" + host +
+					"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
+					"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer " + testToken + "\r\n\r\n": http.StatusSwitchingProtocols,
+			}
+			for req, status := range reqs {
+				if got := ask(req, status); got != id {
+					t.Errorf("request %d naming replica %s (%.40q...) reached replica %q", i, id, req, got)
+				}
+			}
+		}
+	}
+	seen := map[string]int{}
+	for range 30 {
+		seen[ask("GET /healthz HTTP/1.1\r\n"+host+"\r\n", http.StatusOK)]++
+	}
+	if len(seen) < 2 || seen[""] > 0 {
+		t.Errorf("30 health checks naming no replica reached %v, want them spread over the replicas", seen)
+	}
+	t.Logf("routing by replica: 12 requests naming each of %d replicas reached it; 30 naming none reached %v", len(replicas), seen)
 }
 
 // freePorts returns n loopback ports free at the time of the call.
@@ -472,7 +551,7 @@ func (nginxLB) out(*testing.T, int, time.Time) string {
 
 func startNginx(t *testing.T, bin, dir string, port int, replicas []int, cert, key string) balancer {
 	t.Helper()
-	site := templated(t, "nginx.conf", append(replicaRepl(replicas),
+	site := templated(t, "nginx.conf", append(replicaRepl(replicas, `"%s"`, "spriteproxy_%s"),
 		"listen 443 ssl;", fmt.Sprintf("listen 127.0.0.1:%d ssl;", port),
 		"/etc/ssl/spriteproxy/fullchain.pem", cert,
 		"/etc/ssl/spriteproxy/privkey.pem", key)...)
@@ -557,7 +636,7 @@ func startHAProxy(t *testing.T, bin, dir string, port int, replicas []int, cert,
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "haproxy.sock")
-	cfg := templated(t, "haproxy.cfg", append(replicaRepl(replicas),
+	cfg := templated(t, "haproxy.cfg", append(replicaRepl(replicas, "-m str %s }"),
 		"bind :443 ssl crt /etc/haproxy/certs/spriteproxy.pem", fmt.Sprintf("bind 127.0.0.1:%d ssl crt %s", port, pem),
 		"/run/haproxy/spriteproxy.sock", sock)...)
 	cfgPath := filepath.Join(dir, "haproxy.cfg")
