@@ -23,7 +23,9 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/csv"
@@ -41,11 +43,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/spriteproxy/spriteproxy/transport/websocket"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -135,6 +139,7 @@ func testBalancer(t *testing.T, start func(t *testing.T, dir string, port int, r
 	// Before the load: the rolling restart below starts the replicas'
 	// metrics afresh, so the tunnels these upgrades leave are not counted.
 	checkRouting(t, lbPort, cert, replicas)
+	checkResume(t, lbPort, cert, echo)
 	fwd := startProcess(t, []string{envToken + "=" + testToken}, bin, "forward", "--api", fmt.Sprintf("https://127.0.0.1:%d", lbPort),
 		"--tls-ca", cert, "--json", "box", fmt.Sprintf("0:%d", echo))
 	var m mappingJSON
@@ -770,4 +775,150 @@ func testSystemdUnit(t *testing.T) {
 	if out, err := exec.Command(analyze, "security", "--offline=yes", path).CombinedOutput(); err == nil {
 		t.Logf("systemd-analyze security: %s", lastLines(string(out), 1))
 	}
+}
+
+// tcpRelay forwards each connection it accepts to backend; cut resets
+// every connection through it, as a network that drops them.
+type tcpRelay struct {
+	ln      net.Listener
+	backend string
+	mu      sync.Mutex
+	conns   map[*net.TCPConn]struct{}
+	accepts int
+	wg      sync.WaitGroup
+}
+
+func startTCPRelay(t *testing.T, backend string) *tcpRelay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &tcpRelay{ln: ln, backend: backend, conns: map[*net.TCPConn]struct{}{}}
+	r.wg.Add(1)
+	go r.loop()
+	t.Cleanup(func() {
+		ln.Close()
+		r.cut()
+		r.wg.Wait()
+	})
+	return r
+}
+
+func (r *tcpRelay) loop() {
+	defer r.wg.Done()
+	for {
+		a, err := r.ln.Accept()
+		if err != nil {
+			return
+		}
+		b, err := net.DialTimeout("tcp", r.backend, 10*time.Second)
+		if err != nil {
+			a.Close()
+			continue
+		}
+		r.mu.Lock()
+		r.accepts++
+		r.conns[a.(*net.TCPConn)] = struct{}{}
+		r.conns[b.(*net.TCPConn)] = struct{}{}
+		r.mu.Unlock()
+		r.wg.Add(2)
+		go r.pipe(a, b)
+		go r.pipe(b, a)
+	}
+}
+
+// pipe copies src to dst; at the end of either, both are reset.
+func (r *tcpRelay) pipe(dst, src net.Conn) {
+	defer r.wg.Done()
+	io.Copy(dst, src)
+	for _, c := range []net.Conn{dst, src} {
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+		r.mu.Lock()
+		delete(r.conns, c.(*net.TCPConn))
+		r.mu.Unlock()
+	}
+}
+
+// cut resets every connection through the relay now.
+func (r *tcpRelay) cut() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for c := range r.conns {
+		c.SetLinger(0)
+		c.Close()
+	}
+}
+
+func (r *tcpRelay) connections() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.accepts
+}
+
+// checkResume opens a resumable tunnel (the Dialer, resume on by default)
+// to the echo through the balancer at lbPort, behind a relay that resets
+// the client's connection three times while 16 MiB go through: each time
+// the client resumes, which only the replica that holds the tunnel can
+// grant (the balancer routes on ?replica= and Sprite-Replica), and the
+// echoed stream must come back whole (SHA-256).
+func checkResume(t *testing.T, lbPort int, cert string, echo int) {
+	t.Helper()
+	pem, err := os.ReadFile(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	relay := startTCPRelay(t, fmt.Sprintf("127.0.0.1:%d", lbPort))
+	d := &websocket.Dialer{BaseURL: "https://" + relay.ln.Addr().String(), Token: testToken,
+		TLSConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}
+	defer d.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := d.DialSprite(ctx, "box", "tcp", fmt.Sprintf("127.0.0.1:%d", echo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute))
+	const size, chunk, cuts = 16 << 20, 64 << 10, 3
+	sent, got := sha256.New(), sha256.New()
+	var g errgroup.Group
+	g.Go(func() error {
+		rng := rand.New(rand.NewPCG(1, 2))
+		buf := make([]byte, chunk)
+		for off := 0; off < size; off += chunk {
+			if off > 0 && off%(size/(cuts+1)) == 0 {
+				relay.cut()
+			}
+			for i := range buf {
+				buf[i] = byte(rng.Uint32())
+			}
+			sent.Write(buf)
+			if _, err := c.Write(buf); err != nil {
+				return fmt.Errorf("write at %d: %w", off, err)
+			}
+		}
+		return nil
+	})
+	g.Go(func() error {
+		n, err := io.CopyN(got, c, size)
+		if err != nil {
+			return fmt.Errorf("read %d of %d bytes: %w", n, size, err)
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		t.Fatalf("resumable tunnel through the balancer, cut %d times: %v", cuts, err)
+	}
+	if !bytes.Equal(sent.Sum(nil), got.Sum(nil)) {
+		t.Fatalf("the %d MiB echoed through %d cuts differ (SHA-256)", size>>20, cuts)
+	}
+	if n := relay.connections(); n < cuts+1 {
+		t.Fatalf("%d connections through the relay, want at least %d (the first and a resume after each cut)", n, cuts+1)
+	}
+	t.Logf("resume: %d MiB echoed intact (SHA-256) through %d cuts, over %d connections, each resume on the tunnel's replica",
+		size>>20, cuts, relay.connections())
 }
