@@ -7,6 +7,10 @@ package main
 // replaced, so that the example and the test cannot drift apart. Through
 // "spriteproxy forward":
 //
+//   - first, routing by replica (--replica-id): requests naming one with
+//     ?replica= or Sprite-Replica reach it, the others are spread, and a
+//     resumable tunnel (the Dialer) whose connection a relay resets three
+//     times resumes on its replica with its 16 MiB intact (SHA-256);
 //   - short tunnels one after another (3,000 at least) and four 64 MiB
 //     streams (SHA-256 checked), while the replicas are restarted one after
 //     another with SIGTERM: no failed connection, no truncated stream;
