@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -353,6 +355,7 @@ func TestServeUsage(t *testing.T) {
 		{"bad allow", env(envToken, testToken), []string{"--allow", "10.0.0.0/99"}, exitUsage, `bad --allow "10.0.0.0/99"`},
 		{"bad allow-origin", env(envToken, testToken), []string{"--allow-origin", "app.example/x"}, exitUsage, `bad --allow-origin "app.example/x"`},
 		{"bad sprite", env(envToken, testToken), []string{"--sprite", "a b"}, exitUsage, `bad sprite name "a b"`},
+		{"bad replica id", env(envToken, testToken), []string{"--replica-id", "r 1"}, exitUsage, `--replica-id: websocket: bad ReplicaID: "r 1" holds ' '`},
 		{"address in use", env(envToken, testToken), []string{"--listen", busy.Addr().String()}, exitFail, "already in use"},
 		{"port without colon", env(envToken, testToken), []string{"--listen", "8443"}, exitUsage, "--listen 8443: expected HOST:PORT; for port 8443 on every address use :8443, on loopback only 127.0.0.1:8443"},
 		{"listen not an address", env(envToken, testToken), []string{"--listen", "nowhere"}, exitUsage, "--listen nowhere: expected HOST:PORT, e.g. 127.0.0.1:8443"},
@@ -570,6 +573,38 @@ func TestServeAllowOrigin(t *testing.T) {
 		if err != nil || string(got) != want {
 			t.Errorf("Origin %s: answer %q (%v), want %q", origin, got, err, want)
 		}
+	}
+}
+
+// serve --replica-id ID: the 101 and /healthz carry Sprite-Replica: ID;
+// without the flag, neither does.
+func TestServeReplicaID(t *testing.T) {
+	t.Parallel()
+	for _, id := range []string{"r2", ""} {
+		args := []string{"--insecure-no-auth"}
+		if id != "" {
+			args = append(args, "--replica-id", id)
+		}
+		srv, addr := startServe(t, env(), args...)
+		for _, req := range []string{"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+			"GET /v1/sprites/s/proxy HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+				"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"} {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(c, req)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			c.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := resp.Header.Get("Sprite-Replica"); got != id || resp.StatusCode/100 > 2 {
+				t.Errorf("--replica-id %q, %s: %s with Sprite-Replica %q", id, strings.Fields(req)[1], resp.Status, got)
+			}
+		}
+		srv.stop(t)
 	}
 }
 

@@ -7,6 +7,10 @@ package main
 // replaced, so that the example and the test cannot drift apart. Through
 // "spriteproxy forward":
 //
+//   - first, routing by replica (--replica-id): requests naming one with
+//     ?replica= or Sprite-Replica reach it, the others are spread, and a
+//     resumable tunnel (the Dialer) whose connection a relay resets three
+//     times resumes on its replica with its 16 MiB intact (SHA-256);
 //   - short tunnels one after another (3,000 at least) and four 64 MiB
 //     streams (SHA-256 checked), while the replicas are restarted one after
 //     another with SIGTERM: no failed connection, no truncated stream;
@@ -23,7 +27,11 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -31,6 +39,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,11 +47,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/spriteproxy/spriteproxy/transport/websocket"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -129,6 +140,10 @@ func testBalancer(t *testing.T, start func(t *testing.T, dir string, port int, r
 	for i := range replicas {
 		lb.up(t, i)
 	}
+	// Before the load: the rolling restart below starts the replicas'
+	// metrics afresh, so the tunnels these upgrades leave are not counted.
+	checkRouting(t, lbPort, cert, replicas)
+	checkResume(t, lbPort, cert, echo)
 	fwd := startProcess(t, []string{envToken + "=" + testToken}, bin, "forward", "--api", fmt.Sprintf("https://127.0.0.1:%d", lbPort),
 		"--tls-ca", cert, "--json", "box", fmt.Sprintf("0:%d", echo))
 	var m mappingJSON
@@ -367,6 +382,7 @@ func unitServeArgs(t *testing.T, bin string, port int, tokenFile string) []strin
 		"/usr/local/bin/spriteproxy":     bin,
 		"127.0.0.1:%i":                   fmt.Sprintf("127.0.0.1:%d", port),
 		"${CREDENTIALS_DIRECTORY}/token": tokenFile,
+		"%i":                             strconv.Itoa(port), // --replica-id
 	}
 	for i, f := range fields {
 		if to, ok := want[f]; ok {
@@ -410,12 +426,84 @@ func templated(t *testing.T, name string, repl ...string) string {
 // exampleReplicas are the replica addresses in the example configurations.
 var exampleReplicas = []string{"127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"}
 
-func replicaRepl(replicas []int) []string {
+// replicaRepl replaces the example replicas' addresses with those of the
+// ports replicas, and their names (the example ports, by --replica-id %i)
+// in each of the forms: fmt formats with %s for the name.
+func replicaRepl(replicas []int, forms ...string) []string {
 	var r []string
 	for i, a := range exampleReplicas {
 		r = append(r, a, fmt.Sprintf("127.0.0.1:%d", replicas[i]))
+		_, example, _ := strings.Cut(a, ":")
+		for _, f := range forms {
+			r = append(r, fmt.Sprintf(f, example), fmt.Sprintf(f, strconv.Itoa(replicas[i])))
+		}
 	}
 	return r
+}
+
+// checkRouting checks the balancer at lbPort routes on the replica's
+// name: /healthz?replica=ID, /healthz with Sprite-Replica: ID and a real
+// tunnel's upgrade with ?replica=ID reach replica ID (as its
+// Sprite-Replica answer says), a few times each, and /healthz without a
+// name is spread over more than one replica.
+func checkRouting(t *testing.T, lbPort int, cert string, replicas []*replica) {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pem, err := os.ReadFile(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(pem)
+	tlsConf := &tls.Config{RootCAs: pool, ServerName: "localhost"}
+	lb := fmt.Sprintf("127.0.0.1:%d", lbPort)
+	// ask sends one request on a connection of its own and returns the
+	// Sprite-Replica of the answer, which must have status want.
+	ask := func(req string, want int) string {
+		t.Helper()
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", lb, tlsConf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != want {
+			t.Fatalf("%q through the balancer: %s, want %d", req, resp.Status, want)
+		}
+		return resp.Header.Get("Sprite-Replica")
+	}
+	const host = "Host: localhost\r\n"
+	for _, r := range replicas {
+		id := strconv.Itoa(r.port)
+		for i := range 4 {
+			reqs := map[string]int{
+				"GET /healthz?replica=" + id + " HTTP/1.1\r\n" + host + "\r\n":            http.StatusOK,
+				"GET /healthz HTTP/1.1\r\n" + host + "Sprite-Replica: " + id + "\r\n\r\n": http.StatusOK,
+				"GET /v1/sprites/box/proxy?replica=" + id + " HTTP/1.1\r\n" + host +
+					"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
+					"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer " + testToken + "\r\n\r\n": http.StatusSwitchingProtocols,
+			}
+			for req, status := range reqs {
+				if got := ask(req, status); got != id {
+					t.Errorf("request %d naming replica %s (%.40q...) reached replica %q", i, id, req, got)
+				}
+			}
+		}
+	}
+	seen := map[string]int{}
+	for range 30 {
+		seen[ask("GET /healthz HTTP/1.1\r\n"+host+"\r\n", http.StatusOK)]++
+	}
+	if len(seen) < 2 || seen[""] > 0 {
+		t.Errorf("30 health checks naming no replica reached %v, want them spread over the replicas", seen)
+	}
+	t.Logf("routing by replica: 12 requests naming each of %d replicas reached it; 30 naming none reached %v", len(replicas), seen)
 }
 
 // freePorts returns n loopback ports free at the time of the call.
@@ -472,7 +560,7 @@ func (nginxLB) out(*testing.T, int, time.Time) string {
 
 func startNginx(t *testing.T, bin, dir string, port int, replicas []int, cert, key string) balancer {
 	t.Helper()
-	site := templated(t, "nginx.conf", append(replicaRepl(replicas),
+	site := templated(t, "nginx.conf", append(replicaRepl(replicas, `"%s"`, "spriteproxy_%s"),
 		"listen 443 ssl;", fmt.Sprintf("listen 127.0.0.1:%d ssl;", port),
 		"/etc/ssl/spriteproxy/fullchain.pem", cert,
 		"/etc/ssl/spriteproxy/privkey.pem", key)...)
@@ -557,7 +645,7 @@ func startHAProxy(t *testing.T, bin, dir string, port int, replicas []int, cert,
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "haproxy.sock")
-	cfg := templated(t, "haproxy.cfg", append(replicaRepl(replicas),
+	cfg := templated(t, "haproxy.cfg", append(replicaRepl(replicas, "-m str %s }"),
 		"bind :443 ssl crt /etc/haproxy/certs/spriteproxy.pem", fmt.Sprintf("bind 127.0.0.1:%d ssl crt %s", port, pem),
 		"/run/haproxy/spriteproxy.sock", sock)...)
 	cfgPath := filepath.Join(dir, "haproxy.cfg")
@@ -691,4 +779,150 @@ func testSystemdUnit(t *testing.T) {
 	if out, err := exec.Command(analyze, "security", "--offline=yes", path).CombinedOutput(); err == nil {
 		t.Logf("systemd-analyze security: %s", lastLines(string(out), 1))
 	}
+}
+
+// tcpRelay forwards each connection it accepts to backend; cut resets
+// every connection through it, as a network that drops them.
+type tcpRelay struct {
+	ln      net.Listener
+	backend string
+	mu      sync.Mutex
+	conns   map[*net.TCPConn]struct{}
+	accepts int
+	wg      sync.WaitGroup
+}
+
+func startTCPRelay(t *testing.T, backend string) *tcpRelay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &tcpRelay{ln: ln, backend: backend, conns: map[*net.TCPConn]struct{}{}}
+	r.wg.Add(1)
+	go r.loop()
+	t.Cleanup(func() {
+		ln.Close()
+		r.cut()
+		r.wg.Wait()
+	})
+	return r
+}
+
+func (r *tcpRelay) loop() {
+	defer r.wg.Done()
+	for {
+		a, err := r.ln.Accept()
+		if err != nil {
+			return
+		}
+		b, err := net.DialTimeout("tcp", r.backend, 10*time.Second)
+		if err != nil {
+			a.Close()
+			continue
+		}
+		r.mu.Lock()
+		r.accepts++
+		r.conns[a.(*net.TCPConn)] = struct{}{}
+		r.conns[b.(*net.TCPConn)] = struct{}{}
+		r.mu.Unlock()
+		r.wg.Add(2)
+		go r.pipe(a, b)
+		go r.pipe(b, a)
+	}
+}
+
+// pipe copies src to dst; at the end of either, both are reset.
+func (r *tcpRelay) pipe(dst, src net.Conn) {
+	defer r.wg.Done()
+	io.Copy(dst, src)
+	for _, c := range []net.Conn{dst, src} {
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+		r.mu.Lock()
+		delete(r.conns, c.(*net.TCPConn))
+		r.mu.Unlock()
+	}
+}
+
+// cut resets every connection through the relay now.
+func (r *tcpRelay) cut() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for c := range r.conns {
+		c.SetLinger(0)
+		c.Close()
+	}
+}
+
+func (r *tcpRelay) connections() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.accepts
+}
+
+// checkResume opens a resumable tunnel (the Dialer, resume on by default)
+// to the echo through the balancer at lbPort, behind a relay that resets
+// the client's connection three times while 16 MiB go through: each time
+// the client resumes, which only the replica that holds the tunnel can
+// grant (the balancer routes on ?replica= and Sprite-Replica), and the
+// echoed stream must come back whole (SHA-256).
+func checkResume(t *testing.T, lbPort int, cert string, echo int) {
+	t.Helper()
+	pem, err := os.ReadFile(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	relay := startTCPRelay(t, fmt.Sprintf("127.0.0.1:%d", lbPort))
+	d := &websocket.Dialer{BaseURL: "https://" + relay.ln.Addr().String(), Token: testToken,
+		TLSConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}
+	defer d.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := d.DialSprite(ctx, "box", "tcp", fmt.Sprintf("127.0.0.1:%d", echo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute))
+	const size, chunk, cuts = 16 << 20, 64 << 10, 3
+	sent, got := sha256.New(), sha256.New()
+	var g errgroup.Group
+	g.Go(func() error {
+		rng := rand.New(rand.NewPCG(1, 2))
+		buf := make([]byte, chunk)
+		for off := 0; off < size; off += chunk {
+			if off > 0 && off%(size/(cuts+1)) == 0 {
+				relay.cut()
+			}
+			for i := range buf {
+				buf[i] = byte(rng.Uint32())
+			}
+			sent.Write(buf)
+			if _, err := c.Write(buf); err != nil {
+				return fmt.Errorf("write at %d: %w", off, err)
+			}
+		}
+		return nil
+	})
+	g.Go(func() error {
+		n, err := io.CopyN(got, c, size)
+		if err != nil {
+			return fmt.Errorf("read %d of %d bytes: %w", n, size, err)
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		t.Fatalf("resumable tunnel through the balancer, cut %d times: %v", cuts, err)
+	}
+	if !bytes.Equal(sent.Sum(nil), got.Sum(nil)) {
+		t.Fatalf("the %d MiB echoed through %d cuts differ (SHA-256)", size>>20, cuts)
+	}
+	if n := relay.connections(); n < cuts+1 {
+		t.Fatalf("%d connections through the relay, want at least %d (the first and a resume after each cut)", n, cuts+1)
+	}
+	t.Logf("resume: %d MiB echoed intact (SHA-256) through %d cuts, over %d connections, each resume on the tunnel's replica",
+		size>>20, cuts, relay.connections())
 }

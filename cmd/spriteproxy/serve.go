@@ -16,7 +16,7 @@ import (
 	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
 
-const serveSynopsis = "spriteproxy serve [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--token-file FILE] [--allow RULE]... [--allow-origin ORIGIN]... [--sprite NAME]... [--metrics-listen ADDR] [--resume-grace D | --no-resume]\n\n" +
+const serveSynopsis = "spriteproxy serve [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--token-file FILE] [--allow RULE]... [--allow-origin ORIGIN]... [--sprite NAME]... [--metrics-listen ADDR] [--resume-grace D | --no-resume] [--replica-id ID]\n\n" +
 	"The token may also come from $" + envToken + ". Tunnels reach the sprite's loopback\n" +
 	"(this machine's) and what --allow adds: a CIDR, an address or a host name,\n" +
 	"each with an optional :PORT or :LOW-HIGH (10.0.0.0/8:5432, [fd00::1], db.internal:1-1024)."
@@ -42,6 +42,7 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 	noReuse := fs.Bool("no-reuse", false, "close each tunnel's connection when the tunnel ends, instead of letting the client carry its next tunnel on it (the reuse extension)")
 	noResume := fs.Bool("no-resume", false, "refuse the resume extension: a tunnel whose connection drops ends, instead of being carried on by the client over a new connection")
 	resumeGrace := fs.Duration("resume-grace", websocket.DefaultResumeGrace, "how long a resumable tunnel whose connection dropped keeps its target and slot, waiting for the client to resume it; 0 turns resume off, as --no-resume")
+	replicaID := fs.String("replica-id", "", "name this replica `ID` (A-Z a-z 0-9 . _ -, at most 64) among several behind one balancer: resumable tunnels' clients come back with ?replica=ID and a Sprite-Replica header for the balancer to route on, and the 101 and /healthz answers carry Sprite-Replica: ID (default: none)")
 	verbose := fs.Bool("v", false, "log every tunnel, and every refused request with its status, path, client and reason (never a token)")
 	pos, err := c.parseFlags(fs, args, serveSynopsis)
 	if errors.Is(err, errHelp) {
@@ -101,6 +102,10 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 		}
 	}
 
+	if err := websocket.CheckReplicaID(*replicaID); err != nil {
+		return c.failf(exitUsage, "serve", "--replica-id: %v", err)
+	}
+
 	var tlsConfig *tls.Config
 	switch {
 	case (*certFile == "") != (*keyFile == ""):
@@ -148,6 +153,7 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 		DisableResume:      *noResume || *resumeGrace == 0,
 		ResumeGrace:        *resumeGrace,
 		TLSConfig:          tlsConfig,
+		ReplicaID:          *replicaID,
 	}
 	if *verbose {
 		srv.Logger = logger

@@ -45,6 +45,7 @@ type refusal struct {
 	message string // the body's "message": the client reads it, never the token
 	cause   error  // what went wrong, for the log; nil when message says it all
 	health  bool   // the answer to a health check (health.go): no refusal, not logged
+	replica string // the Sprite-Replica header, on health answers (Server.ReplicaID)
 }
 
 func (r *refusal) Error() string {
@@ -301,6 +302,9 @@ func (r *refusal) headers(now time.Time) [][2]string {
 	}
 	if r.status == http.StatusUpgradeRequired {
 		h = append(h, [2]string{"Sec-Websocket-Version", "13"})
+	}
+	if r.replica != "" {
+		h = append(h, [2]string{wire.ReplicaHeader, r.replica})
 	}
 	return h
 }

@@ -3,6 +3,7 @@ package websocket
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -32,6 +33,25 @@ const (
 
 var healthOK = []byte(`{"status":"ok"}` + "\n")
 
+// ErrBadReplicaID is Serve's error (and ServeHTTP's 500) for a
+// Server.ReplicaID that cannot be a header value and query parameter as
+// it is: empty is fine, else at most 64 of A-Z a-z 0-9 . _ -.
+var ErrBadReplicaID = errors.New("websocket: bad ReplicaID")
+
+// CheckReplicaID returns nil if id can be a Server.ReplicaID (empty
+// included), else an error that wraps ErrBadReplicaID and says why.
+func CheckReplicaID(id string) error {
+	if len(id) > 64 {
+		return fmt.Errorf("%w: %d bytes, at most 64", ErrBadReplicaID, len(id))
+	}
+	for _, c := range []byte(id) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%w: %q holds %q (only A-Z a-z 0-9 . _ -)", ErrBadReplicaID, id, c)
+		}
+	}
+	return nil
+}
+
 // isHealthPath says whether path is one of the health endpoints.
 func isHealthPath(path string) bool {
 	return path == healthzPath || path == readyzPath
@@ -40,8 +60,21 @@ func isHealthPath(path string) bool {
 // health answers a health check of path, or returns nil if path is not a
 // health endpoint. ctx bounds the Resolver's call.
 func (s *Server) health(ctx context.Context, path string) *refusal {
+	ref := s.healthAnswer(ctx, path)
+	if ref != nil && s.initErr == nil { // healthAnswer ran init
+		ref.replica = s.ReplicaID
+	}
+	return ref
+}
+
+func (s *Server) healthAnswer(ctx context.Context, path string) *refusal {
 	if !isHealthPath(path) {
 		return nil
+	}
+	if err := s.init(); err != nil {
+		// A server that cannot serve tunnels is not healthy; its
+		// ReplicaID may be what is wrong, so it is not sent.
+		return &refusal{status: http.StatusInternalServerError, code: "internal", message: err.Error(), health: true}
 	}
 	if s.Draining() {
 		return &refusal{status: http.StatusServiceUnavailable, code: "draining", message: "the server is draining", health: true}

@@ -397,12 +397,10 @@ var featuresHeaders = [2]ws.HandshakeHeaderString{
 	ws.HandshakeHeaderString(wire.ServerFeaturesHeader + ": " + wire.FeatureEarlyData + ", " + featureOptimistic + "\r\n"),
 }
 
-// featuresHeader is Serve's announcement of the extensions of §5 and §8.
+// featuresHeader is Serve's announcement of the extensions of §5 and §8,
+// and of the replica (ReplicaID); init has run.
 func (s *Server) featuresHeader() ws.HandshakeHeaderString {
-	if s.allowed().optimistic {
-		return featuresHeaders[1]
-	}
-	return featuresHeaders[0]
+	return s.upgradeHdr[b2i(s.allowed().optimistic)]
 }
 
 func (s *Server) resolver() Resolver {

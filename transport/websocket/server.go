@@ -129,13 +129,21 @@ type Server struct {
 	// ReplicaID, if set, names this server among replicas behind one
 	// balancer: a resumable tunnel's reply carries it, and the client's
 	// resume requests name it (the Sprite-Replica header and ?replica=).
+	// It is also sent as the Sprite-Replica response header of the 101
+	// upgrade response and of /healthz and /readyz, so that a balancer's
+	// routing on it can be checked. At most 64 of A-Z a-z 0-9 . _ -;
+	// anything else makes Serve fail and ServeHTTP answer 500.
 	ReplicaID string
 
 	once    sync.Once
 	cfg     *config
 	initErr error
-	ctx     context.Context // cancelled to force every tunnel closed
-	cancel  context.CancelFunc
+	// upgradeHdr and httpUp are the 101's extra headers on each serving
+	// path (features, and Sprite-Replica), by b2i(optimistic).
+	upgradeHdr [2]ws.HandshakeHeaderString
+	httpUp     [2]ws.HTTPUpgrader
+	ctx        context.Context // cancelled to force every tunnel closed
+	cancel     context.CancelFunc
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{} // those Serve accepts on
@@ -160,6 +168,18 @@ var _ http.Handler = (*Server)(nil)
 func (s *Server) init() error {
 	s.once.Do(func() {
 		s.cfg, s.initErr = s.Tuning.config()
+		if s.initErr == nil {
+			s.initErr = CheckReplicaID(s.ReplicaID)
+		}
+		s.upgradeHdr, s.httpUp = featuresHeaders, httpUpgraders
+		if s.ReplicaID != "" {
+			for i := range s.upgradeHdr {
+				s.upgradeHdr[i] += ws.HandshakeHeaderString(wire.ReplicaHeader + ": " + s.ReplicaID + "\r\n")
+				h := s.httpUp[i].Header.Clone()
+				h.Set(wire.ReplicaHeader, s.ReplicaID)
+				s.httpUp[i] = ws.HTTPUpgrader{Header: h}
+			}
+		}
 		s.ctx, s.cancel = context.WithCancel(context.Background())
 	})
 	return s.initErr
@@ -186,7 +206,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// it. (Added while a slot is held, so before Shutdown's wait can begin.)
 	s.conns.Add(1)
 	defer s.conns.Done()
-	nc, rw, _, err := httpUpgraders[b2i(s.allowed().optimistic)].Upgrade(r, w)
+	nc, rw, _, err := s.httpUp[b2i(s.allowed().optimistic)].Upgrade(r, w)
 	if err != nil {
 		// The front door checked the request: this is a connection that
 		// cannot be hijacked, and gobwas has answered 500.
