@@ -2,6 +2,7 @@ package websocket
 
 import (
 	"io"
+	"net"
 	"sync/atomic"
 	"time"
 
@@ -137,6 +138,13 @@ func (c *Conn) CopyTo(w io.Writer, count *atomic.Int64) (int64, error) {
 	}
 }
 
+// segmentsWriter is a writer that takes the payloads of one read at once
+// (a ResumableConn's, which counts them and then writes them with one
+// writev to a socket).
+type segmentsWriter interface {
+	writeSegments(b *net.Buffers) (int64, error)
+}
+
 // copyChunkLocked moves what one read brings (at least one payload byte,
 // unless the stream ends) from the tunnel to w.
 func (c *Conn) copyChunkLocked(w io.Writer, segsp *[][]byte) (int64, error) {
@@ -226,7 +234,11 @@ func (c *Conn) copyChunkLocked(w io.Writer, segsp *[][]byte) (int64, error) {
 		// heap through WriteTo's pointer receiver, once per read.
 		c.rbufs = segs
 		var err error
-		n, err = c.rbufs.WriteTo(w)
+		if sw, ok := w.(segmentsWriter); ok {
+			n, err = sw.writeSegments(&c.rbufs)
+		} else {
+			n, err = c.rbufs.WriteTo(w)
+		}
 		c.rbufs = nil
 		if err != nil {
 			return n, err
