@@ -14,10 +14,12 @@
 // with a chosen RTT and loss, and (its hol and open16 rows) an echo beside
 // a bulk stream and 16 concurrent opens, on a connection each or as
 // streams of one multiplexed connection (package internal/mux). The
-// throughput rows report
-// CPU seconds per GiB moved (getrusage) beside bytes per second.
+// throughput rows report CPU seconds per GiB moved (getrusage) beside
+// bytes per second. The tunnels of spriteproxy's own run with the resume
+// extension off (the benchmark server does not grant it) but on the paths
+// named -resume, each measured right after its twin without it.
 //
 // go run ./benchmarks/cmd/report runs the set with repetitions and prints
-// the table of medians, ratios and the targets of issue #6; README.md
+// the table of medians, ratios and the targets of issues #6 and #16; README.md
 // explains every row.
 package benchmarks

@@ -146,7 +146,7 @@ var (
 // on (the default pool of DefaultMaxIdlePerSprite idle connections),
 // optimistic on.
 func holSprite(tb testing.TB, w *holRig, useTLS bool) *proxy.Sprite {
-	srv, err := rig.ServeOurs(w.listenServer(tb), w.n, useTLS, rig.FrontServe)
+	srv, err := rig.ServeOurs(w.listenServer(tb), w.n, useTLS, rig.FrontServe, false)
 	w.check(tb, err)
 	w.onClose(srv.Close)
 	d := &websocket.Dialer{BaseURL: serverURL(useTLS), Token: rig.Token, TLSConfig: wanTLS(srv.ClientTLS),

@@ -34,8 +34,9 @@ func defaultTunnels() int {
 }
 
 // BenchmarkIdleTunnel weighs idle tunnels: a client process opens -tunnels
-// tunnels (the reference's, ProxySocket over ws://, and ProxySocket over
-// wss:// with TLS 1.3) through a server process to an echo target in this
+// tunnels (the reference's, ProxySocket over ws://, ProxySocket over
+// wss:// with TLS 1.3, and ProxySocket over ws:// with the resume
+// extension granted: "ours" and "ours-wss" have it off) through a server process to an echo target in this
 // process, and each process reports, per tunnel, the
 // growth of its live heap (HeapAlloc after GC) and of its resident set
 // (VmRSS, after returning freed memory to the OS): *-heap-B/tunnel and
@@ -44,10 +45,14 @@ func defaultTunnels() int {
 // counts goroutines. The figures come from one measurement per run of the
 // benchmark function, whatever b.N: ns/op means nothing here.
 func BenchmarkIdleTunnel(b *testing.B) {
-	for _, kind := range []string{"reference", "ours", "ours-wss"} {
+	for _, kind := range idleKinds {
 		b.Run(kind, func(b *testing.B) { idleTunnels(b, kind) })
 	}
 }
+
+// idleKinds are the rows of BenchmarkIdleTunnel: the helper processes'
+// kinds (rig.ChildEnv).
+var idleKinds = []string{"reference", "ours", "ours-resume", "ours-wss"}
 
 // idleMemo keeps each benchmark's one measurement across the calls the
 // testing package makes to settle b.N.
@@ -64,8 +69,7 @@ func idleTunnels(b *testing.B, kind string) {
 	}
 }
 
-// measureIdle weighs n idle tunnels of kind ("reference", "ours" or
-// "ours-wss") in helper processes, as BenchmarkIdleTunnel reports them.
+// measureIdle weighs n idle tunnels of kind (one of idleKinds) in helper processes, as BenchmarkIdleTunnel reports them.
 func measureIdle(tb testing.TB, kind string, n int) map[string]float64 {
 	target, err := rig.ListenLoopback(rig.Echo)
 	if err != nil {

@@ -3,10 +3,13 @@ package benchmarks
 import (
 	"context"
 	"io"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/spriteproxy/spriteproxy/benchmarks/internal/rig"
+	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
 
 // TestPaths runs each path the way the benchmarks do, briefly: a stream
@@ -35,6 +38,7 @@ func TestPaths(t *testing.T) {
 			c, err := fx.open(ctx)
 			fx.check(t, err)
 			defer c.Close()
+			checkResume(t, p.name, c)
 			c.SetDeadline(time.Now().Add(10 * time.Second))
 			got := make([]byte, 3)
 			if _, err := c.Write([]byte("abc")); err != nil {
@@ -44,6 +48,22 @@ func TestPaths(t *testing.T) {
 				t.Fatalf("echo: %q, %v", got, err)
 			}
 		})
+	}
+}
+
+// checkResume fails t if a ProxySocket path's tunnel c is not what its
+// name says: resumable on a -resume path, not resumable on the others
+// (their server does not grant the extension, which the client offers by
+// default). A ProxyPort's tunnels are behind its local port, out of
+// reach here; they come from the same server and client.
+func checkResume(t *testing.T, name string, c net.Conn) {
+	t.Helper()
+	if !strings.HasPrefix(name, "socket-") && name != "netstack" {
+		return
+	}
+	_, resumable := c.(*websocket.ResumableConn)
+	if want := strings.HasSuffix(name, "-resume"); resumable != want {
+		t.Errorf("%s: the tunnel is a %T, resumable %v, want %v", name, c, resumable, want)
 	}
 }
 
@@ -65,7 +85,7 @@ func TestFinishDetectsLoss(t *testing.T) {
 // TestIdleHelpers runs BenchmarkIdleTunnel's helper processes on a few
 // tunnels of each kind.
 func TestIdleHelpers(t *testing.T) {
-	for _, kind := range []string{"reference", "ours", "ours-wss"} {
+	for _, kind := range idleKinds {
 		t.Run(kind, func(t *testing.T) {
 			m := measureIdle(t, kind, 4)
 			for _, unit := range []string{"client-heap-B/tunnel", "server-rss-B/used-tunnel", "server-goroutines/tunnel"} {

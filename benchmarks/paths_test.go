@@ -105,32 +105,43 @@ var (
 		fx.open = dialTCP(f.Addr().String())
 		return fx
 	}}
-	pathSocketWS     = path{"socket-ws", oursSocket(false)}
+	// The tunnels of spriteproxy's own, with the resume extension off (the
+	// server does not grant it): the rows as they were before resume, the
+	// baselines of the -resume rows.
+	pathSocketWS     = path{"socket-ws", oursSocket(false, false)}
 	pathSocketWSHTTP = path{"socket-ws-http", func(tb testing.TB, handle func(net.Conn)) *fixture {
-		fx, sp := oursServerFront(tb, handle, false, rig.FrontHTTP)
+		fx, sp := oursServerFront(tb, handle, false, rig.FrontHTTP, false)
 		addr := fx.target.Addr().String()
 		fx.open = func(ctx context.Context) (net.Conn, error) { return sp.ProxySocket(ctx, "tcp", addr) }
 		return fx
 	}}
-	pathSocketWSS = path{"socket-wss", oursSocket(true)}
+	pathSocketWSS = path{"socket-wss", oursSocket(true, false)}
 	// The client with the reuse extension off: every tunnel on a
 	// connection of its own (TCP, TLS, upgrade), as with a server that does
 	// not take reuse. Setup rows only: it changes nothing once data flows.
 	pathSocketWSFresh  = path{"socket-ws-fresh", oursSocketFresh(false)}
 	pathSocketWSSFresh = path{"socket-wss-fresh", oursSocketFresh(true)}
-	pathPortWS         = path{"port-ws", oursPort(false)}
-	pathPortWSS        = path{"port-wss", oursPort(true)}
-	pathNetstack       = path{"netstack", netstackChain}
+	pathPortWS         = path{"port-ws", oursPort(false, false)}
+	pathPortWSS        = path{"port-wss", oursPort(true, false)}
+	// The same four with the resume extension granted (as a user gets it
+	// by default): byte numbering, acks, a send buffer per direction.
+	pathSocketWSResume  = path{"socket-ws-resume", oursSocket(false, true)}
+	pathSocketWSSResume = path{"socket-wss-resume", oursSocket(true, true)}
+	pathPortWSResume    = path{"port-ws-resume", oursPort(false, true)}
+	pathPortWSSResume   = path{"port-wss-resume", oursPort(true, true)}
+	pathNetstack        = path{"netstack", netstackChain}
 	// The raw_stream extension: the same tunnels, unframed after the
 	// handshake, so that the server splices between client and target.
-	pathSocketRaw = path{"socket-raw", oursSocketFront(false, rig.FrontServeRaw)}
-	pathPortRaw   = path{"port-raw", oursPortFront(false, rig.FrontServeRaw)}
+	pathSocketRaw = path{"socket-raw", oursSocketFront(false, rig.FrontServeRaw, false)}
+	pathPortRaw   = path{"port-raw", oursPortFront(false, rig.FrontServeRaw, false)}
 )
 
-// allPaths is every path, baselines first.
+// allPaths is every path, baselines first; a -resume row runs right after
+// its resume-off twin, so that their ratio is taken seconds apart.
 var allPaths = []path{
 	pathTCP, pathRelay, pathRelayCopy, pathRelay2, pathRelayCopy2, pathRefSocket, pathRefPort,
-	pathSocketWS, pathSocketWSS, pathPortWS, pathPortWSS, pathNetstack,
+	pathSocketWS, pathSocketWSResume, pathSocketWSS, pathSocketWSSResume,
+	pathPortWS, pathPortWSResume, pathPortWSS, pathPortWSSResume, pathNetstack,
 	pathSocketRaw, pathPortRaw,
 }
 
@@ -159,18 +170,20 @@ func refServer(tb testing.TB, handle func(net.Conn)) (*fixture, *reference.Diale
 	return fx, &reference.Dialer{BaseURL: srv.URL, Token: rig.Token}
 }
 
-func oursServerFront(tb testing.TB, handle func(net.Conn), useTLS bool, front rig.Front) (*fixture, *proxy.Sprite) {
-	return oursServerClient(tb, handle, useTLS, front, func(url string, tlsConf *tls.Config) *proxy.Client {
+// oursServerFront starts spriteproxy's server (served by front, granting
+// resume if resume) in front of a loopback target, and a default client.
+func oursServerFront(tb testing.TB, handle func(net.Conn), useTLS bool, front rig.Front, resume bool) (*fixture, *proxy.Sprite) {
+	return oursServerClient(tb, handle, useTLS, front, resume, func(url string, tlsConf *tls.Config) *proxy.Client {
 		return proxy.New(rig.Token, proxy.WithBaseURL(url), proxy.WithTLSConfig(tlsConf))
 	})
 }
 
 // oursServerClient is oursServerFront with the client made by newClient.
-func oursServerClient(tb testing.TB, handle func(net.Conn), useTLS bool, front rig.Front, newClient func(url string, tlsConf *tls.Config) *proxy.Client) (*fixture, *proxy.Sprite) {
+func oursServerClient(tb testing.TB, handle func(net.Conn), useTLS bool, front rig.Front, resume bool, newClient func(url string, tlsConf *tls.Config) *proxy.Client) (*fixture, *proxy.Sprite) {
 	fx := loopbackTarget(tb, handle)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	fx.check(tb, err)
-	srv, err := rig.ServeOurs(ln, nil, useTLS, front)
+	srv, err := rig.ServeOurs(ln, nil, useTLS, front, resume)
 	fx.check(tb, err)
 	fx.onClose(srv.Close)
 	client := newClient(srv.URL, srv.ClientTLS)
@@ -182,7 +195,7 @@ func oursServerClient(tb testing.TB, handle func(net.Conn), useTLS bool, front r
 // reuse extension.
 func oursSocketFresh(useTLS bool) func(testing.TB, func(net.Conn)) *fixture {
 	return func(tb testing.TB, handle func(net.Conn)) *fixture {
-		fx, sp := oursServerClient(tb, handle, useTLS, rig.FrontServe, func(url string, tlsConf *tls.Config) *proxy.Client {
+		fx, sp := oursServerClient(tb, handle, useTLS, rig.FrontServe, false, func(url string, tlsConf *tls.Config) *proxy.Client {
 			d := &websocket.Dialer{BaseURL: url, Token: rig.Token, TLSConfig: tlsConf, DisableReuse: true}
 			return proxy.New(rig.Token, proxy.WithDialer(d))
 		})
@@ -193,14 +206,14 @@ func oursSocketFresh(useTLS bool) func(testing.TB, func(net.Conn)) *fixture {
 }
 
 // oursSocket is ProxySocket: the benchmark writes to the tunnel itself.
-func oursSocket(useTLS bool) func(testing.TB, func(net.Conn)) *fixture {
-	return oursSocketFront(useTLS, rig.FrontServe)
+func oursSocket(useTLS, resume bool) func(testing.TB, func(net.Conn)) *fixture {
+	return oursSocketFront(useTLS, rig.FrontServe, resume)
 }
 
 // oursSocketFront is oursSocket with the server served by front.
-func oursSocketFront(useTLS bool, front rig.Front) func(testing.TB, func(net.Conn)) *fixture {
+func oursSocketFront(useTLS bool, front rig.Front, resume bool) func(testing.TB, func(net.Conn)) *fixture {
 	return func(tb testing.TB, handle func(net.Conn)) *fixture {
-		fx, sp := oursServerFront(tb, handle, useTLS, front)
+		fx, sp := oursServerFront(tb, handle, useTLS, front, resume)
 		addr := fx.target.Addr().String()
 		fx.open = func(ctx context.Context) (net.Conn, error) { return sp.ProxySocket(ctx, "tcp", addr) }
 		return fx
@@ -208,14 +221,14 @@ func oursSocketFront(useTLS bool, front rig.Front) func(testing.TB, func(net.Con
 }
 
 // oursPort is ProxyPort: the benchmark writes to the session's local port.
-func oursPort(useTLS bool) func(testing.TB, func(net.Conn)) *fixture {
-	return oursPortFront(useTLS, rig.FrontServe)
+func oursPort(useTLS, resume bool) func(testing.TB, func(net.Conn)) *fixture {
+	return oursPortFront(useTLS, rig.FrontServe, resume)
 }
 
 // oursPortFront is oursPort with the server served by front.
-func oursPortFront(useTLS bool, front rig.Front) func(testing.TB, func(net.Conn)) *fixture {
+func oursPortFront(useTLS bool, front rig.Front, resume bool) func(testing.TB, func(net.Conn)) *fixture {
 	return func(tb testing.TB, handle func(net.Conn)) *fixture {
-		fx, sp := oursServerFront(tb, handle, useTLS, front)
+		fx, sp := oursServerFront(tb, handle, useTLS, front, resume)
 		ps, err := sp.ProxyPort(context.Background(), 0, fx.target.Port())
 		fx.check(tb, err)
 		fx.onClose(func() { ps.Close() })
@@ -246,7 +259,7 @@ func netstackChain(tb testing.TB, handle func(net.Conn)) *fixture {
 	fx.onClose(fx.target.Close)
 	sln, err := hosts["server"].Listen("tcp", ":80")
 	fx.check(tb, err)
-	srv, err := rig.ServeOurs(sln, n, false, rig.FrontHTTP)
+	srv, err := rig.ServeOurs(sln, n, false, rig.FrontHTTP, false)
 	fx.check(tb, err)
 	fx.onClose(srv.Close)
 	sp := proxy.New(rig.Token, proxy.WithBaseURL("http://server:80"), proxy.WithNetDial(hosts["client"].DialContext)).Sprite(rig.Sprite)

@@ -160,7 +160,7 @@ var wanFirstBytePaths = []wanPath{wanTCP, wanSocketWS, wanSocketWSS, wanPortWS, 
 // ProxyPort only).
 func wanOurs(useTLS, port bool) func(testing.TB, *wanRig, bool) func(context.Context) (net.Conn, error) {
 	return func(tb testing.TB, w *wanRig, reuse bool) func(context.Context) (net.Conn, error) {
-		srv, err := rig.ServeOurs(w.listenServer(tb), w.n, useTLS, rig.FrontServe)
+		srv, err := rig.ServeOurs(w.listenServer(tb), w.n, useTLS, rig.FrontServe, false)
 		w.check(tb, err)
 		w.onClose(srv.Close)
 		d := &websocket.Dialer{BaseURL: serverURL(useTLS), Token: rig.Token, TLSConfig: wanTLS(srv.ClientTLS),

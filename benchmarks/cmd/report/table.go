@@ -6,7 +6,8 @@ import (
 	"strings"
 )
 
-// Rows of each table, in order, with what they stand for.
+// Rows of each table, in order, with what they stand for. Every row of
+// spriteproxy's own has the resume extension off but those named -resume.
 var (
 	bulkRows = []struct{ path, what string }{
 		{"tcp", "raw loopback TCP (the limit)"},
@@ -17,9 +18,13 @@ var (
 		{"ref-socket", "reference SDK way, ProxySocket"},
 		{"ref-port", "reference SDK way, ProxyPort"},
 		{"socket-ws", "ProxySocket, ws://"},
+		{"socket-ws-resume", "ProxySocket, ws://, resume on"},
 		{"socket-wss", "ProxySocket, wss:// (TLS 1.3)"},
+		{"socket-wss-resume", "ProxySocket, wss:// (TLS 1.3), resume on"},
 		{"port-ws", "ProxyPort, ws://"},
+		{"port-ws-resume", "ProxyPort, ws://, resume on"},
 		{"port-wss", "ProxyPort, wss:// (TLS 1.3)"},
+		{"port-wss-resume", "ProxyPort, wss:// (TLS 1.3), resume on"},
 		{"netstack", "ProxySocket, all hops on netstack"},
 		{"socket-raw", "ProxySocket, ws:// with raw_stream (unframed after the handshake)"},
 		{"port-raw", "ProxyPort, ws:// with raw_stream"},
@@ -28,7 +33,7 @@ var (
 	parallelRows  = []string{"tcp", "ref-socket", "socket-ws"}
 	parallelSizes = []string{"8streams", "64streams"}
 	setupRows     = []string{"tcp", "ref-socket", "socket-ws", "socket-ws-http", "socket-wss", "socket-ws-fresh", "socket-wss-fresh"}
-	idleKinds     = []string{"reference", "ours", "ours-wss"}
+	idleKinds     = []string{"reference", "ours", "ours-resume", "ours-wss"}
 )
 
 // tcpTwin is the raw TCP row of the same benchmark and size.
@@ -68,6 +73,10 @@ func Render(w io.Writer, s *Set) {
 	case hasWAN(s):
 		all, title = append(all[:len(all):len(all)], wanTargets...), "### Targets of issues #6 and #17 (WAN)"
 	}
+	if !wanOnly && hasResume(s) {
+		all = append(all[:len(all):len(all)], resumeTargets...)
+		title += ", and of issue #16 (resume)"
+	}
 	fmt.Fprintln(w, title)
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| measure | reference SDK way (measured here) | target for spriteproxy | spriteproxy | verdict |")
@@ -88,6 +97,7 @@ func Render(w io.Writer, s *Set) {
 		return
 	}
 	renderFloors(w, s)
+	renderResume(w, s)
 
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "### Bulk throughput, one stream (BenchmarkBulk)")

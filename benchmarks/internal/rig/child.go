@@ -22,7 +22,8 @@ import (
 // ChildEnv is the environment variable that makes a benchmark binary run as
 // a helper process instead of running tests: its value is the role,
 // "server-KIND" or "client-KIND" with KIND "ours", "ours-wss" (over TLS
-// 1.3) or "reference".
+// 1.3), "ours-resume" (ours with the resume extension granted) or
+// "reference".
 //
 // A helper reads one command a line on stdin and answers one line on
 // stdout ("err ..." on failure):
@@ -44,7 +45,7 @@ func ChildMain(role string) int {
 	if !ok {
 		kind, ok = strings.CutPrefix(role, "client-")
 	}
-	if !ok || (kind != "ours" && kind != "ours-wss" && kind != "reference") {
+	if !ok || (kind != "ours" && kind != "ours-wss" && kind != "ours-resume" && kind != "reference") {
 		fmt.Fprintf(os.Stderr, "%s=%q: unknown role\n", ChildEnv, role)
 		return 2
 	}
@@ -110,8 +111,8 @@ func newServerChild(kind string) (*serverChild, error) {
 	var srv *Server
 	var err error
 	switch kind {
-	case "ours", "ours-wss":
-		srv, err = StartOurs(kind == "ours-wss")
+	case "ours", "ours-wss", "ours-resume":
+		srv, err = StartOurs(kind == "ours-wss", kind == "ours-resume")
 	default:
 		srv, err = StartReference(false)
 	}

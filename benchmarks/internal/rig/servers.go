@@ -111,26 +111,31 @@ const (
 )
 
 // StartOurs serves spriteproxy's websocket.Server on 127.0.0.1 with Serve,
-// over TLS 1.3 if useTLS.
-func StartOurs(useTLS bool) (*Server, error) {
+// over TLS 1.3 if useTLS, granting the resume extension if resume.
+func StartOurs(useTLS, resume bool) (*Server, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	return ServeOurs(ln, nil, useTLS, FrontServe)
+	return ServeOurs(ln, nil, useTLS, FrontServe, resume)
 }
 
 // ServeOurs serves spriteproxy's websocket.Server on ln, placing sprites
 // with sprites (nil: this machine's network): the defaults but for the
 // bench token and no cap on tunnels (the reference has none, and
-// BenchmarkIdleTunnel opens thousands with one token).
-func ServeOurs(ln net.Listener, sprites websocket.Resolver, useTLS bool, front Front) (*Server, error) {
+// BenchmarkIdleTunnel opens thousands with one token). The resume
+// extension, on by default in websocket.Server, is granted only if resume:
+// the rows without it (socket-ws, port-ws, ...) keep measuring the tunnel
+// they measured before resume existed, and the -resume rows beside them
+// measure its cost against them.
+func ServeOurs(ln net.Listener, sprites websocket.Resolver, useTLS bool, front Front, resume bool) (*Server, error) {
 	ws := &websocket.Server{
 		Auth:               websocket.StaticToken(Token),
 		Sprites:            sprites,
 		MaxTunnels:         -1,
 		MaxTunnelsPerToken: -1,
 		RawStreams:         front == FrontServeRaw,
+		DisableResume:      !resume,
 	}
 	if front == FrontHTTP {
 		s, err := ServeHTTP(ln, ws, useTLS, func() { ws.Close() })
