@@ -164,7 +164,8 @@ func wanOurs(useTLS, port bool) func(testing.TB, *wanRig, bool) func(context.Con
 		w.check(tb, err)
 		w.onClose(srv.Close)
 		d := &websocket.Dialer{BaseURL: serverURL(useTLS), Token: rig.Token, TLSConfig: wanTLS(srv.ClientTLS),
-			DisableReuse: !reuse, NetDial: w.client.DialContext, Optimistic: true}
+			DisableReuse: !reuse, NetDial: w.client.DialContext, Optimistic: true,
+			DisableResume: true} // closeWatcher wraps a *websocket.Conn; resume is measured on its own
 		var dd dialer.Dialer = d
 		if port {
 			w.tunnelClosed = make(chan struct{}, 16)

@@ -211,3 +211,43 @@ func OpError(network, sprite, address string, err error) error {
 	}
 	return &net.OpError{Op: "dial", Net: network, Addr: &Addr{Sprite: sprite, Address: address}, Err: err}
 }
+
+// Error codes of the resume extension's error replies.
+const (
+	// CodeGone: the server knows no tunnel of that resume token (it ended,
+	// its grace expired, the token was used up, or the server restarted).
+	CodeGone = "gone"
+	// CodeInconsistent: the received count of a resume is outside what the
+	// other side sent and has not seen acknowledged.
+	CodeInconsistent = "inconsistent"
+)
+
+// Reasons a resumable tunnel ends for good (ResumeError.Reason).
+const (
+	ResumeGraceExpired = "grace expired"
+	ResumeGone         = "tunnel gone"
+	ResumeRevoked      = "token refused"
+	ResumeInconsistent = "inconsistent offsets"
+)
+
+// ResumeError ends a resumable tunnel (the resume extension) whose
+// connection dropped and that could not be carried on over a new one:
+// Reason is one of the Resume* reasons, Err what caused it, if anything.
+// It matches ErrTunnelClosed, never io.EOF.
+type ResumeError struct {
+	Reason string
+	Err    error
+}
+
+func (e *ResumeError) Error() string {
+	if e.Err == nil {
+		return "tunnel closed: resume failed: " + e.Reason
+	}
+	return "tunnel closed: resume failed: " + e.Reason + ": " + e.Err.Error()
+}
+
+// Is matches ErrTunnelClosed.
+func (e *ResumeError) Is(target error) bool { return target == ErrTunnelClosed }
+
+// Unwrap returns the cause.
+func (e *ResumeError) Unwrap() error { return e.Err }

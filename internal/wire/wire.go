@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 
 	"github.com/spriteproxy/spriteproxy/dialer"
 )
@@ -36,6 +38,18 @@ const FeatureRawStream = "raw_stream"
 // raw_stream (a raw stream ends with the connection).
 const FeatureReuse = "reuse"
 
+// FeatureResume is the extension by which a tunnel outlives its
+// connection: both sides number the bytes of the stream, acknowledge what
+// they received ({"type":"ack","n":N}) and keep what the peer has not
+// acknowledged, so that a client whose connection dropped can carry the
+// tunnel on over a new one (a first message with Resume and Received).
+// It needs half_close, and does not combine with raw_stream or optimistic.
+const FeatureResume = "resume"
+
+// ReplicaHeader is the upgrade request header by which a resuming client
+// names the server replica that holds its tunnel (Reply.Replica).
+const ReplicaHeader = "Sprite-Replica"
+
 // ServerFeaturesHeader is the upgrade response header in which a server
 // lists the extensions of the upgrade itself (comma-separated).
 const ServerFeaturesHeader = "Sprite-Server-Features"
@@ -48,6 +62,9 @@ const MaxHandshakeMessage = 4 << 10
 const (
 	StatusConnected = "connected"
 	StatusError     = "error"
+	// StatusResumed answers a first message with Resume: the tunnel is
+	// carried on over this connection from Reply.Received.
+	StatusResumed = "resumed"
 )
 
 // ControlEOF is the control message type that means "the sender will write
@@ -58,11 +75,21 @@ const ControlEOF = "eof"
 // sender is done with this stream both ways and sends nothing more on it".
 const ControlEnd = "end"
 
+// ControlAck is the control message type of the resume extension:
+// {"type":"ack","n":N}, N the data bytes of the stream the sender has
+// received in all (cumulative).
+const ControlAck = "ack"
+
 // Request is the client's first message.
 type Request struct {
 	Host     string   `json:"host"`
 	Port     int      `json:"port"`
 	Features []string `json:"features,omitempty"`
+	// Resume, with the resume extension, asks to carry on the tunnel of
+	// that token instead of opening a new one; Received is then the data
+	// bytes of the stream the client has received.
+	Resume   string `json:"resume,omitempty"`
+	Received int64  `json:"received,omitempty"`
 }
 
 // Reply is the server's answer to a Request.
@@ -72,6 +99,14 @@ type Reply struct {
 	Error    string   `json:"error,omitempty"`
 	Message  string   `json:"message,omitempty"`
 	Features []string `json:"features,omitempty"`
+	// With the resume extension: the token to resume the tunnel with, how
+	// long (ms) the server waits for a resume after a drop, the replica
+	// that holds the tunnel, and (in a resumed reply) the data bytes of the
+	// stream the server has received.
+	Resume   string `json:"resume,omitempty"`
+	GraceMS  int64  `json:"grace_ms,omitempty"`
+	Replica  string `json:"replica,omitempty"`
+	Received int64  `json:"received,omitempty"`
 }
 
 // Control is a text message after the handshake.
@@ -97,6 +132,9 @@ func ParseRequest(b []byte) (Request, error) {
 	if err := json.Unmarshal(b, &req); err != nil {
 		return req, fmt.Errorf("%w: first message is not the expected JSON: %v", dialer.ErrBadRequest, err)
 	}
+	if req.Received < 0 || req.Received > 0 && req.Resume == "" {
+		return req, fmt.Errorf("%w: received %d without a resume token, or negative", dialer.ErrBadRequest, req.Received)
+	}
 	if err := dialer.CheckPort(req.Port, false); err != nil {
 		return req, fmt.Errorf("%w: %w", dialer.ErrBadRequest, err)
 	}
@@ -119,6 +157,10 @@ func ParseReply(b []byte) (Reply, error) {
 	}
 	switch rep.Status {
 	case StatusConnected, StatusError:
+	case StatusResumed:
+		if rep.Resume == "" || rep.Received < 0 {
+			return rep, fmt.Errorf("%w: resumed reply without a token or with a negative count", dialer.ErrTunnelClosed)
+		}
 	default:
 		return rep, fmt.Errorf("%w: reply has unknown status %q", dialer.ErrTunnelClosed, rep.Status)
 	}
@@ -157,4 +199,50 @@ func Marshal(v any) []byte {
 		panic("wire: " + err.Error()) // only our own message types are encoded
 	}
 	return buf.Bytes()
+}
+
+// ackPrefix is how AppendAck begins an ack, which ParseAck reads without
+// decoding JSON.
+const ackPrefix = `{"type":"ack","n":`
+
+// AppendAck appends {"type":"ack","n":n} to b.
+func AppendAck(b []byte, n int64) []byte {
+	b = append(b, ackPrefix...)
+	b = strconv.AppendInt(b, n, 10)
+	return append(b, '}')
+}
+
+// ParseAck reads an ack control message: the count, and whether b is an
+// ack with a count in 0..2^63-1. The form AppendAck writes is read without
+// allocating; any other JSON spelling of an ack is decoded.
+func ParseAck(b []byte) (int64, bool) {
+	if rest, ok := bytes.CutPrefix(b, []byte(ackPrefix)); ok {
+		rest = bytes.TrimRight(rest, " \t\r\n")
+		if len(rest) >= 2 && len(rest) <= 20 && rest[len(rest)-1] == '}' {
+			var n int64
+			digits := rest[:len(rest)-1]
+			for i, d := range digits {
+				if d < '0' || d > '9' || i == 0 && d == '0' && len(digits) > 1 {
+					return 0, false
+				}
+				if n > (math.MaxInt64-int64(d-'0'))/10 {
+					return 0, false
+				}
+				n = n*10 + int64(d-'0')
+			}
+			return n, true
+		}
+	}
+	var a struct {
+		Type string          `json:"type"`
+		N    json.RawMessage `json:"n"`
+	}
+	if json.Unmarshal(b, &a) != nil || a.Type != ControlAck {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(a.N), 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
 }

@@ -70,6 +70,15 @@ type Dialer struct {
 	// next tunnel to the same sprite (no TCP, TLS or WebSocket handshake
 	// then). With it, every tunnel has a connection of its own.
 	DisableReuse bool
+	// DisableResume stops the client from offering the resume extension,
+	// by which a tunnel whose connection drops is carried on over a new
+	// one (DialSprite then returns a *ResumableConn when the server grants
+	// it, a *Conn otherwise).
+	DisableResume bool
+	// ResumeBuffer caps, per resumable tunnel, the bytes sent that the
+	// server has not acknowledged (a Write past it waits); 0 means
+	// DefaultResumeBuffer.
+	ResumeBuffer int
 	// Optimistic lets a tunnel send its first bytes without waiting for
 	// the server's reply (the optimistic extension, PROTOCOL.md §8), one
 	// round trip fewer to the first byte back: DialSprite then returns as
@@ -207,7 +216,11 @@ func (d *Dialer) DialSprite(ctx context.Context, sprite, network, address string
 	if d.Logger != nil && c.hs != nil {
 		d.Logger.Debug("tunnel requested optimistically", "sprite", sprite, "addr", address)
 	} else if d.Logger != nil {
-		d.Logger.Debug("tunnel open", "sprite", sprite, "addr", address, "target", c.remote, "half_close", c.halfClose, "raw", c.raw, "reuse", c.reuse)
+		d.Logger.Debug("tunnel open", "sprite", sprite, "addr", address, "target", c.remote, "half_close", c.halfClose, "raw", c.raw, "reuse", c.reuse, "resume", c.resume)
+	}
+	if c.hs == nil && c.resume {
+		host, port, _ := dialer.SplitAddress(network, address)
+		return d.newClientResumable(c, sprite, host, port), nil
 	}
 	return c, nil
 }
@@ -359,11 +372,16 @@ func (d *Dialer) handshake(nc net.Conn, u *url.URL, sprite, host string, port in
 // nc; it records what the response announces (early_data, and whether
 // optimistic is among it). On an error the caller closes nc.
 func (d *Dialer) upgrade(nc net.Conn, rw io.ReadWriter, u *url.URL) (br *bufio.Reader, optimistic bool, err error) {
+	return d.upgradeWith(nc, rw, u, d.header)
+}
+
+// upgradeWith is upgrade with the request's headers hdr.
+func (d *Dialer) upgradeWith(nc net.Conn, rw io.ReadWriter, u *url.URL, hdr ws.HandshakeHeader) (br *bufio.Reader, optimistic bool, err error) {
 	var refusal *dialer.HTTPError
 	var retryAfter string
 	var early bool // the server says it takes the first message early
 	up := ws.Dialer{
-		Header: d.header,
+		Header: hdr,
 		OnStatusError: func(status int, _ []byte, resp io.Reader) {
 			refusal, retryAfter = readRefusal(nc, status, resp)
 		},
@@ -448,6 +466,15 @@ func (d *Dialer) request(c *Conn, first []byte, sent bool, sprite, host string, 
 	c.setExtensions(negotiate(rep.Features, d.allowed()))
 	if c.reuse {
 		c.onReuse = func(l *link) { d.putIdle(sprite, l) }
+	}
+	if c.resume {
+		if rep.Resume == "" {
+			err := fmt.Errorf("%w: resume granted without a token", dialer.ErrTunnelClosed)
+			c.failPending(err)
+			c.closeNow()
+			return nil, true, err
+		}
+		c.resumeTok, c.resumeGrace, c.replica = rep.Resume, time.Duration(rep.GraceMS)*time.Millisecond, rep.Replica
 	}
 	if c.hs == nil {
 		// (An optimistic tunnel's address is the one asked for: the

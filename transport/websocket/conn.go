@@ -81,6 +81,14 @@ type Conn struct {
 	halfClose bool // the half_close extension was negotiated
 	raw       bool // the raw_stream extension was negotiated: no framing after the handshake
 	reuse     bool // the reuse extension was negotiated: the stream ends with end messages
+	resume    bool // the resume extension was negotiated: acks; a ResumableConn above
+	// resumeTok, resumeGrace and replica are what the connected reply
+	// said of the resume extension (on the server: what it will say).
+	resumeTok   string
+	resumeGrace time.Duration
+	replica     string
+	// onAck takes the peer's acks (resume), called by the reader.
+	onAck func(n int64)
 	// ctrlPending says ctrl holds something to send; writers check it after
 	// each frame without taking ctrlMu.
 	ctrlPending atomic.Bool

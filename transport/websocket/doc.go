@@ -32,6 +32,17 @@
 // CloseIdleConnections releases them. The server checks the token again
 // for each tunnel and counts only open tunnels against its limits.
 //
+// # Resume
+//
+// With resume (offered by default; Dialer.DisableResume, Server.DisableResume
+// to stop), DialSprite returns a *ResumableConn: both sides number the
+// stream's bytes, acknowledge them, and keep what the peer has not
+// acknowledged (up to ResumeBuffer, 4 MiB, allocated in chunks only while
+// data is unacknowledged), so that a tunnel whose WebSocket drops is
+// carried on over a new one with nothing lost or repeated. The server
+// keeps a dropped tunnel, its target and its slot for ResumeGrace (60 s)
+// while the client reconnects; Resumes counts the times it did.
+//
 // # Serving
 //
 // Serve upgrades on the raw connection with pooled buffers and costs about

@@ -45,7 +45,9 @@ func Example() {
 	}
 	defer conn.Close()
 	conn.Write([]byte("hello through the tunnel"))
-	conn.(*websocket.Conn).CloseWrite() // half-close: the echo sees EOF
+	// half-close: the echo sees EOF (a *Conn, or a *ResumableConn when
+	// the server grants resume, as here)
+	conn.(interface{ CloseWrite() error }).CloseWrite()
 	reply, _ := io.ReadAll(conn)
 	fmt.Println(string(reply))
 	// Output: hello through the tunnel
@@ -93,6 +95,7 @@ func ExampleDialer_CloseIdleConnections() {
 	defer srv.Close()
 
 	d := websocket.NewDialer("http://"+ln.Addr().String(), "secret")
+	d.DisableResume = true         // plain *Conns, whose connections this example compares
 	defer d.CloseIdleConnections() // when done with the Dialer
 	addr := svc.Addr().String()
 	var first net.Conn
@@ -137,6 +140,7 @@ func ExampleServer_TLSConfig() {
 
 	d := websocket.NewDialer("https://"+ln.Addr().String(), "secret")
 	d.TLSConfig = &tls.Config{RootCAs: roots} // only for a self-signed certificate
+	d.DisableResume = true                    // a plain *Conn, whose TLS state this example shows
 	conn, err := d.DialSprite(context.Background(), "my-sprite", "tcp", svc.Addr().String())
 	if err != nil {
 		fmt.Println(err)
@@ -286,4 +290,34 @@ func ExampleDialer_Optimistic() {
 	// ping
 	// ping
 	// refused: true
+}
+
+// A tunnel to a spriteproxy server is resumable (the resume extension):
+// when its connection drops, the client carries the stream on over a new
+// one, and the application sees nothing but a pause. Resumes counts the
+// times that happened; Server.ResumeGrace bounds how long the server waits.
+func ExampleResumableConn() {
+	svc := echoService()
+	defer svc.Close()
+	srv := &websocket.Server{Auth: websocket.StaticToken("secret"), ResumeGrace: 30 * time.Second}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	d := websocket.NewDialer("http://"+ln.Addr().String(), "secret")
+	conn, err := d.DialSprite(context.Background(), "my-sprite", "tcp", svc.Addr().String())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer conn.Close()
+	rc, ok := conn.(*websocket.ResumableConn)
+	fmt.Println("resumable:", ok)
+	rc.Write([]byte("hello"))
+	rc.CloseWrite()
+	reply, err := io.ReadAll(rc)
+	fmt.Printf("%q %v, resumes: %d\n", reply, err, rc.Resumes())
+	// Output:
+	// resumable: true
+	// "hello" <nil>, resumes: 0
 }

@@ -20,7 +20,12 @@ import "github.com/spriteproxy/spriteproxy/internal/wire"
 //     message without waiting for the reply: only then, never to a server
 //     that did not announce it, and only with half_close; such a request
 //     never offers raw_stream (its data is framed) and its refusal never
-//     keeps the connection (the data in flight is dropped with it).
+//     keeps the connection (the data in flight is dropped with it);
+//   - resume (PROTOCOL.md, Extension resume) needs half_close and never
+//     combines with raw_stream (a raw stream has no control messages to
+//     carry acks) or optimistic (it is not offered on such a request, and
+//     not granted to one that lists it); it may combine with reuse (the
+//     resumable layer is above the Conn).
 //
 // The same function applies on both ends: the server to the client's
 // request, the client to the server's reply (a server grants only what was
@@ -33,6 +38,7 @@ type allowed struct {
 	rawStream  bool
 	reuse      bool
 	optimistic bool
+	resume     bool
 }
 
 // extensions is what a tunnel negotiated.
@@ -41,6 +47,7 @@ type extensions struct {
 	raw        bool // no framing after the handshake
 	reuse      bool // the stream ends with end messages, the connection lives on
 	optimistic bool // data followed the first message before the reply
+	resume     bool // the stream outlives its connection (resume.go)
 }
 
 // featureOptimistic is the optimistic extension's name, in a first message
@@ -64,6 +71,9 @@ func (a allowed) offer(early bool) []string {
 			f = append(f, wire.FeatureReuse)
 		}
 	}
+	if a.halfClose && a.resume && !early {
+		f = append(f, wire.FeatureResume)
+	}
 	if a.rawStream && !early {
 		f = append(f, wire.FeatureRawStream)
 	}
@@ -84,6 +94,7 @@ func negotiate(listed []string, a allowed) extensions {
 	// (granted or not): it never opens a raw stream.
 	e.raw = a.rawStream && !early && wire.Has(listed, wire.FeatureRawStream)
 	e.reuse = e.halfClose && !e.raw && a.reuse && wire.Has(listed, wire.FeatureReuse)
+	e.resume = e.halfClose && !e.raw && !early && a.resume && wire.Has(listed, wire.FeatureResume)
 	return e
 }
 
@@ -102,6 +113,9 @@ func (e extensions) features() []string {
 	}
 	if e.optimistic {
 		f = append(f, featureOptimistic)
+	}
+	if e.resume {
+		f = append(f, wire.FeatureResume)
 	}
 	return f
 }
@@ -133,18 +147,18 @@ func refusalFeatures(keep bool) []string {
 
 // setExtensions puts what was negotiated in force on c.
 func (c *Conn) setExtensions(e extensions) {
-	c.halfClose, c.raw, c.reuse = e.halfClose, e.raw, e.reuse
+	c.halfClose, c.raw, c.reuse, c.resume = e.halfClose, e.raw, e.reuse, e.resume
 	c.startStreaming()
 }
 
 // allowed is what the Dialer offers.
 func (d *Dialer) allowed() allowed {
-	return allowed{halfClose: !d.DisableHalfClose, rawStream: !d.DisableRawStream, reuse: !d.DisableReuse, optimistic: d.Optimistic}
+	return allowed{halfClose: !d.DisableHalfClose, rawStream: !d.DisableRawStream, reuse: !d.DisableReuse, optimistic: d.Optimistic, resume: !d.DisableResume}
 }
 
 // allowed is what the Server grants.
 func (s *Server) allowed() allowed {
 	// Once a drain has begun, connections are to go: no new tunnel is
 	// offered reuse.
-	return allowed{halfClose: !s.DisableHalfClose, rawStream: s.RawStreams, reuse: !s.DisableReuse && !s.Draining(), optimistic: !s.DisableHalfClose}
+	return allowed{halfClose: !s.DisableHalfClose, rawStream: s.RawStreams, reuse: !s.DisableReuse && !s.Draining(), optimistic: !s.DisableHalfClose, resume: !s.DisableResume}
 }

@@ -15,6 +15,8 @@ func TestNegotiateTable(t *testing.T) {
 	t.Parallel()
 	const hc, raw, reuse = wire.FeatureHalfClose, wire.FeatureRawStream, wire.FeatureReuse
 	all := allowed{halfClose: true, rawStream: true, reuse: true}
+	const resume = wire.FeatureResume
+	allR := allowed{halfClose: true, rawStream: true, reuse: true, resume: true}
 	cases := []struct {
 		name           string
 		client, server allowed
@@ -25,15 +27,22 @@ func TestNegotiateTable(t *testing.T) {
 		{"everything both ways", all, all, []string{hc, reuse, raw}, []string{hc, raw}, true},                                                                              // §7: never reuse with raw
 		{"server without raw (the default)", all, allowed{halfClose: true, reuse: true}, []string{hc, reuse, raw}, []string{hc, reuse}, true},                              // §6: raw only if the operator allows
 		{"server with raw only", all, allowed{rawStream: true}, []string{hc, reuse, raw}, []string{raw}, false},                                                            // §4
-		{"plain server (hosted API)", all, allowed{}, []string{hc, reuse, raw}, nil, false},                                                                                // §9
+		{"plain server (hosted API)", all, allowed{}, []string{hc, reuse, raw}, nil, false},                                                                                // §10
 		{"server without reuse", all, allowed{halfClose: true}, []string{hc, reuse, raw}, []string{hc}, false},                                                             // §7
 		{"server without half_close: no reuse", all, allowed{reuse: true}, []string{hc, reuse, raw}, nil, false},                                                           // §7: reuse needs half_close
 		{"client without half_close", allowed{rawStream: true, reuse: true}, all, []string{raw}, []string{raw}, false},                                                     // §7: reuse is offered only with half_close
 		{"client without raw", allowed{halfClose: true, reuse: true}, all, []string{hc, reuse}, []string{hc, reuse}, true},                                                 // §6, §7
 		{"client without reuse", allowed{halfClose: true, rawStream: true}, all, []string{hc, raw}, []string{hc, raw}, false},                                              // §7
-		{"SDK-like client", allowed{}, all, nil, nil, false},                                                                                                               // §9
+		{"SDK-like client", allowed{}, all, nil, nil, false},                                                                                                               // §10
 		{"half_close alone", allowed{halfClose: true}, allowed{halfClose: true}, []string{hc}, []string{hc}, false},                                                        // §4
 		{"reuse without raw on either side", allowed{halfClose: true, reuse: true}, allowed{halfClose: true, reuse: true}, []string{hc, reuse}, []string{hc, reuse}, true}, // §7
+		// Extension resume: needs half_close, never with raw_stream.
+		{"resume, server with raw: raw wins", allR, allR, []string{hc, reuse, resume, raw}, []string{hc, raw}, true},
+		{"resume, server without raw (the default)", allR, allowed{halfClose: true, reuse: true, resume: true}, []string{hc, reuse, resume, raw}, []string{hc, reuse, resume}, true},
+		{"resume without reuse", allowed{halfClose: true, resume: true}, allR, []string{hc, resume}, []string{hc, resume}, false},
+		{"server without resume", allR, allowed{halfClose: true, reuse: true}, []string{hc, reuse, resume, raw}, []string{hc, reuse}, true},
+		{"server without half_close: no resume", allR, allowed{resume: true, reuse: true}, []string{hc, reuse, resume, raw}, nil, false},
+		{"client without half_close offers no resume", allowed{resume: true}, allR, nil, nil, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -46,6 +55,9 @@ func TestNegotiateTable(t *testing.T) {
 			reply := granted.features()
 			if !slices.Equal(reply, tc.reply) {
 				t.Errorf("server replies %q, want %q", reply, tc.reply)
+			}
+			if granted.resume && (!granted.halfClose || granted.raw || granted.optimistic) {
+				t.Errorf("server granted %+v: resume needs half_close and never comes with raw_stream or optimistic", granted)
 			}
 			if granted.reuse && (!granted.halfClose || granted.raw) {
 				t.Errorf("server granted %+v: reuse needs half_close and never comes with raw_stream", granted)
@@ -134,5 +146,19 @@ func TestNegotiateOptimistic(t *testing.T) {
 				t.Errorf("client keeps the connection after the error reply: %v, server: %v", keepC, keepS)
 			}
 		})
+	}
+}
+
+// TestResumeNotOptimistic: an optimistic request never offers resume, and
+// a server never grants it to one that lists optimistic.
+func TestResumeNotOptimistic(t *testing.T) {
+	t.Parallel()
+	a := allowed{halfClose: true, reuse: true, resume: true, optimistic: true}
+	if offer := a.offer(true); slices.Contains(offer, wire.FeatureResume) {
+		t.Errorf("optimistic offer %q lists resume", offer)
+	}
+	listed := []string{wire.FeatureHalfClose, wire.FeatureResume, featureOptimistic}
+	if e := negotiate(listed, a); e.resume || !e.optimistic {
+		t.Errorf("granted %+v to an optimistic request that listed resume", e)
 	}
 }

@@ -80,8 +80,10 @@ var modes = []struct {
 // dialer returns a client Dialer for ts with the test token.
 // Its retries never wait for the server's Retry-After (1 s): the tests
 // that meet a 429 or 503 want it at once; TestRetry* cover the waits.
+// It does not offer resume (the tests of other things look at the *Conn
+// and count connections); the resume tests turn it back on.
 func (ts *testServer) dialer() *Dialer {
-	return &Dialer{BaseURL: ts.URL, Token: testToken, TLSConfig: ts.ClientTLS, Retry: Retry{MaxBackoff: 500 * time.Millisecond}}
+	return &Dialer{BaseURL: ts.URL, Token: testToken, TLSConfig: ts.ClientTLS, Retry: Retry{MaxBackoff: 500 * time.Millisecond}, DisableResume: true}
 }
 
 // newServer is a Server with the test token and defaults.

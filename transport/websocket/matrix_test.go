@@ -377,6 +377,7 @@ func newMatrixEnv(t *testing.T, end matrixEnd, ext string) *matrixEnv {
 	e.d = &Dialer{
 		BaseURL:          "http://" + e.rl.ln.Addr().String(),
 		Token:            testToken,
+		DisableResume:    true, // the matrix is about one Conn's lifecycle
 		Tuning:           end.client,
 		DisableHalfClose: ext == mxPlain,
 		DisableReuse:     ext != mxReuse,

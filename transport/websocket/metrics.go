@@ -53,6 +53,8 @@ type Metrics struct {
 	dial        prometheus.Histogram
 	idle        prometheus.Gauge
 	refusals    *prometheus.CounterVec
+	resumes     *prometheus.CounterVec // the resume extension, by result
+	detached    prometheus.Gauge       // resumable tunnels waiting for their client
 
 	// The counters of each label value, looked up once.
 	result             map[string]prometheus.Counter
@@ -112,6 +114,14 @@ func NewMetrics() *Metrics {
 			Name: "spriteproxy_http_refusals_total",
 			Help: "Upgrade requests refused with an HTTP status, by status code.",
 		}, []string{"code"}),
+		resumes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spriteproxy_resumes_total",
+			Help: "Resume requests and detached tunnels' ends (the resume extension), by result (ok, gone, forbidden, inconsistent, expired).",
+		}, []string{"result"}),
+		detached: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "spriteproxy_tunnels_detached",
+			Help: "Resumable tunnels whose connection dropped, waiting for their client to resume them.",
+		}),
 		result: make(map[string]prometheus.Counter, len(results)),
 	}
 	for _, r := range results {
@@ -123,7 +133,7 @@ func NewMetrics() *Metrics {
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.tunnelsOpen, m.tunnels, m.bytes, m.handshake, m.dial, m.idle, m.refusals}
+	return []prometheus.Collector{m.tunnelsOpen, m.tunnels, m.bytes, m.handshake, m.dial, m.idle, m.refusals, m.resumes, m.detached}
 }
 
 // Describe implements prometheus.Collector.
@@ -225,5 +235,21 @@ func (m *Metrics) closed(toTarget, fromTarget int64) {
 func (m *Metrics) idled(delta float64) {
 	if m != nil {
 		m.idle.Add(delta)
+	}
+}
+
+// resumed counts a resume request (or a detached tunnel's expiry) by
+// result.
+func (m *Metrics) resumed(result string) {
+	if m != nil {
+		m.resumes.WithLabelValues(result).Inc()
+	}
+}
+
+// resumeDetached counts a resumable tunnel that loses (+1) or gets back
+// (-1) its connection, or ends while detached (-1).
+func (m *Metrics) resumeDetached(delta float64) {
+	if m != nil {
+		m.detached.Add(delta)
 	}
 }

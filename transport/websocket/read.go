@@ -51,6 +51,9 @@ type reader struct {
 	handshake bool   // a handshake message is awaited: binary frames are an error
 	msg       []byte // the handshake message, once complete
 	err       error  // sticky: io.EOF after the close frame, or a failure (the peer's direction closed)
+
+	ackStop bool // readOrAck: return once an ack is in
+	ackSeen bool // an ack came in since ackStop was set
 }
 
 // errBinaryBeforeHandshake: a binary message came where the handshake's text
@@ -73,6 +76,29 @@ func (c *Conn) Read(p []byte) (int, error) {
 	n, err := c.readLocked(p)
 	c.waitFrom.Store(0)
 	c.unlockRead()
+	if err != nil {
+		err = c.readError(err)
+	}
+	return n, err
+}
+
+// errAckSeen: readOrAck's read ended because an ack came in.
+var errAckSeen = errors.New("websocket: ack received")
+
+// readOrAck is Read for a ResumableConn's writer that waits for acks while
+// no Read is under way: it returns (0, nil) once an ack is in, or with data
+// as Read does.
+func (c *Conn) readOrAck(p []byte) (int, error) {
+	c.reading.Add(1)
+	defer c.reading.Add(-1)
+	c.rmu.Lock()
+	c.rd.ackStop, c.rd.ackSeen = true, false
+	n, err := c.readLocked(p)
+	c.rd.ackStop, c.rd.ackSeen = false, false
+	c.unlockRead()
+	if err == errAckSeen {
+		return n, nil
+	}
 	if err != nil {
 		err = c.readError(err)
 	}
@@ -109,6 +135,9 @@ func (c *Conn) awaitDataLocked(pastFin bool) error {
 		}
 		if !pastFin && c.state().in() == dirFin {
 			return io.EOF
+		}
+		if r.ackStop && r.ackSeen {
+			return errAckSeen
 		}
 		switch r.mode {
 		case modeData:
@@ -418,6 +447,11 @@ func (c *Conn) textReceived() {
 	case wire.ControlEnd:
 		r.err = io.EOF
 		c.endReceived()
+	case wire.ControlAck:
+		if n, ok := wire.ParseAck(r.text); ok && c.onAck != nil {
+			c.onAck(n)
+			r.ackSeen = true
+		}
 	}
 }
 

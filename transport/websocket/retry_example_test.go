@@ -46,7 +46,7 @@ func ExampleRetry() {
 	}
 	defer conn.Close()
 	conn.Write([]byte("hello"))
-	conn.(*websocket.Conn).CloseWrite()
+	conn.(interface{ CloseWrite() error }).CloseWrite() // a *Conn or a *ResumableConn
 	reply, _ := io.ReadAll(conn)
 	fmt.Printf("%s, after %d attempts\n", reply, attempts)
 	// Output: hello, after 2 attempts

@@ -88,7 +88,7 @@ func (f *faultNet) dialCount() int {
 // dialer is a Dialer on the faultNet, whose waits sleep records (and
 // passes) instead of sleeping.
 func (f *faultNet) dialer(sleep func(context.Context, time.Duration) error) *Dialer {
-	d := &Dialer{BaseURL: "http://sprites.test", Token: testToken, NetDial: f.dial}
+	d := &Dialer{BaseURL: "http://sprites.test", Token: testToken, NetDial: f.dial, DisableResume: true}
 	d.Retry.sleep = sleep
 	return d
 }

@@ -89,6 +89,17 @@ type Server struct {
 	// a client's connection carries its next tunnel once a tunnel on it
 	// has ended cleanly.
 	DisableReuse bool
+	// DisableResume makes the server ignore the resume extension, by
+	// which a client carries a tunnel on over a new connection when its
+	// connection drops.
+	DisableResume bool
+	// ResumeBuffer caps, per resumable tunnel, the bytes sent that the
+	// client has not acknowledged; 0 means DefaultResumeBuffer.
+	ResumeBuffer int
+	// ResumeGrace is how long a resumable tunnel whose connection dropped
+	// waits, target and slot kept, for the client to resume it; 0 means
+	// DefaultResumeGrace.
+	ResumeGrace time.Duration
 	// IdleConnTimeout is how long a connection whose tunnel ended (reuse)
 	// waits for the client's next handshake; 0 means
 	// DefaultServerIdleTimeout.
@@ -115,6 +126,10 @@ type Server struct {
 	// Metrics, if set, counts tunnels, bytes, dials and refusals for
 	// Prometheus (see NewMetrics); nil counts nothing.
 	Metrics *Metrics
+	// ReplicaID, if set, names this server among replicas behind one
+	// balancer: a resumable tunnel's reply carries it, and the client's
+	// resume requests name it (the Sprite-Replica header and ?replica=).
+	ReplicaID string
 
 	once    sync.Once
 	cfg     *config
@@ -135,6 +150,9 @@ type Server struct {
 	hsPerToken  map[[sha256.Size]byte]int
 	idle        chan struct{}      // closed when live and handshaking drop to 0 during Shutdown
 	waiting     map[*Conn]struct{} // idle connections waiting for a next handshake
+	// resumable holds the resumable tunnels by the SHA-256 of their
+	// resume tokens (resume.go).
+	resumable map[[sha256.Size]byte]*ResumableConn
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -256,6 +274,9 @@ func (s *Server) serveTunnel(c *Conn, sprite string, network dialer.ContextDiale
 	if !stop() {
 		err = errors.Join(err, s.ctx.Err())
 	}
+	if errors.Is(err, errResumeServed) {
+		return next
+	}
 	if errors.Is(err, errIdleClosed) || errors.Is(err, errNoSlot) {
 		// The client closed its idle connection, or the server is shutting
 		// down, or (errNoSlot) the next tunnel would be over a limit:
@@ -279,7 +300,11 @@ func (s *Server) serveTunnel(c *Conn, sprite string, network dialer.ContextDiale
 	s.log("tunnel open", "sprite", sprite, "client", c.remote, "target", target.RemoteAddr(), "half_close", c.halfClose, "raw", c.raw, "reuse", c.reuse)
 	var n pump.Counters
 	s.Metrics.opened()
-	err = pump.Run(s.ctx, c, target, &n)
+	var tunnel net.Conn = c
+	if c.resume {
+		tunnel = s.newServerResumable(c, sl)
+	}
+	err = pump.Run(s.ctx, tunnel, target, &n)
 	s.Metrics.closed(n.AToB.Load(), n.BToA.Load())
 	s.log("tunnel closed", "sprite", sprite, "client", c.remote, "target", req, "up", n.AToB.Load(), "down", n.BToA.Load(), "err", err, "reused", next != nil)
 	return next
@@ -374,6 +399,9 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 		s.Metrics.answered(dialer.CodeBadRequest, sl.start)
 		return nil, "", err
 	}
+	if req.Resume != "" {
+		return nil, "", s.resumeTunnel(c, req, sl)
+	}
 	if first {
 		if ref := s.startTunnel(sl); ref != nil {
 			s.replyError(c, ref.code, ref.message)
@@ -403,6 +431,10 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 	}
 	ext := negotiate(req.Features, s.allowed())
 	rep := wire.Reply{Status: wire.StatusConnected, Target: targetString(target, addr), Features: ext.features()}
+	if ext.resume {
+		c.resumeTok, c.resumeGrace = newResumeToken(), cmpOr(s.ResumeGrace, DefaultResumeGrace)
+		rep.Resume, rep.GraceMS, rep.Replica = c.resumeTok, c.resumeGrace.Milliseconds(), s.ReplicaID
+	}
 	if err := c.writeMessage(wire.Marshal(rep)); err != nil {
 		return target, addr, err
 	}

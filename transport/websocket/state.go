@@ -290,6 +290,8 @@ func (c *Conn) takesControl(typ string) bool {
 		return c.controlMessages()
 	case wire.ControlEnd:
 		return c.controlMessages() && c.reuse
+	case wire.ControlAck:
+		return c.controlMessages() && c.resume
 	}
 	return false
 }

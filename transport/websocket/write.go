@@ -10,6 +10,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/spriteproxy/spriteproxy/internal/cork"
 	"github.com/spriteproxy/spriteproxy/internal/pool"
+	"github.com/spriteproxy/spriteproxy/internal/wire"
 )
 
 // writevChunk is the largest frame sent without copying (the server writes
@@ -32,6 +33,8 @@ type pendingControl struct {
 	pongN       uint8 // ≤ maxControlPayload
 	pong        bool
 	ping        bool
+	ack         bool // resume: an ack of ackN is owed
+	ackN        int64
 	close       bool
 	closeCode   uint16
 	closeReason string
@@ -248,6 +251,16 @@ func (c *Conn) queuePong(p []byte) {
 	c.flushControl()
 }
 
+// queueAck asks for an ack of n (resume); a later one replaces an earlier
+// one not yet sent (acks are cumulative).
+func (c *Conn) queueAck(n int64) {
+	c.ctrlMu.Lock()
+	c.ctrl.ack, c.ctrl.ackN = true, n
+	c.ctrlMu.Unlock()
+	c.ctrlPending.Store(true)
+	c.flushControl()
+}
+
 // queuePing asks for a keep-alive ping.
 func (c *Conn) queuePing() {
 	c.ctrlMu.Lock()
@@ -283,7 +296,8 @@ func (c *Conn) writeControlLocked() {
 	c.ctrlMu.Lock()
 	pong, ping, closing, code, reason := c.ctrl.pong, c.ctrl.ping, c.ctrl.close, int(c.ctrl.closeCode), c.ctrl.closeReason
 	n := copy(c.wr.ctrl[:], c.ctrl.pongData[:c.ctrl.pongN])
-	c.ctrl.pong, c.ctrl.ping, c.ctrl.close = false, false, false
+	ack, ackN := c.ctrl.ack, c.ctrl.ackN
+	c.ctrl.pong, c.ctrl.ping, c.ctrl.close, c.ctrl.ack = false, false, false, false
 	c.ctrlPending.Store(false)
 	c.ctrlMu.Unlock()
 	if c.wr.err != nil || c.state().closed() {
@@ -303,6 +317,11 @@ func (c *Conn) writeControlLocked() {
 	}
 	if ping {
 		c.writeFrameLocked(opPing, nil)
+	}
+	if ack && c.resume && !c.state().has(sentEnd) && !c.state().has(sentClose) {
+		if len(c.wr.pend) == 0 || c.flushPendLocked() == nil {
+			c.writeFrameLocked(opText, wire.AppendAck(c.wr.ctrl[:0], ackN))
+		}
 	}
 	if closing {
 		c.sendCloseLocked(code, reason)

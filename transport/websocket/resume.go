@@ -1,0 +1,901 @@
+package websocket
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spriteproxy/spriteproxy/dialer"
+	"github.com/spriteproxy/spriteproxy/internal/pump"
+)
+
+// The resume extension (PROTOCOL.md, Extension resume): a layer above
+// *Conn that numbers the bytes of the stream, keeps what the peer has not
+// acknowledged, and carries the tunnel on over a new connection when its
+// connection drops.
+
+const (
+	// DefaultResumeBuffer caps, per direction of a resumable tunnel, the
+	// bytes sent and not yet acknowledged (Dialer.ResumeBuffer,
+	// Server.ResumeBuffer).
+	DefaultResumeBuffer = 4 << 20
+	// DefaultResumeGrace is how long a server keeps a resumable tunnel
+	// whose connection dropped (Server.ResumeGrace).
+	DefaultResumeGrace = 60 * time.Second
+
+	resumeChunk      = 64 << 10 // the send buffer's unit of allocation
+	ackDelay         = 50 * time.Millisecond
+	maxResumeBackoff = time.Second
+)
+
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, resumeChunk); return &b }}
+
+// ResumableConn is a tunnel under the resume extension: a net.Conn whose
+// stream outlives the WebSocket connection under it. When that connection
+// drops (a network change, a reset, the dead-peer rule), the client opens
+// a new one and both sides resend what the other lacks: no byte is lost,
+// duplicated or reordered, and Reads and Writes block meanwhile (their
+// deadlines still apply). DialSprite returns one when the server granted
+// the extension. A tunnel that cannot be resumed (the server's grace
+// expired, the token was refused, the offsets disagree) fails with a
+// *dialer.ResumeError, which matches dialer.ErrTunnelClosed.
+type ResumableConn struct {
+	client       bool
+	bufMax       int64
+	grace        time.Duration
+	closeTimeout time.Duration
+	local        net.Addr
+	remote       net.Addr
+
+	// The client's way back.
+	d            *Dialer
+	sprite, host string
+	port         int
+	replica      string
+	ctx          context.Context // ended by Close: stops a reconnection
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup // the reconnection under way
+
+	// The server's.
+	srv    *Server
+	bearer [sha256.Size]byte // the hash of the bearer token that opened it
+
+	wmu sync.Mutex // serializes Write and CloseWrite
+	rmu sync.Mutex // serializes reading from the Conn (Read, AwaitEnd, a waiting Write)
+
+	mu         sync.Mutex
+	cur        *Conn // nil while detached, or while resending (writers wait)
+	reading    *Conn // the Conn readers use (set before the resend)
+	gen        uint64
+	stopEnd    func() bool
+	release    chan struct{} // server: closed when the layer lets go of cur's connection
+	changed    chan struct{}
+	waiters    int
+	final      error
+	closed     bool
+	endFn      func(error)
+	token      string // client: the token to resume with
+	tokHash    [sha256.Size]byte
+	oldHash    [sha256.Size]byte // server: the token before, valid until the client's first frame
+	hasOld     bool
+	graceTimer *time.Timer
+	resumes    int
+
+	chunks            []*[]byte
+	base, acked, sent int64
+	eofSent           bool
+
+	recvd, delivered, ackedOut int64
+	ackTimer                   *time.Timer
+	ackArmed                   bool
+	pending                    []byte
+	peerEOF, peerClosed        bool
+
+	rdl, wdl time.Time
+}
+
+var (
+	_ net.Conn         = (*ResumableConn)(nil)
+	_ pump.EndAwaiter  = (*ResumableConn)(nil)
+	_ pump.Ender       = (*ResumableConn)(nil)
+	_ pump.ErrorCloser = (*ResumableConn)(nil)
+)
+
+func newResumable(c *Conn, client bool, buf int, grace time.Duration) *ResumableConn {
+	r := &ResumableConn{
+		client:       client,
+		bufMax:       int64(buf),
+		grace:        grace,
+		closeTimeout: c.cfg.closeTimeout,
+		local:        c.LocalAddr(),
+		remote:       c.RemoteAddr(),
+		changed:      make(chan struct{}),
+	}
+	if r.bufMax <= 0 {
+		r.bufMax = DefaultResumeBuffer
+	}
+	if r.grace <= 0 {
+		r.grace = DefaultResumeGrace
+	}
+	r.mu.Lock()
+	r.publishLocked(c)
+	r.mu.Unlock()
+	return r
+}
+
+// newResumeToken is 32 random bytes, base64url.
+func newResumeToken() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// Resumes returns how many times the tunnel was carried on over a new
+// connection.
+func (r *ResumableConn) Resumes() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.resumes
+}
+
+// LocalAddr is the local address of the tunnel's first connection.
+func (r *ResumableConn) LocalAddr() net.Addr { return r.local }
+
+// RemoteAddr is as Conn's, for the tunnel's first connection.
+func (r *ResumableConn) RemoteAddr() net.Addr { return r.remote }
+
+// SetDeadline sets the read and write deadlines; they hold across
+// reconnections and bound the waits for one.
+func (r *ResumableConn) SetDeadline(t time.Time) error {
+	r.SetReadDeadline(t)
+	return r.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline.
+func (r *ResumableConn) SetReadDeadline(t time.Time) error {
+	r.mu.Lock()
+	r.rdl = t
+	c := r.reading
+	r.broadcastLocked()
+	r.mu.Unlock()
+	if c != nil {
+		c.SetReadDeadline(t)
+	}
+	return nil
+}
+
+// SetWriteDeadline sets the write deadline.
+func (r *ResumableConn) SetWriteDeadline(t time.Time) error {
+	r.mu.Lock()
+	r.wdl = t
+	c := r.reading
+	r.broadcastLocked()
+	r.mu.Unlock()
+	if c != nil {
+		c.SetWriteDeadline(t)
+	}
+	return nil
+}
+
+func (r *ResumableConn) broadcastLocked() {
+	if r.waiters > 0 {
+		close(r.changed)
+		r.changed = make(chan struct{})
+	}
+}
+
+// waitLocked waits, r.mu held and released meanwhile, for a change or the
+// deadline dl (zero: none); false at the deadline.
+func (r *ResumableConn) waitLocked(dl time.Time) bool {
+	if !dl.IsZero() && !time.Now().Before(dl) {
+		return false
+	}
+	r.waiters++
+	ch := r.changed
+	r.mu.Unlock()
+	ok := true
+	if dl.IsZero() {
+		<-ch
+	} else {
+		t := time.NewTimer(time.Until(dl))
+		select {
+		case <-ch:
+		case <-t.C:
+			ok = false
+		}
+		t.Stop()
+	}
+	r.mu.Lock()
+	r.waiters--
+	return ok
+}
+
+func (r *ResumableConn) opError(op string, err error) error {
+	return &net.OpError{Op: op, Net: "websocket", Source: r.local, Addr: r.remote, Err: err}
+}
+
+// Read reads bytes of the stream: what a waiting Write read for it first,
+// then straight from the connection into p.
+func (r *ResumableConn) Read(p []byte) (int, error) {
+	r.rmu.Lock()
+	defer r.readDone()
+	r.mu.Lock()
+	for {
+		if len(r.pending) > 0 {
+			n := copy(p, r.pending)
+			r.pending = r.pending[n:]
+			if len(r.pending) == 0 {
+				r.pending = nil
+			}
+			c, a := r.deliveredLocked(n)
+			r.mu.Unlock()
+			if c != nil {
+				c.queueAck(a)
+			}
+			return n, nil
+		}
+		if r.peerEOF {
+			r.mu.Unlock()
+			return 0, io.EOF
+		}
+		if err := r.endErrLocked("read"); err != nil {
+			r.mu.Unlock()
+			return 0, err
+		}
+		if len(p) == 0 {
+			r.mu.Unlock()
+			return 0, nil
+		}
+		c, gen := r.reading, r.gen
+		if c == nil {
+			if !r.waitLocked(r.rdl) {
+				r.mu.Unlock()
+				return 0, r.opError("read", os.ErrDeadlineExceeded)
+			}
+			continue
+		}
+		r.mu.Unlock()
+		n, err := c.Read(p)
+		r.mu.Lock()
+		if gen != r.gen {
+			continue // from a connection dropped meanwhile: the peer resends it
+		}
+		if n > 0 {
+			r.recvd += int64(n)
+			r.confirmedLocked()
+			c, a := r.deliveredLocked(n)
+			r.mu.Unlock()
+			if c != nil {
+				c.queueAck(a)
+			}
+			return n, nil
+		}
+		if err == nil {
+			continue
+		}
+		if done, err := r.readFailedLocked(c, gen, err); done {
+			r.mu.Unlock()
+			return 0, err
+		}
+	}
+}
+
+// readDone lets go of the read side, and wakes a Write that waits for
+// acks and may now read them itself.
+func (r *ResumableConn) readDone() {
+	r.rmu.Unlock()
+	r.mu.Lock()
+	r.broadcastLocked()
+	r.mu.Unlock()
+}
+
+// deliveredLocked counts n bytes handed to the application, and says
+// whether an ack is due now (to c, of a); else it arms the ack timer.
+func (r *ResumableConn) deliveredLocked(n int) (*Conn, int64) {
+	r.delivered += int64(n)
+	if r.delivered-r.ackedOut >= r.bufMax/4 && r.cur != nil {
+		r.ackedOut = r.delivered
+		return r.reading, r.ackedOut
+	}
+	if !r.ackArmed {
+		r.ackArmed = true
+		if r.ackTimer == nil {
+			r.ackTimer = time.AfterFunc(ackDelay, r.ackLater)
+		} else {
+			r.ackTimer.Reset(ackDelay)
+		}
+	}
+	return nil, 0
+}
+
+// ackLater sends the ack that small flows wait for.
+func (r *ResumableConn) ackLater() {
+	r.mu.Lock()
+	r.ackArmed = false
+	c := r.reading
+	if c == nil || r.delivered == r.ackedOut || r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.ackedOut = r.delivered
+	a := r.ackedOut
+	r.mu.Unlock()
+	c.queueAck(a)
+}
+
+// confirmedLocked: the client's first frame on a resumed connection
+// confirms that it got the reply: the token before is used up.
+func (r *ResumableConn) confirmedLocked() {
+	if r.hasOld && r.srv != nil {
+		r.hasOld = false
+		r.srv.forgetToken(r.oldHash, r)
+	}
+}
+
+// ackIn takes the peer's ack of n, from the connection of gen.
+func (r *ResumableConn) ackIn(gen uint64, n int64) {
+	r.mu.Lock()
+	if gen != r.gen {
+		r.mu.Unlock()
+		return
+	}
+	r.confirmedLocked()
+	if n > r.sent {
+		r.failLocked(&dialer.ResumeError{Reason: dialer.ResumeInconsistent, Err: errors.New("the peer acknowledged bytes never sent")})
+		r.mu.Unlock()
+		return
+	}
+	if n > r.acked {
+		r.acked = n
+		r.freeLocked()
+		r.broadcastLocked()
+	}
+	r.mu.Unlock()
+}
+
+// freeLocked gives back the chunks all acknowledged; an idle tunnel holds
+// none.
+func (r *ResumableConn) freeLocked() {
+	if r.acked == r.sent {
+		for _, b := range r.chunks {
+			chunkPool.Put(b)
+		}
+		r.chunks, r.base = r.chunks[:0], r.sent
+		return
+	}
+	for len(r.chunks) > 0 && r.acked-r.base >= resumeChunk {
+		chunkPool.Put(r.chunks[0])
+		r.chunks[0] = nil
+		r.chunks = r.chunks[1:]
+		r.base += resumeChunk
+	}
+}
+
+// appendLocked copies what fits of p (up to a chunk's end) into the send
+// buffer and returns it there.
+func (r *ResumableConn) appendLocked(p []byte) []byte {
+	idx, off := (r.sent-r.base)/resumeChunk, int((r.sent-r.base)%resumeChunk)
+	if idx == int64(len(r.chunks)) {
+		r.chunks = append(r.chunks, chunkPool.Get().(*[]byte))
+	}
+	n := copy((*r.chunks[idx])[off:], p)
+	r.sent += int64(n)
+	return (*r.chunks[idx])[off : off+n]
+}
+
+// segmentLocked is the buffered bytes from o, up to a chunk's end.
+func (r *ResumableConn) segmentLocked(o int64) []byte {
+	idx, off := (o-r.base)/resumeChunk, (o-r.base)%resumeChunk
+	end := min(int64(resumeChunk), off+(r.sent-o))
+	return (*r.chunks[idx])[off:end]
+}
+
+// endErrLocked is what a Read or Write returns once the tunnel is over.
+func (r *ResumableConn) endErrLocked(op string) error {
+	if r.final != nil {
+		return r.final
+	}
+	if r.closed {
+		return r.opError(op, net.ErrClosed)
+	}
+	return nil
+}
+
+// isLoss says whether err, from c, is the connection lost (a resume
+// carries on) rather than the tunnel's end.
+func (r *ResumableConn) isLoss(c *Conn, err error) bool {
+	if r.closed {
+		return false
+	}
+	if c.deadErr.Load() != nil {
+		return true // our dead-peer rule
+	}
+	var ce *CloseError
+	if errors.As(err, &ce) {
+		return ce.Code == closeTimedOut // the peer's dead-peer rule
+	}
+	var pe *ProtocolError
+	if errors.As(err, &pe) {
+		return false
+	}
+	if errors.Is(err, syscall.EPIPE) && writable(c.state()) != nil {
+		return false // the Conn's own rule (the peer ended), not a socket's EPIPE
+	}
+	return !isTimeout(err)
+}
+
+// readFailedLocked acts on a read error of c; done says the Read returns
+// err, else it waits for the connection that follows.
+func (r *ResumableConn) readFailedLocked(c *Conn, gen uint64, err error) (bool, error) {
+	switch {
+	case err == io.EOF:
+		r.peerEOF = true
+		if c.state().in() != dirFin {
+			r.peerClosed = true // it closed both ways
+		}
+		r.broadcastLocked()
+		return true, io.EOF
+	case isTimeout(err) && c.deadErr.Load() == nil:
+		return true, err
+	case r.isLoss(c, err):
+		r.lostLocked(c, gen, err)
+		return false, nil
+	}
+	r.failLocked(err)
+	return true, err
+}
+
+// failLocked ends the tunnel for good with err.
+func (r *ResumableConn) failLocked(err error) {
+	if r.final != nil || r.closed {
+		return
+	}
+	r.final = err
+	if r.graceTimer != nil {
+		r.graceTimer.Stop()
+	}
+	if f := r.endFn; f != nil {
+		r.endFn = nil
+		go f(err)
+	}
+	r.broadcastLocked()
+}
+
+// lostLocked detaches the tunnel from c, whose connection was lost, and
+// starts the way back: the client's reconnection, the server's grace.
+func (r *ResumableConn) lostLocked(c *Conn, gen uint64, err error) {
+	if gen != r.gen || r.reading != c || r.final != nil || r.closed {
+		return
+	}
+	rel := r.detachLocked()
+	if r.client {
+		r.wg.Add(1)
+		go r.reconnect(time.Now())
+	} else {
+		r.armGraceLocked()
+		r.srv.Metrics.resumeDetached(1)
+	}
+	r.mu.Unlock()
+	c.CloseNow()
+	if rel != nil {
+		close(rel)
+	}
+	r.mu.Lock()
+}
+
+func (r *ResumableConn) armGraceLocked() {
+	gen := r.gen
+	r.graceTimer = time.AfterFunc(r.grace, func() {
+		r.mu.Lock()
+		if r.gen == gen && r.reading == nil {
+			r.failLocked(&dialer.ResumeError{Reason: dialer.ResumeGraceExpired})
+			r.srv.Metrics.resumeDetached(-1)
+			r.srv.Metrics.resumed("expired")
+		}
+		r.mu.Unlock()
+	})
+}
+
+// detachLocked takes the connection away from the tunnel.
+func (r *ResumableConn) detachLocked() chan struct{} {
+	if r.stopEnd != nil {
+		r.stopEnd()
+		r.stopEnd = nil
+	}
+	rel := r.release
+	r.cur, r.reading, r.release = nil, nil, nil
+	r.gen++
+	r.broadcastLocked()
+	return rel
+}
+
+// publishLocked makes c the tunnel's connection (for reading; for writing
+// too unless resending).
+func (r *ResumableConn) publishLocked(c *Conn) {
+	r.reading = c
+	r.cur = c
+	gen := r.gen
+	c.onAck = func(n int64) { r.ackIn(gen, n) }
+	r.stopEnd = c.AfterEnd(func(err error) {
+		r.mu.Lock()
+		r.lostLocked(c, gen, err)
+		r.mu.Unlock()
+	})
+	r.broadcastLocked()
+}
+
+// attach carries the tunnel on over c, whose peer has received m bytes:
+// it resends what the peer lacks (readers may use c meanwhile, writers
+// wait) and the eof if it had been sent. rel, on the server, is closed
+// when the layer lets go of c.
+func (r *ResumableConn) attach(c *Conn, m int64, rel chan struct{}) error {
+	r.mu.Lock()
+	if err := r.endErrLocked("resume"); err != nil {
+		r.mu.Unlock()
+		c.CloseNow()
+		return err
+	}
+	if m < r.acked || m > r.sent {
+		err := &dialer.ResumeError{Reason: dialer.ResumeInconsistent}
+		r.failLocked(err)
+		r.mu.Unlock()
+		c.CloseNow()
+		return err
+	}
+	r.acked = m
+	r.freeLocked()
+	if r.graceTimer != nil {
+		r.graceTimer.Stop()
+	}
+	r.publishLocked(c)
+	r.cur = nil // writers wait for the resend
+	r.release = rel
+	gen, rdl, wdl, eof := r.gen, r.rdl, r.wdl, r.eofSent
+	r.resumes++
+	r.ackedOut = r.delivered
+	a := r.ackedOut
+	r.mu.Unlock()
+	c.SetReadDeadline(rdl)
+	c.queueAck(a) // the client's confirmation (and the server's news)
+	var err error
+	for o := m; err == nil; {
+		r.mu.Lock()
+		if gen != r.gen || o >= r.sent {
+			r.mu.Unlock()
+			break
+		}
+		seg := r.segmentLocked(o)
+		r.mu.Unlock()
+		_, err = c.Write(seg)
+		o += int64(len(seg))
+	}
+	if err == nil && eof {
+		err = c.CloseWrite()
+	}
+	c.SetWriteDeadline(wdl)
+	r.mu.Lock()
+	if err != nil {
+		r.lostLocked(c, gen, err)
+	} else if gen == r.gen {
+		r.cur = c
+		r.broadcastLocked()
+	}
+	r.mu.Unlock()
+	return nil
+}
+
+// Write copies p into the send buffer and sends it; a full buffer waits
+// for the peer's acks (reading them itself when no Read is under way).
+func (r *ResumableConn) Write(p []byte) (int, error) {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	total := 0
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for len(p) > 0 {
+		if err := r.writeErrLocked(); err != nil {
+			return total, err
+		}
+		c, gen := r.cur, r.gen
+		room := r.bufMax - (r.sent - r.acked)
+		if c == nil || room <= 0 {
+			if rc := r.reading; rc != nil && r.rmu.TryLock() {
+				r.readForWriterLocked(rc, gen)
+				r.rmu.Unlock()
+				continue
+			}
+			if !r.waitLocked(r.wdl) {
+				return total, r.opError("write", os.ErrDeadlineExceeded)
+			}
+			continue
+		}
+		seg := r.appendLocked(p[:min(int64(len(p)), room)])
+		r.mu.Unlock()
+		n, err := c.Write(seg)
+		r.mu.Lock()
+		if err != nil && gen == r.gen {
+			if isTimeout(err) && c.deadErr.Load() == nil {
+				r.sent -= int64(len(seg) - n)
+				return total + n, err
+			}
+			if !r.isLoss(c, err) {
+				r.failLocked(err)
+				return total, err
+			}
+			r.lostLocked(c, gen, err)
+		}
+		total += len(seg)
+		p = p[len(seg):]
+	}
+	return total, nil
+}
+
+func (r *ResumableConn) writeErrLocked() error {
+	if err := r.endErrLocked("write"); err != nil {
+		return err
+	}
+	if r.eofSent || r.peerClosed {
+		return r.opError("write", syscall.EPIPE)
+	}
+	if !r.wdl.IsZero() && !time.Now().Before(r.wdl) {
+		return r.opError("write", os.ErrDeadlineExceeded)
+	}
+	return nil
+}
+
+// readForWriterLocked reads c for a Write that waits for acks while no
+// Read is under way: data goes to pending (acknowledged only once Read
+// hands it on, so the peer's buffer bounds it), acks to the send buffer.
+// r.mu and r.rmu are held; r.mu is let go meanwhile.
+func (r *ResumableConn) readForWriterLocked(c *Conn, gen uint64) {
+	wdl := r.wdl
+	r.mu.Unlock()
+	c.SetReadDeadline(wdl)
+	bp := chunkPool.Get().(*[]byte)
+	n, err := c.readOrAck(*bp)
+	r.mu.Lock()
+	rdl := r.rdl
+	if gen == r.gen {
+		if n > 0 {
+			r.recvd += int64(n)
+			r.confirmedLocked()
+			r.pending = append(r.pending, (*bp)[:n]...)
+		}
+		if err != nil && !(isTimeout(err) && c.deadErr.Load() == nil) {
+			r.readFailedLocked(c, gen, err)
+		}
+	}
+	r.mu.Unlock()
+	chunkPool.Put(bp)
+	c.SetReadDeadline(rdl)
+	r.mu.Lock()
+}
+
+// CloseWrite ends the write side once all data is sent (the eof of
+// half_close); it is sent again after a resume if the peer may lack it.
+func (r *ResumableConn) CloseWrite() error {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	r.mu.Lock()
+	if r.eofSent {
+		r.mu.Unlock()
+		return nil
+	}
+	if err := r.endErrLocked("close write"); err != nil {
+		r.mu.Unlock()
+		return err
+	}
+	r.eofSent = true
+	c, gen := r.cur, r.gen
+	r.mu.Unlock()
+	if c == nil {
+		return nil // the resend sends it
+	}
+	if err := c.CloseWrite(); err != nil {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if gen == r.gen && !r.isLoss(c, err) {
+			r.failLocked(err)
+			return err
+		}
+		r.lostLocked(c, gen, err)
+	}
+	return nil
+}
+
+// Close ends the tunnel: it waits (up to the close timeout) for a
+// reconnection under way, so that data still buffered reaches the peer,
+// then closes the connection as Conn.Close does.
+func (r *ResumableConn) Close() error { return r.closeWith(nil) }
+
+// CloseWithError ends the tunnel as Conn.CloseWithError does: for a
+// stream cut short at its far side.
+func (r *ResumableConn) CloseWithError(err error) error {
+	if err == nil {
+		err = errors.New("reset")
+	}
+	return r.closeWith(err)
+}
+
+func (r *ResumableConn) closeWith(cause error) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	if cause == nil {
+		dl := time.Now().Add(r.closeTimeout)
+		for (r.cur == nil || r.reading == nil) && r.final == nil && r.waitLocked(dl) {
+		}
+	}
+	r.closed = true
+	c := r.reading
+	if c == nil && r.srv != nil && r.final == nil {
+		r.srv.Metrics.resumeDetached(-1)
+	}
+	rel := r.detachLocked()
+	if r.graceTimer != nil {
+		r.graceTimer.Stop()
+	}
+	if r.ackTimer != nil {
+		r.ackTimer.Stop()
+	}
+	r.mu.Unlock()
+	if r.cancel != nil {
+		r.cancel()
+	}
+	r.wg.Wait()
+	if r.srv != nil {
+		r.srv.forgetAll(r)
+	}
+	var err error
+	if c != nil {
+		if cause != nil {
+			err = c.CloseWithError(cause)
+		} else {
+			err = c.Close()
+		}
+	}
+	if rel != nil {
+		close(rel)
+	}
+	r.mu.Lock()
+	r.acked = r.sent
+	r.freeLocked()
+	r.pending = nil
+	r.mu.Unlock()
+	return err
+}
+
+// AwaitEnd is Conn.AwaitEnd across reconnections (pump.EndAwaiter).
+func (r *ResumableConn) AwaitEnd() error {
+	r.rmu.Lock()
+	defer r.readDone()
+	r.mu.Lock()
+	for {
+		if r.closed {
+			r.mu.Unlock()
+			return nil
+		}
+		if r.final != nil {
+			r.mu.Unlock()
+			return r.final
+		}
+		c, gen := r.reading, r.gen
+		if c == nil {
+			r.waitLocked(time.Time{})
+			continue
+		}
+		r.mu.Unlock()
+		err := c.AwaitEnd()
+		r.mu.Lock()
+		if err == nil || errors.Is(err, pump.ErrNoWatch) {
+			r.mu.Unlock()
+			return err
+		}
+		if gen != r.gen {
+			continue
+		}
+		if r.isLoss(c, err) {
+			r.lostLocked(c, gen, err)
+			continue
+		}
+		r.failLocked(err)
+	}
+}
+
+// AfterEnd calls f, once and in a goroutine of its own, when the tunnel
+// ends for good outside a Read or Write (its grace expired, its resume was
+// refused) (pump.Ender).
+func (r *ResumableConn) AfterEnd(f func(error)) (stop func() bool) {
+	r.mu.Lock()
+	if r.final != nil {
+		err := r.final
+		r.mu.Unlock()
+		go f(err)
+		return func() bool { return false }
+	}
+	r.endFn = f
+	r.mu.Unlock()
+	return func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		ok := r.endFn != nil
+		r.endFn = nil
+		return ok
+	}
+}
+
+// The client's side.
+
+// newClientResumable wraps c, just dialed with resume granted.
+func (d *Dialer) newClientResumable(c *Conn, sprite, host string, port int) *ResumableConn {
+	r := newResumable(c, true, d.ResumeBuffer, c.resumeGrace)
+	r.d, r.sprite, r.host, r.port, r.replica, r.token = d, sprite, host, port, c.replica, c.resumeTok
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	return r
+}
+
+// reconnect carries the tunnel on over a new connection, trying until the
+// server's grace from the drop is spent; it ends with success, failure or
+// Close.
+func (r *ResumableConn) reconnect(from time.Time) {
+	defer r.wg.Done()
+	deadline := from.Add(r.grace)
+	backoff := cmpOr(r.d.Retry.Backoff, DefaultRetryBackoff)
+	for {
+		r.mu.Lock()
+		tok, recvd := r.token, r.recvd
+		r.mu.Unlock()
+		ctx, cancel := context.WithDeadline(r.ctx, deadline)
+		c, rep, err := r.d.resumeDial(ctx, r.sprite, r.host, r.port, tok, recvd, r.replica)
+		cancel()
+		if r.ctx.Err() != nil {
+			if c != nil {
+				c.CloseNow()
+			}
+			return
+		}
+		if err == nil {
+			r.mu.Lock()
+			r.token = rep.Resume
+			if rep.Replica != "" {
+				r.replica = rep.Replica
+			}
+			r.mu.Unlock()
+			r.attach(c, rep.Received, nil)
+			return
+		}
+		var re *dialer.ResumeError
+		switch {
+		case errors.As(err, &re):
+		case errors.Is(err, dialer.ErrUnauthorized) || errors.Is(err, dialer.ErrForbidden):
+			re = &dialer.ResumeError{Reason: dialer.ResumeRevoked, Err: err}
+		case errors.Is(err, dialer.ErrUnknownSprite):
+			re = &dialer.ResumeError{Reason: dialer.ResumeGone, Err: err}
+		}
+		wait := min(backoff/2+mrand.N(backoff/2+1), maxResumeBackoff)
+		backoff = min(2*backoff, maxResumeBackoff)
+		if re == nil && time.Until(deadline) <= wait {
+			re = &dialer.ResumeError{Reason: dialer.ResumeGraceExpired, Err: err}
+		}
+		if re != nil {
+			r.mu.Lock()
+			r.failLocked(re)
+			r.mu.Unlock()
+			return
+		}
+		if sleepCtx(r.ctx, wait) != nil {
+			return
+		}
+	}
+}
