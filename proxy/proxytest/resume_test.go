@@ -277,3 +277,45 @@ func TestResumePartition(t *testing.T) {
 		tune: websocket.Tuning{KeepAlive: 100 * time.Millisecond, DeadPeerTimeout: 500 * time.Millisecond},
 	}, nil, nil)
 }
+
+// TestResumeWriteAfterPeerEOF: the target ends its side at once and reads
+// everything; the application reads that end, then writes more than the
+// send buffer holds (so the Write waits for acks with no Read under way),
+// with no fault at all: all of it arrives.
+func TestResumeWriteAfterPeerEOF(t *testing.T) {
+	t.Parallel()
+	srv := NewServer(t)
+	ln, err := srv.Sprite("bulk").Listen("tcp", "127.0.0.1:9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan streamResult, 1)
+	testnet.Serve(t, ln, func(c net.Conn) {
+		c.(interface{ CloseWrite() error }).CloseWrite()
+		got <- hashAll(c, nil)
+	})
+	conn, err := srv.Client().Sprite("bulk").ProxySocket(ctxFor(t), "tcp", "localhost:9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if res := hashAll(conn, nil); res.err != nil || res.n != 0 {
+		t.Fatalf("read the target's end: %d bytes, %v", res.n, res.err)
+	}
+	const n = 2*websocket.DefaultResumeBuffer + 1
+	sent, err := seededStream(conn, 1, n, nil)
+	if err == nil {
+		err = conn.(interface{ CloseWrite() error }).CloseWrite()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case up := <-got:
+		if up.err != nil || up.n != n || up.sum != sent {
+			t.Fatalf("the target read %d of %d bytes (intact: %v): %v", up.n, n, up.sum == sent, up.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the target did not finish")
+	}
+}
