@@ -1,16 +1,22 @@
 package proxytest
 
 import (
+	"context"
 	"crypto/sha256"
+	"errors"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spriteproxy/spriteproxy/dialer"
 	"github.com/spriteproxy/spriteproxy/internal/testnet"
 	"github.com/spriteproxy/spriteproxy/proxy"
 	"github.com/spriteproxy/spriteproxy/transport/websocket"
@@ -240,10 +246,31 @@ func bulkThroughBoth(t *testing.T, bc bulkCase, opts []Option, check func(t *tes
 			}
 			defer conn.Close()
 			runBulk(t, srv, conn, target, seedUp, seedDown, plan, bc)
-			if check != nil && !t.Failed() {
+			if check != nil {
 				check(t, srv, conn, ps)
 			}
 		})
+	}
+}
+
+// resumedBetween returns a check that the tunnel was resumed lo to hi
+// times: the ProxySocket conn's Resumes, the ProxyPort session's
+// Stats().Resumes.
+func resumedBetween(lo, hi int) func(*testing.T, *Server, net.Conn, *proxy.ProxySession) {
+	return func(t *testing.T, _ *Server, conn net.Conn, ps *proxy.ProxySession) {
+		t.Helper()
+		var n int
+		if ps != nil {
+			n = int(ps.Stats().Resumes)
+		} else if rc, ok := conn.(*websocket.ResumableConn); ok {
+			n = rc.Resumes()
+		} else {
+			t.Fatalf("ProxySocket returned a %T, want a *websocket.ResumableConn", conn)
+		}
+		t.Logf("%d resumes", n)
+		if n < lo || n > hi {
+			t.Errorf("resumed %d times, want %d to %d", n, lo, hi)
+		}
 	}
 }
 
@@ -259,7 +286,7 @@ func TestResumeCuts(t *testing.T) {
 				panic(err)
 			}
 		},
-	}, nil, nil)
+	}, nil, resumedBetween(1, 20))
 }
 
 // TestResumePartition: streamSize each way across a 2 s partition, longer
@@ -275,7 +302,7 @@ func TestResumePartition(t *testing.T) {
 			}
 		},
 		tune: websocket.Tuning{KeepAlive: 100 * time.Millisecond, DeadPeerTimeout: 500 * time.Millisecond},
-	}, nil, nil)
+	}, nil, resumedBetween(1, 2))
 }
 
 // TestResumeWriteAfterPeerEOF: the target ends its side at once and reads
@@ -317,5 +344,198 @@ func TestResumeWriteAfterPeerEOF(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("the target did not finish")
+	}
+}
+
+// recordsTo is a slog handler that sends every record on ch, never
+// blocking (ch must have room for what the test waits for).
+type recordsTo chan slog.Record
+
+func (h recordsTo) Enabled(context.Context, slog.Level) bool { return true }
+func (h recordsTo) Handle(_ context.Context, r slog.Record) error {
+	select {
+	case h <- r:
+	default:
+	}
+	return nil
+}
+func (h recordsTo) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h recordsTo) WithGroup(string) slog.Handler      { return h }
+
+// attr returns the value of r's attribute key.
+func attr(r slog.Record, key string) (v slog.Value) {
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == key {
+			v = a.Value
+			return false
+		}
+		return true
+	})
+	return v
+}
+
+// metricValue is the value of the metric name with label result (if not
+// empty) in m.
+func metricValue(t *testing.T, m *websocket.Metrics, name, result string) float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(m)
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, mt := range f.GetMetric() {
+			ok := result == ""
+			for _, l := range mt.GetLabel() {
+				ok = ok || l.GetName() == "result" && l.GetValue() == result
+			}
+			if !ok {
+				continue
+			}
+			if g := mt.GetGauge(); g != nil {
+				return g.GetValue()
+			}
+			return mt.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+// TestResumeGraceExpires: a partition longer than the server's grace ends
+// the tunnel for good on both sides, with the typed error, within a
+// second of the grace: the application's conn fails with a
+// *dialer.ResumeError (ProxySocket; ProxyPort's local conn is reset and
+// the stream's log line has it), never a clean end of stream; the server
+// ends the target, counts the expiry and has no tunnel left.
+func TestResumeGraceExpires(t *testing.T) {
+	t.Parallel()
+	const grace = time.Second
+	tune := websocket.Tuning{KeepAlive: 50 * time.Millisecond, DeadPeerTimeout: 300 * time.Millisecond}
+	for _, via := range []string{"ProxySocket", "ProxyPort"} {
+		t.Run(via, func(t *testing.T) {
+			t.Parallel()
+			metrics := websocket.NewMetrics()
+			serverLog := make(recordsTo, 64)
+			srv := NewServer(t, WithServer(func(s *websocket.Server) {
+				s.Tuning, s.ResumeGrace, s.Metrics, s.Logger = tune, grace, metrics, slog.New(serverLog)
+			}))
+			targets := echoSprite(t, srv)
+			d := srv.Dialer()
+			d.Tuning = tune
+			clientLog := make(recordsTo, 64)
+			client := srv.Client(proxy.WithDialer(d), proxy.WithLogger(slog.New(clientLog))).Sprite("echo")
+			ctx := ctxFor(t)
+			var conn net.Conn
+			var ps *proxy.ProxySession
+			var err error
+			if via == "ProxySocket" {
+				conn, err = client.ProxySocket(ctx, "tcp", "localhost:7")
+			} else {
+				if ps, err = client.ProxyPort(ctx, 0, 7); err == nil {
+					defer ps.Close()
+					conn, err = srv.DialLocal(ctx, ps.LocalPort)
+				}
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			echoOnce(t, conn)
+
+			start := time.Now()
+			// Both sides notice the drop within DeadPeerTimeout, then wait
+			// the grace; a second more is the bound.
+			limit := start.Add(tune.DeadPeerTimeout + grace + time.Second)
+			if err := srv.Partition(time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Partition(0)
+			conn.SetReadDeadline(limit)
+			_, err = io.ReadAll(conn)
+			t.Logf("the application's read ended after %v: %v", time.Since(start), err)
+			var re *dialer.ResumeError
+			final := errors.As(err, &re)
+			switch {
+			case err == nil:
+				t.Fatal("the application's read ended with a clean EOF, want the tunnel's error")
+			case !final && errors.Is(err, os.ErrDeadlineExceeded):
+				t.Fatalf("the application's read still blocked %v after the partition began (grace %v)", time.Since(start), grace)
+			}
+			if via == "ProxySocket" {
+				if !final || re.Reason != dialer.ResumeGraceExpired || !errors.Is(err, dialer.ErrTunnelClosed) {
+					t.Errorf("ProxySocket's read: %v, want a *dialer.ResumeError (%q) matching dialer.ErrTunnelClosed", err, dialer.ResumeGraceExpired)
+				}
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Errorf("ProxySocket's read: %v matches os.ErrDeadlineExceeded: an application that reads again after its own deadline would read this end forever", err)
+				}
+			}
+
+			// The server ends the target once the grace is over.
+			select {
+			case <-targets:
+			case <-time.After(time.Until(limit) + time.Second):
+				t.Fatalf("the target still open %v after the partition began", time.Since(start))
+			}
+			closed := false
+			for !closed {
+				var r slog.Record
+				select {
+				case r = <-serverLog:
+				case <-time.After(10 * time.Second):
+					t.Fatal("no tunnel closed line from the server")
+				}
+				if r.Message != "tunnel closed" {
+					continue
+				}
+				closed = true
+				e, _ := attr(r, "err").Any().(error)
+				var re *dialer.ResumeError
+				if !errors.As(e, &re) || re.Reason != dialer.ResumeGraceExpired {
+					t.Errorf("the server's tunnel closed with %v, want a *dialer.ResumeError (%q)", e, dialer.ResumeGraceExpired)
+				}
+			}
+			sctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			if err := srv.Tunnels.Shutdown(sctx); err != nil {
+				t.Errorf("Shutdown: %v: a tunnel still live after its grace", err)
+			}
+			if n := srv.Tunnels.Live(); n != 0 {
+				t.Errorf("Live() = %d after the grace, want 0", n)
+			}
+			if n := metricValue(t, metrics, "spriteproxy_resumes_total", "expired"); n != 1 {
+				t.Errorf("spriteproxy_resumes_total{result=\"expired\"} = %v, want 1", n)
+			}
+			if n := metricValue(t, metrics, "spriteproxy_tunnels_detached", ""); n != 0 {
+				t.Errorf("spriteproxy_tunnels_detached = %v, want 0", n)
+			}
+			if n := metricValue(t, metrics, "spriteproxy_tunnels_open", ""); n != 0 {
+				t.Errorf("spriteproxy_tunnels_open = %v, want 0", n)
+			}
+
+			if ps != nil {
+				conn.Close()
+				ps.Close() // waits for the stream's goroutines: its line is logged
+				found := false
+				for len(clientLog) > 0 {
+					r := <-clientLog
+					if r.Message != "stream closed" {
+						continue
+					}
+					found = true
+					e, _ := attr(r, "err").Any().(error)
+					var re *dialer.ResumeError
+					if !errors.As(e, &re) {
+						t.Errorf("the stream closed with %v, want a *dialer.ResumeError", e)
+					}
+				}
+				if !found {
+					t.Error("no stream closed line")
+				}
+			}
+		})
 	}
 }
