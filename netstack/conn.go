@@ -11,6 +11,7 @@ import (
 
 	"github.com/spriteproxy/spriteproxy/dialer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
@@ -56,6 +57,13 @@ var (
 
 func newConn(h *Host, ep tcpip.Endpoint, wq *waiter.Queue) *conn {
 	c := &conn{host: h, ep: ep, wq: wq, done: make(chan struct{})}
+	// A connection reset (Cut) before it got here no longer answers
+	// GetRemoteAddress; its endpoint's ID still names both ends, and a
+	// net.Conn's addresses are never nil.
+	if ti, ok := ep.Info().(*stack.TransportEndpointInfo); ok {
+		c.local = tcpAddr(tcpip.FullAddress{Addr: ti.ID.LocalAddress, Port: ti.ID.LocalPort})
+		c.remote = tcpAddr(tcpip.FullAddress{Addr: ti.ID.RemoteAddress, Port: ti.ID.RemotePort})
+	}
 	if a, err := ep.GetLocalAddress(); err == nil {
 		c.local = tcpAddr(a)
 	}

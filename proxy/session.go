@@ -18,7 +18,9 @@ type ProxySession struct {
 }
 
 // Stats are a session's counters at one moment: connections accepted,
-// active and failed, and bytes forwarded each way.
+// active and failed, bytes forwarded each way, and the times a stream's
+// tunnel was carried on over a new connection (Resumes, the resume
+// extension).
 type Stats = session.Stats
 
 func newProxySession(s *session.Session, m PortMapping) *ProxySession {

@@ -107,9 +107,10 @@ type Session struct {
 	failed   atomic.Int64
 
 	mu       sync.Mutex
-	live     map[*pump.Counters]struct{} // counters of the streams being pumped
-	sent     int64                       // bytes of the streams that ended, local → sprite
-	received int64                       // bytes of the streams that ended, sprite → local
+	live     map[*pump.Counters]resumer // the streams being pumped: their counters and, if it counts them, their conn's resumes
+	sent     int64                      // bytes of the streams that ended, local → sprite
+	received int64                      // bytes of the streams that ended, sprite → local
+	resumes  int64                      // resumes of the streams that ended
 }
 
 // Start validates cfg, opens the session's listeners and starts accepting.
@@ -151,7 +152,7 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 		listeners:   ls,
 		log:         log,
 		done:        make(chan struct{}),
-		live:        make(map[*pump.Counters]struct{}),
+		live:        make(map[*pump.Counters]resumer),
 	}
 	if s.dialTimeout == 0 {
 		s.dialTimeout = DefaultDialTimeout

@@ -35,12 +35,12 @@ func (s *Session) serve(local net.Conn) {
 	s.log.Debug("stream open", "stream", id, "client", local.RemoteAddr(),
 		"sprite", s.sprite, "target", s.target, "setup", time.Since(start))
 
-	c := s.track()
+	c := s.track(remote)
 	err = pump.Run(s.ctx, local, remote, c)
-	s.untrack(c)
+	resumes := s.untrack(c)
 
 	s.log.Debug("stream closed", "stream", id, "client", local.RemoteAddr(),
-		"sent", c.AToB.Load(), "received", c.BToA.Load(), "duration", time.Since(start), "err", err)
+		"sent", c.AToB.Load(), "received", c.BToA.Load(), "resumes", resumes, "duration", time.Since(start), "err", err)
 }
 
 // dial opens a stream to the target, within the dial timeout.

@@ -42,6 +42,18 @@
 // and Cut are that sprite's faults, between the server and its targets.
 // With WithLoopbackTCP the client reaches the server over the OS, and the
 // Server's fault methods return an error.
+//
+// # Resume
+//
+// The server offers the resume extension (package transport/websocket), so
+// a tunnel carries on across a Cut, or a Partition past the dead-peer
+// timeout, over a new connection: a test of code that must survive a
+// dropped connection makes these faults while it moves data and checks
+// that nothing was lost. To see a tunnel end for good, shorten the grace
+// the server keeps a dropped tunnel (WithServer, Server.ResumeGrace) and
+// the keep-alives of both sides (Server.Tuning, the Dialer's Tuning given
+// by proxy.WithDialer): a partition longer than the grace ends it with a
+// *dialer.ResumeError; DisableResume on either side turns it off.
 package proxytest
 
 import (
