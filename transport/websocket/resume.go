@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	mrand "math/rand/v2"
 	"net"
@@ -961,7 +962,10 @@ func (r *ResumableConn) reconnect(from time.Time) {
 		wait := min(backoff/2+mrand.N(backoff/2+1), maxResumeBackoff)
 		backoff = min(2*backoff, maxResumeBackoff)
 		if re == nil && time.Until(deadline) <= wait {
-			re = &dialer.ResumeError{Reason: dialer.ResumeGraceExpired, Err: err}
+			// The last attempt's error is told, not wrapped: a dial's
+			// timeout must not make the tunnel's end read as a deadline
+			// that a later Read could outlive.
+			re = &dialer.ResumeError{Reason: dialer.ResumeGraceExpired, Err: fmt.Errorf("last attempt: %s", err)}
 		}
 		if re != nil {
 			r.mu.Lock()
