@@ -2,11 +2,13 @@ package proxytest_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"time"
 
+	"github.com/spriteproxy/spriteproxy/dialer"
 	"github.com/spriteproxy/spriteproxy/netstack"
 	"github.com/spriteproxy/spriteproxy/proxy/proxytest"
 )
@@ -47,8 +49,10 @@ func Example() {
 
 // A tunnel over a bad network: 40 ms of round trip between the client and
 // the server, then a reset of every connection, as a load balancer that
-// drops its connections would do. The tunnel ends with an error, never a
-// clean end of stream, and the next one works.
+// drops its connections would do. The tunnel carries on over a new
+// connection (the resume extension), with nothing lost; a server restart
+// ends it for good, with an error, never a clean end of stream, and the
+// next tunnel works.
 func ExampleServer_Cut() {
 	srv, err := proxytest.Start()
 	if err != nil {
@@ -78,13 +82,24 @@ func ExampleServer_Cut() {
 		return
 	}
 	defer conn.Close()
-	conn.Write([]byte("x"))
-	io.ReadFull(conn, make([]byte, 1))
+	echo := func(msg string) (string, error) {
+		if _, err := conn.Write([]byte(msg)); err != nil {
+			return "", err
+		}
+		buf := make([]byte, len(msg))
+		_, err := io.ReadFull(conn, buf)
+		return string(buf), err
+	}
+	echo("x")
 	fmt.Println("first echo after at least 3 round trips:", time.Since(start) >= 120*time.Millisecond)
 
 	srv.Cut()
+	got, err := echo("after the cut")
+	fmt.Printf("%q %v\n", got, err)
+
+	srv.Restart()
 	_, err = io.ReadAll(conn)
-	fmt.Println("after the cut the tunnel failed:", err != nil)
+	fmt.Println("after a restart the tunnel failed:", err != nil, errors.Is(err, dialer.ErrTunnelClosed))
 
 	again, err := sprite.ProxySocket(ctx, "tcp", "localhost:7")
 	fmt.Println("a new tunnel:", err)
@@ -93,6 +108,7 @@ func ExampleServer_Cut() {
 	}
 	// Output:
 	// first echo after at least 3 round trips: true
-	// after the cut the tunnel failed: true
+	// "after the cut" <nil>
+	// after a restart the tunnel failed: true true
 	// a new tunnel: <nil>
 }

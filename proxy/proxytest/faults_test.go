@@ -13,7 +13,15 @@ import (
 	"github.com/spriteproxy/spriteproxy/internal/testnet"
 	"github.com/spriteproxy/spriteproxy/netstack"
 	"github.com/spriteproxy/spriteproxy/proxy"
+	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
+
+// noResume turns the resume extension off on the server, for the tests of
+// faults that end a tunnel: with it on, a tunnel carries on across a Cut
+// (resume_test.go tests that).
+func noResume() Option {
+	return WithServer(func(s *websocket.Server) { s.DisableResume = true })
+}
 
 // echoSprite starts an echo service on 127.0.0.1:7 of sprite "echo"; the
 // error that ends each target conn's echo (nil for an end of stream) is
@@ -110,12 +118,12 @@ func TestConditionsDelayTunnels(t *testing.T) {
 	}
 }
 
-// TestCut checks that Cut ends every tunnel with an error at the client,
+// TestCut checks that, with resume off, Cut ends every tunnel with an error at the client,
 // not a clean EOF, through ProxySocket and ProxyPort, and that the next
 // tunnels work.
 func TestCut(t *testing.T) {
 	t.Parallel()
-	srv := NewServer(t)
+	srv := NewServer(t, noResume())
 	targets := echoSprite(t, srv)
 	ctx := ctxFor(t)
 	sprite := srv.Client().Sprite("echo")
@@ -248,7 +256,7 @@ func TestRestart(t *testing.T) {
 // TestMachines checks that a machine's faults touch only its own clients.
 func TestMachines(t *testing.T) {
 	t.Parallel()
-	srv := NewServer(t)
+	srv := NewServer(t, noResume())
 	echoSprite(t, srv)
 	ctx := ctxFor(t)
 	m, err := srv.NewMachine("laptop")
