@@ -610,38 +610,47 @@ func (r *ResumableConn) attach(c *Conn, m int64, rel chan struct{}) error {
 	r.publishLocked(c)
 	r.cur = nil // writers wait for the resend
 	r.release = rel
-	gen, rdl, wdl, eof := r.gen, r.rdl, r.wdl, r.eofSent
+	gen, rdl := r.gen, r.rdl
 	r.resumes++
 	r.ackedOut = r.delivered
 	a := r.ackedOut
 	r.mu.Unlock()
 	c.SetReadDeadline(rdl)
 	c.queueAck(a) // the client's confirmation (and the server's news)
+	// Each step looks, under r.mu, at what is left to send: the data, then
+	// the eof, which a CloseWrite during the resend leaves to it (it finds
+	// no connection to write to). The step that finds nothing left hands c
+	// to the writers, so that no CloseWrite falls between the two.
 	var err error
-	for o := m; err == nil; {
+	eofResent := false
+	for o := m; ; {
 		r.mu.Lock()
-		if gen != r.gen || o >= r.sent {
+		switch {
+		case err != nil:
+			r.lostLocked(c, gen, err)
+		case gen != r.gen:
+		case o < r.sent:
+			seg := r.segmentLocked(o)
 			r.mu.Unlock()
-			break
+			_, err = c.Write(seg)
+			o += int64(len(seg))
+			continue
+		case r.eofSent && !eofResent:
+			r.mu.Unlock()
+			eofResent = true
+			err = c.CloseWrite()
+			continue
+		default:
+			r.cur = c
+			wdl := r.wdl
+			r.broadcastLocked()
+			r.mu.Unlock()
+			c.SetWriteDeadline(wdl)
+			return nil
 		}
-		seg := r.segmentLocked(o)
 		r.mu.Unlock()
-		_, err = c.Write(seg)
-		o += int64(len(seg))
+		return nil
 	}
-	if err == nil && eof {
-		err = c.CloseWrite()
-	}
-	c.SetWriteDeadline(wdl)
-	r.mu.Lock()
-	if err != nil {
-		r.lostLocked(c, gen, err)
-	} else if gen == r.gen {
-		r.cur = c
-		r.broadcastLocked()
-	}
-	r.mu.Unlock()
-	return nil
 }
 
 // Write copies p into the send buffer and sends it; a full buffer waits

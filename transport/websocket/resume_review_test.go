@@ -1,0 +1,103 @@
+package websocket
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Tests of the resume layer's review findings. Most drive a ResumableConn
+// over net.Pipe connections (a write blocks until the peer reads), so that
+// a resend or a Write can be held at a chosen point; the loss of a
+// connection is simulated by detaching it (reviewLose), with no
+// reconnection started.
+
+// reviewPipe is a client and a server *Conn over a net.Pipe, with
+// half_close and resume, no keep-alive.
+func reviewPipe(t *testing.T) (cl, sv *Conn) {
+	t.Helper()
+	cfg, err := Tuning{KeepAlive: -1}.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := net.Pipe()
+	t.Cleanup(func() { a.Close(); b.Close() })
+	cl, sv = newConn(a, true, cfg, nil), newConn(b, false, cfg, nil)
+	cl.halfClose, sv.halfClose = true, true
+	cl.resume, sv.resume = true, true
+	return cl, sv
+}
+
+// reviewLose detaches r from its connection as a loss does, without the
+// reconnection (the test attaches the next connection itself).
+func reviewLose(r *ResumableConn) {
+	r.mu.Lock()
+	rel := r.detachLocked()
+	r.mu.Unlock()
+	if rel != nil {
+		close(rel)
+	}
+}
+
+// reviewGo runs f in a goroutine; wait waits for its end.
+func reviewGo(f func()) (wait func()) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		f()
+	}()
+	return wg.Wait
+}
+
+// reviewHas waits (bounded) for cond, checked with r.mu held.
+func reviewHas(t *testing.T, r *ResumableConn, what string, cond func() bool) {
+	t.Helper()
+	waitFor(t, what, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return cond()
+	})
+}
+
+// TestResumeReviewCloseWriteDuringResend: a CloseWrite that lands while
+// the resend after a reconnection is under way reaches the peer as its
+// eof (attach took the eof into account once, before the resend, and the
+// CloseWrite, finding no connection to write to, left it to the resend).
+func TestResumeReviewCloseWriteDuringResend(t *testing.T) {
+	t.Parallel()
+	c1, s1 := reviewPipe(t)
+	r := newResumable(c1, true, 1<<20, time.Minute)
+	data := bytes.Repeat([]byte("resend "), 20<<10)
+	drained := reviewGo(func() { io.Copy(io.Discard, s1) })
+	if _, err := r.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	reviewLose(r)
+	c1.CloseNow()
+	drained()
+
+	// The next connection: its peer reads nothing yet, so the resend of
+	// all of data waits on the pipe.
+	c2, s2 := reviewPipe(t)
+	var attachErr error
+	attached := reviewGo(func() { attachErr = r.attach(c2, 0, nil) })
+	reviewHas(t, r, "the resend under way", func() bool { return r.reading == c2 && r.cur == nil })
+	if err := r.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	s2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(s2)
+	attached()
+	if attachErr != nil {
+		t.Fatal(attachErr)
+	}
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the peer read %d of %d bytes, then %v; want all, then io.EOF", len(got), len(data), err)
+	}
+	s2.SetReadDeadline(time.Time{})
+	closeBoth(r, s2)
+}
