@@ -221,6 +221,11 @@ func (s *Server) resumeTunnel(c *Conn, req wire.Request, sl *slot) error {
 	if r.hasOld && r.oldHash != h {
 		s.forgetToken(r.oldHash, r)
 	}
+	if r.tokHash != h {
+		// A resume with the token before: the reply that replaced it did
+		// not reach the client, and its token is replaced in turn.
+		s.forgetToken(r.tokHash, r)
+	}
 	r.oldHash, r.hasOld = h, true
 	r.tokHash = newHash
 	rep := wire.Reply{Status: wire.StatusResumed, Received: r.recvd, Resume: newTok,

@@ -2,11 +2,15 @@ package websocket
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/spriteproxy/spriteproxy/dialer"
+	"github.com/spriteproxy/spriteproxy/internal/wire"
 )
 
 // Tests of the resume layer's review findings. Most drive a ResumableConn
@@ -100,4 +104,72 @@ func TestResumeReviewCloseWriteDuringResend(t *testing.T) {
 	}
 	s2.SetReadDeadline(time.Time{})
 	closeBoth(r, s2)
+}
+
+// reviewLostReply opens a resumable tunnel through a relay, then has the
+// server take a resume of it (with the token the client holds) on a
+// connection that drops before the reply is written: the server drops the
+// tunnel's connection and keeps it waiting. The client, which never got
+// the new token, resumes with the one before; reviewLostReply returns
+// once it has, and a round trip went through.
+func reviewLostReply(t *testing.T, srv *Server) (*testServer, *ResumableConn) {
+	t.Helper()
+	ts, _, d, tg := resumeSetup(t, srv, echo)
+	nc, err := d.DialSprite(testCtx(t), "box", "tcp", tg.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	rc := nc.(*ResumableConn)
+	echoTrip(t, rc, "before")
+	host, port, _ := dialer.SplitAddress("tcp", tg.addr())
+	tok, recvd := rc.tokenAndReceived()
+
+	cfg, err := Tuning{KeepAlive: -1}.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := net.Pipe()
+	b.Close() // the reply cannot be written
+	defer a.Close()
+	c := newConn(a, false, cfg, nil)
+	req := wire.Request{Host: host, Port: port, Resume: tok, Received: recvd}
+	if err := ts.Server.resumeTunnel(c, req, &slot{token: testToken}); err == nil || errors.Is(err, errResumeServed) {
+		t.Fatalf("resume with its reply lost = %v, want the write's error", err)
+	}
+	rc.SetDeadline(time.Now().Add(10 * time.Second))
+	echoTrip(t, rc, "after")
+	rc.SetDeadline(time.Time{})
+	if n := rc.Resumes(); n != 1 {
+		t.Fatalf("%d resumes, want 1", n)
+	}
+	return ts, rc
+}
+
+// resumableTokens is how many tokens s keeps for resumable tunnels.
+func resumableTokens(s *Server) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.resumable)
+}
+
+// TestResumeReviewOldTokenForgotten: a resume with the token before (the
+// client never got the reply that replaced it) forgets the token that
+// reply carried; once the tunnel ends the server keeps no token of it.
+// (The replaced token stayed in s.resumable for the server's lifetime.)
+func TestResumeReviewOldTokenForgotten(t *testing.T) {
+	t.Parallel()
+	ts, rc := reviewLostReply(t, newServer())
+	// The round trip confirmed the client's new token: that one is left.
+	if n := resumableTokens(ts.Server); n != 1 {
+		t.Errorf("%d resume tokens kept for one tunnel, want 1", n)
+	}
+	rc.Close()
+	waitLive(t, ts.Server, 0)
+	for i := 0; resumableTokens(ts.Server) != 0; i++ {
+		if i > 500 {
+			t.Fatalf("%d resume tokens kept after the tunnel's end, want 0", resumableTokens(ts.Server))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
