@@ -210,10 +210,13 @@ func (s *Server) resumeTunnel(c *Conn, req wire.Request, sl *slot) error {
 		return err
 	}
 	old := r.reading
-	wasAttached := old != nil
 	var rel chan struct{}
 	if old != nil {
+		// Detached here, not by a loss (lostLocked counts those): counted
+		// here, so that a reply that fails, leaving the tunnel to wait,
+		// leaves it counted, and the attach below uncounts it.
 		rel = r.detachLocked()
+		s.Metrics.resumeDetached(1)
 	}
 	if r.graceTimer != nil {
 		r.graceTimer.Stop()
@@ -256,9 +259,7 @@ func (s *Server) resumeTunnel(c *Conn, req wire.Request, sl *slot) error {
 	if err := r.attach(c, req.Received, done); err != nil {
 		return err
 	}
-	if !wasAttached {
-		s.Metrics.resumeDetached(-1)
-	}
+	s.Metrics.resumeDetached(-1)
 	s.Metrics.resumed("ok")
 	s.log("tunnel resumed", "client", c.remote)
 	<-done

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/spriteproxy/spriteproxy/dialer"
 	"github.com/spriteproxy/spriteproxy/internal/wire"
 )
@@ -171,5 +172,29 @@ func TestResumeReviewOldTokenForgotten(t *testing.T) {
 			t.Fatalf("%d resume tokens kept after the tunnel's end, want 0", resumableTokens(ts.Server))
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestResumeReviewDetachedGauge: spriteproxy_tunnels_detached stays at
+// zero through a resume that drops an attached tunnel's connection and
+// then fails to write its reply (the tunnel waits, detached, uncounted),
+// the client's resume that follows, and the tunnel's end. (It read -1.)
+func TestResumeReviewDetachedGauge(t *testing.T) {
+	t.Parallel()
+	srv := newServer()
+	srv.Metrics = NewMetrics()
+	detached := func() float64 { return testutil.ToFloat64(srv.Metrics.detached) }
+	ts, rc := reviewLostReply(t, srv)
+	// The resume's "ok" is counted after its detached -1.
+	waitFor(t, "the client's resume counted", func() bool {
+		return testutil.ToFloat64(srv.Metrics.resumes.WithLabelValues("ok")) == 1
+	})
+	if g := detached(); g != 0 {
+		t.Errorf("after the resume: %v tunnels detached, want 0", g)
+	}
+	rc.Close()
+	waitLive(t, ts.Server, 0)
+	if g := detached(); g != 0 {
+		t.Errorf("after the tunnel's end: %v tunnels detached, want 0", g)
 	}
 }
