@@ -320,7 +320,8 @@ func (r *ResumableConn) readDone() {
 }
 
 // ackReadStep bounds each read of the ack reader, so that a Read that
-// begins meanwhile waits no longer for the read side.
+// begins meanwhile waits no longer for the read side, and each read of a
+// Write that waits (see Write).
 const ackReadStep = 100 * time.Millisecond
 
 // startAckReaderLocked starts the ack reader if bytes sent await their ack
@@ -669,7 +670,14 @@ func (r *ResumableConn) Write(p []byte) (int, error) {
 		room := r.bufMax - (r.sent - r.acked)
 		if c == nil || room <= 0 {
 			if rc := r.reading; rc != nil && r.rmu.TryLock() {
-				r.readForWriterLocked(rc, gen, r.wdl)
+				// A step at a time, as the ack reader: what the Write
+				// waits for may come other than by this connection (the
+				// resend's end, a new write deadline).
+				dl := time.Now().Add(ackReadStep)
+				if !r.wdl.IsZero() && r.wdl.Before(dl) {
+					dl = r.wdl
+				}
+				r.readForWriterLocked(rc, gen, dl)
 				r.rmu.Unlock()
 				continue
 			}

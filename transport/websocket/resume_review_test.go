@@ -198,3 +198,44 @@ func TestResumeReviewDetachedGauge(t *testing.T) {
 		t.Errorf("after the tunnel's end: %v tunnels detached, want 0", g)
 	}
 }
+
+// TestResumeReviewWriteWokenAfterResend: a Write that waits for the
+// connection while the tunnel is detached goes on once the resend on the
+// next connection is done, though the peer sends nothing. (It waited
+// reading that connection with no bound, for an ack or data that the
+// resend's end does not bring.)
+func TestResumeReviewWriteWokenAfterResend(t *testing.T) {
+	t.Parallel()
+	c1, _ := reviewPipe(t)
+	r := newResumable(c1, true, 1<<20, time.Minute)
+	reviewLose(r)
+	c1.CloseNow()
+	var werr error
+	wrote := reviewGo(func() { _, werr = r.Write([]byte("x")) })
+	reviewHas(t, r, "the Write waiting", func() bool { return r.waiters > 0 })
+
+	c2, s2 := reviewPipe(t)
+	var attachErr error
+	attached := reviewGo(func() { attachErr = r.attach(c2, 0, nil) })
+	// The Write, woken by the new connection while the resend is under
+	// way (its ack waits on the pipe), reads that connection for acks.
+	waitFor(t, "the Write reading the new connection", func() bool { return c2.reading.Load() > 0 })
+	s2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 1)
+	_, err := io.ReadFull(s2, b)
+	attached()
+	if attachErr != nil {
+		t.Fatal(attachErr)
+	}
+	if err != nil || b[0] != 'x' {
+		r.CloseWithError(nil)
+		wrote()
+		t.Fatalf("the peer read %q, %v; want the Write's x", b, err)
+	}
+	wrote()
+	if werr != nil {
+		t.Fatal(werr)
+	}
+	s2.SetReadDeadline(time.Time{})
+	closeBoth(r, s2)
+}
