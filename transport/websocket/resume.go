@@ -94,6 +94,9 @@ type ResumableConn struct {
 	chunks            []*[]byte
 	base, acked, sent int64
 	eofSent           bool
+	// inFlight counts the segments of chunks being written (a Write's, a
+	// resend's); Close leaves the chunks to the last of them.
+	inFlight int
 
 	recvd, delivered, ackedOut int64
 	ackTimer                   *time.Timer
@@ -432,6 +435,16 @@ func (r *ResumableConn) freeLocked() {
 	}
 }
 
+// segDoneLocked: a segment of the send buffer handed to a connection is
+// written; the last after a Close gives the chunks back.
+func (r *ResumableConn) segDoneLocked() {
+	r.inFlight--
+	if r.inFlight == 0 && r.closed {
+		r.acked = r.sent
+		r.freeLocked()
+	}
+}
+
 // appendLocked copies what fits of p (up to a chunk's end) into the send
 // buffer and returns it there.
 func (r *ResumableConn) appendLocked(p []byte) []byte {
@@ -632,9 +645,13 @@ func (r *ResumableConn) attach(c *Conn, m int64, rel chan struct{}) error {
 		case gen != r.gen:
 		case o < r.sent:
 			seg := r.segmentLocked(o)
+			r.inFlight++
 			r.mu.Unlock()
 			_, err = c.Write(seg)
 			o += int64(len(seg))
+			r.mu.Lock()
+			r.segDoneLocked()
+			r.mu.Unlock()
 			continue
 		case r.eofSent && !eofResent:
 			r.mu.Unlock()
@@ -687,9 +704,11 @@ func (r *ResumableConn) Write(p []byte) (int, error) {
 			continue
 		}
 		seg := r.appendLocked(p[:min(int64(len(p)), room)])
+		r.inFlight++
 		r.mu.Unlock()
 		n, err := c.Write(seg)
 		r.mu.Lock()
+		r.segDoneLocked()
 		if err != nil && gen == r.gen {
 			if isTimeout(err) && c.deadErr.Load() == nil {
 				r.sent -= int64(len(seg) - n)
@@ -843,8 +862,10 @@ func (r *ResumableConn) closeWith(cause error) error {
 		close(rel)
 	}
 	r.mu.Lock()
-	r.acked = r.sent
-	r.freeLocked()
+	if r.inFlight == 0 { // else the last segment's writer frees them
+		r.acked = r.sent
+		r.freeLocked()
+	}
 	r.pending = nil
 	r.mu.Unlock()
 	return err
