@@ -2,6 +2,7 @@ package pump
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spriteproxy/spriteproxy/internal/testcert"
 	"github.com/spriteproxy/spriteproxy/internal/testnet"
 )
 
@@ -72,4 +74,45 @@ type lingerNoSplice struct{ noSplice }
 
 func (l lingerNoSplice) SetLinger(sec int) error {
 	return l.noSplice.Conn.(*net.TCPConn).SetLinger(sec)
+}
+
+// TestCutResetsUnderTLS: a local conn that is TLS over TCP (a session's
+// listener may be a tls.Listener) is reset under its TLS when the pair is
+// cut. Closing it as it is sent close_notify, which its peer reads as a
+// clean end of stream, a cut stream reading as a complete one; this test
+// failed so before cut unwrapped it.
+func TestCutResetsUnderTLS(t *testing.T) {
+	t.Parallel()
+	pair, err := testcert.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	appRaw, localRaw := testnet.TCPPair(t)
+	cfg := pair.ClientConfig()
+	cfg.ServerName = "localhost"
+	app := tls.Client(appRaw, cfg)
+	local := tls.Server(localRaw, pair.ServerConfig())
+	remote, far := testnet.TCPPair(t)
+	done := make(chan error, 1)
+	go func() { done <- Run(context.Background(), local, remote, nil) }()
+	app.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := app.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := far.Write([]byte("part")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(app, buf); err != nil {
+		t.Fatal(err)
+	}
+	far.(*net.TCPConn).SetLinger(0)
+	far.Close()
+	if _, err := io.Copy(io.Discard, app); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("the application read %v after the cut, want the reset", err)
+	}
+	if err := <-done; err == nil {
+		t.Error("Run = nil, want the reset")
+	}
+	app.Close()
 }
