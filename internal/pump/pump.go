@@ -93,8 +93,9 @@ var errEnded = errors.New("pump: ended")
 // ended the copy, or the first I/O error otherwise. c may be nil.
 //
 // A pair that ends with an error is cut: a conn that can say why
-// (ErrorCloser) is closed with the error, and a TCP conn is reset (its peer
-// reads ECONNRESET, not a clean end of stream).
+// (ErrorCloser) is closed with the error, and a TCP conn, or one that
+// wraps a TCP conn (NetConn, as TLS does), is reset (its peer reads
+// ECONNRESET, not a clean end of stream).
 //
 // Run starts one goroutine for the a→b direction and waits for it, and
 // for a cut that an Ender started: nothing it started outlives it.
@@ -242,7 +243,8 @@ func (p *pair) abort(reason error) {
 }
 
 // cut closes c after the pair failed for reason: with the reason where c
-// can carry it, else with a reset where c is a TCP conn, else at once.
+// can carry it, else with a reset where c is a TCP conn, or wraps one
+// (NetConn, as a *tls.Conn does), else at once.
 func cut(c net.Conn, reason error) {
 	if ec, ok := c.(ErrorCloser); ok {
 		ec.CloseWithError(reason)
@@ -250,6 +252,14 @@ func cut(c net.Conn, reason error) {
 	}
 	if l, ok := c.(interface{ SetLinger(int) error }); ok {
 		l.SetLinger(0)
+	} else if w, ok := c.(interface{ NetConn() net.Conn }); ok {
+		// A wrapper's own Close ends its stream cleanly (TLS sends
+		// close_notify, which its peer reads as io.EOF): the conn under
+		// it is cut first, so that the peer sees the reset and the
+		// wrapper's Close can no longer send anything.
+		if inner := w.NetConn(); inner != nil && inner != c {
+			cut(inner, reason)
+		}
 	}
 	if cn, ok := c.(interface{ CloseNow() error }); ok {
 		cn.CloseNow()
