@@ -11,6 +11,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/spriteproxy/spriteproxy/dialer"
 )
@@ -164,8 +165,14 @@ func ParseReply(b []byte) (Reply, error) {
 	default:
 		return rep, fmt.Errorf("%w: reply has unknown status %q", dialer.ErrTunnelClosed, rep.Status)
 	}
+	if rep.GraceMS < 0 || rep.GraceMS > maxGraceMS {
+		return rep, fmt.Errorf("%w: reply has grace_ms %d, outside 0..%d", dialer.ErrTunnelClosed, rep.GraceMS, int64(maxGraceMS))
+	}
 	return rep, nil
 }
+
+// maxGraceMS is the largest grace_ms that is a time.Duration.
+const maxGraceMS = math.MaxInt64 / int64(time.Millisecond)
 
 // ParseControl decodes a control message; an error means the message was
 // not a control message at all (and is ignored by the caller).
