@@ -3,8 +3,10 @@ package dialer
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"os"
 )
 
 // Sentinel errors. Every error a Dialer of this module returns matches one of
@@ -249,5 +251,12 @@ func (e *ResumeError) Error() string {
 // Is matches ErrTunnelClosed.
 func (e *ResumeError) Is(target error) bool { return target == ErrTunnelClosed }
 
-// Unwrap returns the cause.
-func (e *ResumeError) Unwrap() error { return e.Err }
+// Unwrap returns the cause, unless it is (or wraps) io.EOF or a
+// deadline: the tunnel's end must read neither as a clean end of stream
+// nor as a timeout that a later Read could outlive (Error still says it).
+func (e *ResumeError) Unwrap() error {
+	if errors.Is(e.Err, io.EOF) || errors.Is(e.Err, os.ErrDeadlineExceeded) {
+		return nil
+	}
+	return e.Err
+}

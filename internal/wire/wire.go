@@ -11,6 +11,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/spriteproxy/spriteproxy/dialer"
 )
@@ -164,8 +165,14 @@ func ParseReply(b []byte) (Reply, error) {
 	default:
 		return rep, fmt.Errorf("%w: reply has unknown status %q", dialer.ErrTunnelClosed, rep.Status)
 	}
+	if rep.GraceMS < 0 || rep.GraceMS > maxGraceMS {
+		return rep, fmt.Errorf("%w: reply has grace_ms %d, outside 0..%d", dialer.ErrTunnelClosed, rep.GraceMS, int64(maxGraceMS))
+	}
 	return rep, nil
 }
+
+// maxGraceMS is the largest grace_ms that is a time.Duration.
+const maxGraceMS = math.MaxInt64 / int64(time.Millisecond)
 
 // ParseControl decodes a control message; an error means the message was
 // not a control message at all (and is ignored by the caller).
@@ -217,21 +224,11 @@ func AppendAck(b []byte, n int64) []byte {
 // allocating; any other JSON spelling of an ack is decoded.
 func ParseAck(b []byte) (int64, bool) {
 	if rest, ok := bytes.CutPrefix(b, []byte(ackPrefix)); ok {
-		rest = bytes.TrimRight(rest, " \t\r\n")
-		if len(rest) >= 2 && len(rest) <= 20 && rest[len(rest)-1] == '}' {
-			var n int64
-			digits := rest[:len(rest)-1]
-			for i, d := range digits {
-				if d < '0' || d > '9' || i == 0 && d == '0' && len(digits) > 1 {
-					return 0, false
-				}
-				if n > (math.MaxInt64-int64(d-'0'))/10 {
-					return 0, false
-				}
-				n = n*10 + int64(d-'0')
-			}
+		if n, ok := parseAckTail(rest); ok {
 			return n, true
 		}
+		// Not AppendAck's form (a space, another field): decoded below,
+		// which refuses what the fast path would have (01, -1, overflow).
 	}
 	var a struct {
 		Type string          `json:"type"`
@@ -243,6 +240,27 @@ func ParseAck(b []byte) (int64, bool) {
 	n, err := strconv.ParseInt(string(a.N), 10, 64)
 	if err != nil || n < 0 {
 		return 0, false
+	}
+	return n, true
+}
+
+// parseAckTail reads what follows ackPrefix in AppendAck's form: digits
+// (no leading zero, at most 2^63-1), '}', optional trailing white space.
+func parseAckTail(rest []byte) (int64, bool) {
+	rest = bytes.TrimRight(rest, " \t\r\n")
+	if len(rest) < 2 || len(rest) > 20 || rest[len(rest)-1] != '}' {
+		return 0, false
+	}
+	var n int64
+	digits := rest[:len(rest)-1]
+	for i, d := range digits {
+		if d < '0' || d > '9' || i == 0 && d == '0' && len(digits) > 1 {
+			return 0, false
+		}
+		if n > (math.MaxInt64-int64(d-'0'))/10 {
+			return 0, false
+		}
+		n = n*10 + int64(d-'0')
 	}
 	return n, true
 }
