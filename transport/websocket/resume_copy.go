@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/spriteproxy/spriteproxy/internal/pump"
 )
@@ -179,10 +178,10 @@ var _ pump.CopierFrom = (*ResumableConn)(nil)
 func (r *ResumableConn) CopyFrom(src io.Reader, count *atomic.Int64) (int64, error) {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
-	rc := rawReadConn(src)
+	sock := isSocket(src)
 	var total int64
 	for {
-		f, err := r.fill(src, rc)
+		f, err := r.fill(src, sock)
 		if err != nil {
 			return total, err
 		}
@@ -216,10 +215,10 @@ type filled struct {
 }
 
 // fill waits for room in the send buffer and a connection to send on, then
-// reads src once into the send buffer (rc, when not nil, is src's raw
-// socket: see fillPolled). err is the tunnel's error (the read's is in the
+// reads src once into the send buffer (by fillPolled if sock: src is a TCP
+// or Unix socket). err is the tunnel's error (the read's is in the
 // result).
-func (r *ResumableConn) fill(src io.Reader, rc syscall.RawConn) (filled, error) {
+func (r *ResumableConn) fill(src io.Reader, sock bool) (filled, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for {
@@ -239,9 +238,9 @@ func (r *ResumableConn) fill(src io.Reader, rc syscall.RawConn) (filled, error) 
 			}
 			continue
 		}
-		if rc != nil {
+		if sock {
 			r.mu.Unlock()
-			f, ready := r.fillPolled(src, rc)
+			f, ready := r.fillPolled(src)
 			r.mu.Lock()
 			if !ready {
 				continue // the tunnel changed while src had nothing
@@ -259,7 +258,9 @@ func (r *ResumableConn) fill(src io.Reader, rc syscall.RawConn) (filled, error) 
 		r.mu.Lock()
 		f := filled{rerr: rerr}
 		if n > 0 {
-			if err := r.endErrLocked("write"); err != nil {
+			// The bytes go in only while there is a connection to send them
+			// on: a resend under way sends no bytes put in after it ends.
+			if err := r.awaitConnLocked(); err != nil {
 				chunkPool.Put(own)
 				return filled{}, err
 			}
@@ -280,46 +281,26 @@ func (r *ResumableConn) fill(src io.Reader, rc syscall.RawConn) (filled, error) 
 	}
 }
 
-// fillFromLocked reads, with read (a read(2) that does not block; ok is
-// false at EAGAIN), from a socket into the end of the send buffer, a fresh
-// chunk taken for it only if the buffer ends on a chunk's end. ready is
-// false, nothing read, when the tunnel cannot take data now (no
-// connection, no room, or over); again is true when the socket had
-// nothing (the chunk taken went back); else f is what was put in the
-// buffer. r.mu is held throughout: the read does not wait, and nothing can
-// give the chunk back meanwhile.
-func (r *ResumableConn) fillFromLocked(read func(p []byte) (n int, ok bool, err error)) (f filled, ready, again bool) {
-	if r.writeErrLocked() != nil || r.cur == nil || r.bufMax-(r.sent-r.acked) <= 0 {
-		return filled{}, false, false
-	}
-	room := r.bufMax - (r.sent - r.acked)
-	idx, off := (r.sent-r.base)/resumeChunk, int((r.sent-r.base)%resumeChunk)
-	fresh := idx == int64(len(r.chunks))
-	var b *[]byte
-	if fresh {
-		b = chunkPool.Get().(*[]byte)
-	} else {
-		b = r.chunks[idx]
-	}
-	limit := int(min(room, int64(resumeChunk-off)))
-	n, ok, err := read((*b)[off : off+limit])
-	if !ok {
-		if fresh {
-			chunkPool.Put(b)
+// awaitConnLocked waits for a connection to send on (as a Write does:
+// reading the acks itself when no Read is under way), within the write
+// deadline; the send buffer's room cannot shrink meanwhile.
+func (r *ResumableConn) awaitConnLocked() error {
+	for {
+		if err := r.writeErrLocked(); err != nil {
+			return err
 		}
-		return filled{}, true, true
-	}
-	f = filled{rerr: err, c: r.cur, gen: r.gen}
-	if n > 0 {
-		if fresh {
-			r.chunks = append(r.chunks, b)
+		if r.cur != nil {
+			return nil
 		}
-		r.sent += int64(n)
-		f.seg = (*b)[off : off+n]
-	} else if fresh {
-		chunkPool.Put(b)
+		if rc := r.reading; rc != nil && r.rmu.TryLock() {
+			r.readForWriterLocked(rc, r.gen, r.wdl)
+			r.rmu.Unlock()
+			continue
+		}
+		if !r.waitLocked(r.wdl) {
+			return r.opError("write", os.ErrDeadlineExceeded)
+		}
 	}
-	return f, true, false
 }
 
 // sendFilled sends what fill put in the send buffer, and acts on a

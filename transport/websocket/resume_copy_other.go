@@ -2,15 +2,12 @@
 
 package websocket
 
-import (
-	"io"
-	"syscall"
-)
+import "io"
 
-// rawReadConn is nil off Unix: CopyFrom reads every source with Read.
-func rawReadConn(io.Reader) syscall.RawConn { return nil }
+// isSocket is false off Unix: CopyFrom reads every source with Read.
+func isSocket(io.Reader) bool { return false }
 
-// fillPolled is not used off Unix (rawReadConn is nil).
-func (r *ResumableConn) fillPolled(io.Reader, syscall.RawConn) (filled, bool) {
-	panic("websocket: fillPolled without a raw conn")
+// fillPolled is not used off Unix (isSocket is false).
+func (r *ResumableConn) fillPolled(io.Reader) (filled, bool) {
+	panic("websocket: fillPolled off Unix")
 }

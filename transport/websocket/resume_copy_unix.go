@@ -10,9 +10,24 @@ import (
 	"syscall"
 )
 
-// rawReadConn is src's raw socket when src is a TCP or Unix socket, which
-// CopyFrom reads with fillPolled; nil for any other reader.
-func rawReadConn(src io.Reader) syscall.RawConn {
+// isSocket says whether CopyFrom reads src with fillPolled.
+func isSocket(src io.Reader) bool {
+	switch src.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		return true
+	}
+	return false
+}
+
+// fillPolled is fill's read of a TCP or Unix socket: it waits in the
+// runtime's poller holding no chunk, then reads what the socket has into
+// the send buffer with r.mu held (fillFromLocked). ready is false when the
+// tunnel could not take the data when it came: the caller waits for it,
+// and tries again.
+func (r *ResumableConn) fillPolled(src io.Reader) (f filled, ready bool) {
+	// The raw conn is taken here, per read, as internal/pool does: its
+	// concrete type is then known and the callback does not escape (no
+	// allocation per read).
 	var rc syscall.RawConn
 	var err error
 	switch c := src.(type) {
@@ -22,40 +37,13 @@ func rawReadConn(src io.Reader) syscall.RawConn {
 		rc, err = c.SyscallConn()
 	}
 	if err != nil {
-		return nil
-	}
-	return rc
-}
-
-// fillPolled is fill's read of a socket: it waits in the runtime's poller
-// holding no chunk, then reads what the socket has into the send buffer
-// with r.mu held (fillFromLocked). ready is false when the tunnel could
-// not take the data when it came: the caller waits for it, and tries
-// again.
-func (r *ResumableConn) fillPolled(src io.Reader, rc syscall.RawConn) (f filled, ready bool) {
-	read := func(fd uintptr) func(p []byte) (int, bool, error) {
-		return func(p []byte) (int, bool, error) {
-			for {
-				n, err := syscall.Read(int(fd), p)
-				switch {
-				case err == syscall.EINTR:
-					continue
-				case err == syscall.EAGAIN:
-					return 0, false, nil
-				case err != nil:
-					return 0, true, os.NewSyscallError("read", err)
-				case n == 0:
-					return 0, true, io.EOF
-				}
-				return n, true, nil
-			}
-		}
+		return filled{rerr: err}, true
 	}
 	cerr := rc.Read(func(fd uintptr) bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		var again bool
-		f, ready, again = r.fillFromLocked(read(fd))
+		f, ready, again = r.fillFromLocked(int(fd))
 		return !again
 	})
 	if cerr != nil {
@@ -66,6 +54,59 @@ func (r *ResumableConn) fillPolled(src io.Reader, rc syscall.RawConn) (f filled,
 		f.rerr = wrapRawReadError(src.(net.Conn), f.rerr)
 	}
 	return f, ready
+}
+
+// fillFromLocked reads from the socket fd, without waiting, into the end
+// of the send buffer, a fresh chunk taken for it only if the buffer ends
+// on a chunk's end. ready is false, nothing read, when the tunnel cannot
+// take data now (no connection, no room, or over); again is true when the
+// socket had nothing (EAGAIN: the chunk taken went back); else f is what
+// was put in the buffer. r.mu is held throughout: the read does not wait,
+// and nothing can give the chunk back meanwhile.
+func (r *ResumableConn) fillFromLocked(fd int) (f filled, ready, again bool) {
+	room := r.bufMax - (r.sent - r.acked)
+	if r.writeErrLocked() != nil || r.cur == nil || room <= 0 {
+		return filled{}, false, false
+	}
+	idx, off := (r.sent-r.base)/resumeChunk, int((r.sent-r.base)%resumeChunk)
+	fresh := idx == int64(len(r.chunks))
+	var b *[]byte
+	if fresh {
+		b = chunkPool.Get().(*[]byte)
+	} else {
+		b = r.chunks[idx]
+	}
+	limit := int(min(room, int64(resumeChunk-off)))
+	var n int
+	var err error
+	for {
+		n, err = syscall.Read(fd, (*b)[off:off+limit])
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	switch {
+	case err == syscall.EAGAIN:
+		if fresh {
+			chunkPool.Put(b)
+		}
+		return filled{}, true, true
+	case err != nil:
+		n, err = 0, os.NewSyscallError("read", err)
+	case n == 0:
+		err = io.EOF
+	}
+	f = filled{rerr: err, c: r.cur, gen: r.gen}
+	if n > 0 {
+		if fresh {
+			r.chunks = append(r.chunks, b)
+		}
+		r.sent += int64(n)
+		f.seg = (*b)[off : off+n]
+	} else if fresh {
+		chunkPool.Put(b)
+	}
+	return f, true, false
 }
 
 // wrapRawReadError makes an error of the raw read look like the one the
