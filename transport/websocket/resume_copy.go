@@ -160,18 +160,18 @@ func (s *resumeSink) writeSegments(b *net.Buffers) (int64, error) {
 var _ pump.CopierFrom = (*ResumableConn)(nil)
 
 // CopyFrom is Conn.CopyFrom across reconnections (pump.CopierFrom): each
-// read of r goes straight into the send buffer's last chunk, and is framed
+// read of src goes straight into the send buffer's last chunk, and is framed
 // and sent from there, so that the bytes are copied once on their way in
 // (the send buffer keeps them until the peer acknowledges them, and a
 // resume sends them again from there), as Write would have them copied
 // twice. A full send buffer, or a connection being replaced, stops the
-// reading of r until acks or the new connection come (reading the acks
+// reading of src until acks or the new connection come (reading the acks
 // itself when no Read is under way), as it stops a Write; the write
 // deadline bounds that wait. From a TCP or Unix socket, the chunk is taken
 // only once the socket has data: a tunnel whose source is idle holds none
 // for it.
 //
-// It returns nil at r's end of stream, and r's error otherwise; it does
+// It returns nil at src's end of stream, and src's error otherwise; it does
 // not end the write side (see CloseWrite). Writes and CloseWrite wait
 // while it runs. Each chunk is added to count (which may be nil) as it is
 // sent.
