@@ -156,3 +156,173 @@ func (s *resumeSink) writeSegments(b *net.Buffers) (int64, error) {
 	s.wrote(n, err)
 	return n, err
 }
+
+var _ pump.CopierFrom = (*ResumableConn)(nil)
+
+// CopyFrom is Conn.CopyFrom across reconnections (pump.CopierFrom): each
+// read of src goes straight into the send buffer's last chunk, and is framed
+// and sent from there, so that the bytes are copied once on their way in
+// (the send buffer keeps them until the peer acknowledges them, and a
+// resume sends them again from there), as Write would have them copied
+// twice. A full send buffer, or a connection being replaced, stops the
+// reading of src until acks or the new connection come (reading the acks
+// itself when no Read is under way), as it stops a Write; the write
+// deadline bounds that wait. From a TCP or Unix socket, the chunk is taken
+// only once the socket has data: a tunnel whose source is idle holds none
+// for it.
+//
+// It returns nil at src's end of stream, and src's error otherwise; it does
+// not end the write side (see CloseWrite). Writes and CloseWrite wait
+// while it runs. Each chunk is added to count (which may be nil) as it is
+// sent.
+func (r *ResumableConn) CopyFrom(src io.Reader, count *atomic.Int64) (int64, error) {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	sock := isSocket(src)
+	var total int64
+	for {
+		f, err := r.fill(src, sock)
+		if err != nil {
+			return total, err
+		}
+		if len(f.seg) > 0 {
+			n, err := r.sendFilled(f)
+			total += n
+			if count != nil && n > 0 {
+				count.Add(n)
+			}
+			if err != nil {
+				return total, err
+			}
+		}
+		switch {
+		case f.rerr == io.EOF:
+			return total, nil
+		case f.rerr != nil:
+			return total, f.rerr
+		}
+	}
+}
+
+// filled is what one read of CopyFrom's source put in the send buffer: seg
+// (counted sent) is to go out on c, the connection of gen; rerr is the
+// read's error.
+type filled struct {
+	seg  []byte
+	c    *Conn
+	gen  uint64
+	rerr error
+}
+
+// fill waits for room in the send buffer and a connection to send on, then
+// reads src once into the send buffer (by fillPolled if sock: src is a TCP
+// or Unix socket). err is the tunnel's error (the read's is in the
+// result).
+func (r *ResumableConn) fill(src io.Reader, sock bool) (filled, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for {
+		if err := r.writeErrLocked(); err != nil {
+			return filled{}, err
+		}
+		c, gen := r.cur, r.gen
+		room := r.bufMax - (r.sent - r.acked)
+		if c == nil || room <= 0 {
+			if rc := r.reading; rc != nil && r.rmu.TryLock() {
+				r.readForWriterLocked(rc, gen, r.wdl)
+				r.rmu.Unlock()
+				continue
+			}
+			if !r.waitLocked(r.wdl) {
+				return filled{}, r.opError("write", os.ErrDeadlineExceeded)
+			}
+			continue
+		}
+		if sock {
+			r.mu.Unlock()
+			f, ready := r.fillPolled(src)
+			r.mu.Lock()
+			if !ready {
+				continue // the tunnel changed while src had nothing
+			}
+			return f, nil
+		}
+		// Any other reader may block in Read: it reads into a chunk of its
+		// own, which becomes the send buffer's next chunk where the buffer
+		// ends on a chunk's end (no copy), else is copied into its last one.
+		off := int((r.sent - r.base) % resumeChunk)
+		limit := int(min(room, int64(resumeChunk-off)))
+		r.mu.Unlock()
+		own := chunkPool.Get().(*[]byte)
+		n, rerr := src.Read((*own)[:limit])
+		r.mu.Lock()
+		f := filled{rerr: rerr}
+		if n > 0 {
+			// The bytes go in only while there is a connection to send them
+			// on: a resend under way sends no bytes put in after it ends.
+			if err := r.awaitConnLocked(); err != nil {
+				chunkPool.Put(own)
+				return filled{}, err
+			}
+			f.c, f.gen = r.cur, r.gen
+			if (r.sent-r.base)%resumeChunk == 0 && (r.sent-r.base)/resumeChunk == int64(len(r.chunks)) {
+				r.chunks = append(r.chunks, own)
+				r.sent += int64(n)
+				f.seg = (*own)[:n]
+				own = nil
+			} else {
+				f.seg = r.appendLocked((*own)[:n]) // fits: limit was the room to the chunk's end
+			}
+		}
+		if own != nil {
+			chunkPool.Put(own)
+		}
+		return f, nil
+	}
+}
+
+// awaitConnLocked waits for a connection to send on (as a Write does:
+// reading the acks itself when no Read is under way), within the write
+// deadline; the send buffer's room cannot shrink meanwhile.
+func (r *ResumableConn) awaitConnLocked() error {
+	for {
+		if err := r.writeErrLocked(); err != nil {
+			return err
+		}
+		if r.cur != nil {
+			return nil
+		}
+		if rc := r.reading; rc != nil && r.rmu.TryLock() {
+			r.readForWriterLocked(rc, r.gen, r.wdl)
+			r.rmu.Unlock()
+			continue
+		}
+		if !r.waitLocked(r.wdl) {
+			return r.opError("write", os.ErrDeadlineExceeded)
+		}
+	}
+}
+
+// sendFilled sends what fill put in the send buffer, and acts on a
+// failure as Write does: a connection lost leaves the bytes to the resend.
+func (r *ResumableConn) sendFilled(f filled) (int64, error) {
+	n, err := f.c.Write(f.seg)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil && f.gen == r.gen {
+		if isTimeout(err) && f.c.deadErr.Load() == nil {
+			r.sent -= int64(len(f.seg) - n)
+			return int64(n), err
+		}
+		if !r.isLoss(f.c, err) {
+			r.failLocked(err)
+			return 0, err
+		}
+		r.lostLocked(f.c, f.gen, err)
+	}
+	if r.rmu.TryLock() {
+		r.rmu.Unlock()
+		r.startAckReaderLocked()
+	}
+	return int64(len(f.seg)), nil
+}
