@@ -91,6 +91,10 @@ type Request struct {
 	// bytes of the stream the client has received.
 	Resume   string `json:"resume,omitempty"`
 	Received int64  `json:"received,omitempty"`
+	// Buffer, with the resume extension, is the most the client keeps of
+	// what it sent and the server has not acknowledged, in bytes; the
+	// server acknowledges before that fills (0: not said).
+	Buffer int64 `json:"resume_buffer,omitempty"`
 }
 
 // Reply is the server's answer to a Request.
@@ -108,6 +112,8 @@ type Reply struct {
 	GraceMS  int64  `json:"grace_ms,omitempty"`
 	Replica  string `json:"replica,omitempty"`
 	Received int64  `json:"received,omitempty"`
+	// Buffer is the server's Request.Buffer: the most it keeps unacknowledged.
+	Buffer int64 `json:"resume_buffer,omitempty"`
 }
 
 // Control is a text message after the handshake.
@@ -132,6 +138,9 @@ func ParseRequest(b []byte) (Request, error) {
 	}
 	if err := json.Unmarshal(b, &req); err != nil {
 		return req, fmt.Errorf("%w: first message is not the expected JSON: %v", dialer.ErrBadRequest, err)
+	}
+	if req.Buffer < 0 {
+		return req, fmt.Errorf("%w: resume_buffer %d is negative", dialer.ErrBadRequest, req.Buffer)
 	}
 	if req.Received < 0 || req.Received > 0 && req.Resume == "" {
 		return req, fmt.Errorf("%w: received %d without a resume token, or negative", dialer.ErrBadRequest, req.Received)
@@ -164,6 +173,9 @@ func ParseReply(b []byte) (Reply, error) {
 		}
 	default:
 		return rep, fmt.Errorf("%w: reply has unknown status %q", dialer.ErrTunnelClosed, rep.Status)
+	}
+	if rep.Buffer < 0 {
+		return rep, fmt.Errorf("%w: reply has resume_buffer %d, negative", dialer.ErrTunnelClosed, rep.Buffer)
 	}
 	if rep.GraceMS < 0 || rep.GraceMS > maxGraceMS {
 		return rep, fmt.Errorf("%w: reply has grace_ms %d, outside 0..%d", dialer.ErrTunnelClosed, rep.GraceMS, int64(maxGraceMS))

@@ -418,7 +418,11 @@ func (d *Dialer) upgradeWith(nc net.Conn, rw io.ReadWriter, u *url.URL, hdr ws.H
 // firstMessage is the handshake message asking for host:port; early says
 // that data follows it before the reply (optimistic).
 func (d *Dialer) firstMessage(host string, port int, early bool) []byte {
-	return wire.Marshal(wire.Request{Host: host, Port: port, Features: d.allowed().offer(early)})
+	req := wire.Request{Host: host, Port: port, Features: d.allowed().offer(early)}
+	if !d.DisableResume {
+		req.Buffer = resumeBufferOf(d.ResumeBuffer)
+	}
+	return wire.Marshal(req)
 }
 
 // request sends the handshake message first on c (unless it went out
@@ -475,6 +479,7 @@ func (d *Dialer) request(c *Conn, first []byte, sent bool, sprite, host string, 
 			return nil, true, err
 		}
 		c.resumeTok, c.resumeGrace, c.replica = rep.Resume, time.Duration(rep.GraceMS)*time.Millisecond, rep.Replica
+		c.peerBuf = rep.Buffer
 	}
 	if c.hs == nil {
 		// (An optimistic tunnel's address is the one asked for: the

@@ -87,6 +87,9 @@ type Conn struct {
 	resumeTok   string
 	resumeGrace time.Duration
 	replica     string
+	// peerBuf is the peer's resume buffer as its first message said (0:
+	// not said): a ResumableConn acknowledges before it fills.
+	peerBuf int64
 	// onAck takes the peer's acks (resume), called by the reader.
 	onAck func(n int64)
 	// ctrlPending says ctrl holds something to send; writers check it after

@@ -50,12 +50,16 @@ var chunkPool = sync.Pool{New: func() any { b := make([]byte, resumeChunk); retu
 // expired, the token was refused, the offsets disagree) fails with a
 // *dialer.ResumeError, which matches dialer.ErrTunnelClosed.
 type ResumableConn struct {
-	client       bool
-	bufMax       int64
-	grace        time.Duration
-	closeTimeout time.Duration
-	local        net.Addr
-	remote       net.Addr
+	client   bool
+	bufMax   int64
+	ackEvery int64 // an ack is due once this much is delivered unacknowledged
+	// detachedCounted: the server's tunnel is counted in
+	// spriteproxy_tunnels_detached (setDetachedLocked).
+	detachedCounted bool
+	grace           time.Duration
+	closeTimeout    time.Duration
+	local           net.Addr
+	remote          net.Addr
 
 	// The client's way back.
 	d            *Dialer
@@ -117,6 +121,14 @@ var (
 	_ pump.ErrorCloser = (*ResumableConn)(nil)
 )
 
+// resumeBufferOf is the resume buffer a ResumeBuffer field asks for.
+func resumeBufferOf(n int) int64 {
+	if n <= 0 {
+		return DefaultResumeBuffer
+	}
+	return int64(n)
+}
+
 func newResumable(c *Conn, client bool, buf int, grace time.Duration) *ResumableConn {
 	r := &ResumableConn{
 		client:       client,
@@ -127,8 +139,13 @@ func newResumable(c *Conn, client bool, buf int, grace time.Duration) *Resumable
 		remote:       c.RemoteAddr(),
 		changed:      make(chan struct{}),
 	}
-	if r.bufMax <= 0 {
-		r.bufMax = DefaultResumeBuffer
+	r.bufMax = resumeBufferOf(buf)
+	// Acks go out when a quarter of the smaller buffer is unacknowledged:
+	// a peer with a smaller buffer than ours would otherwise wait for the
+	// ack timer each time its buffer filled.
+	r.ackEvery = r.bufMax / 4
+	if c.peerBuf > 0 {
+		r.ackEvery = min(r.ackEvery, max(c.peerBuf/4, 1))
 	}
 	if r.grace <= 0 {
 		r.grace = DefaultResumeGrace
@@ -357,7 +374,7 @@ func (r *ResumableConn) ackReader() {
 // whether an ack is due now (to c, of a); else it arms the ack timer.
 func (r *ResumableConn) deliveredLocked(n int) (*Conn, int64) {
 	r.delivered += int64(n)
-	if r.delivered-r.ackedOut >= r.bufMax/4 && r.cur != nil {
+	if r.delivered-r.ackedOut >= r.ackEvery && r.cur != nil {
 		r.ackedOut = r.delivered
 		return r.reading, r.ackedOut
 	}
@@ -525,6 +542,7 @@ func (r *ResumableConn) failLocked(err error) {
 		return
 	}
 	r.final = err
+	r.setDetachedLocked(false)
 	if r.graceTimer != nil {
 		r.graceTimer.Stop()
 	}
@@ -533,6 +551,22 @@ func (r *ResumableConn) failLocked(err error) {
 		go f(err)
 	}
 	r.broadcastLocked()
+}
+
+// setDetachedLocked says whether the server's tunnel waits, detached, for
+// a resume: the one place that moves spriteproxy_tunnels_detached, so that
+// every way in and out (a loss, a resume that takes over a live
+// connection, an attach, a final end, a Close) counts a tunnel once.
+func (r *ResumableConn) setDetachedLocked(on bool) {
+	if r.srv == nil || r.detachedCounted == on {
+		return
+	}
+	r.detachedCounted = on
+	if on {
+		r.srv.Metrics.resumeDetached(1)
+	} else {
+		r.srv.Metrics.resumeDetached(-1)
+	}
 }
 
 // lostLocked detaches the tunnel from c, whose connection was lost, and
@@ -547,7 +581,7 @@ func (r *ResumableConn) lostLocked(c *Conn, gen uint64, err error) {
 		go r.reconnect(time.Now())
 	} else {
 		r.armGraceLocked()
-		r.srv.Metrics.resumeDetached(1)
+		r.setDetachedLocked(true)
 	}
 	r.mu.Unlock()
 	c.CloseNow()
@@ -563,7 +597,6 @@ func (r *ResumableConn) armGraceLocked() {
 		r.mu.Lock()
 		if r.gen == gen && r.reading == nil {
 			r.failLocked(&dialer.ResumeError{Reason: dialer.ResumeGraceExpired})
-			r.srv.Metrics.resumeDetached(-1)
 			r.srv.Metrics.resumed("expired")
 		}
 		r.mu.Unlock()
@@ -830,9 +863,7 @@ func (r *ResumableConn) closeWith(cause error) error {
 	}
 	r.closed = true
 	c := r.reading
-	if c == nil && r.srv != nil && r.final == nil {
-		r.srv.Metrics.resumeDetached(-1)
-	}
+	r.setDetachedLocked(false)
 	rel := r.detachLocked()
 	if r.graceTimer != nil {
 		r.graceTimer.Stop()

@@ -23,7 +23,7 @@ func (d *Dialer) resumeDial(ctx context.Context, sprite, host string, port int, 
 	if err := d.init(); err != nil {
 		return nil, wire.Reply{}, err
 	}
-	first := wire.Marshal(wire.Request{Host: host, Port: port, Features: d.allowed().offer(false), Resume: tok, Received: received})
+	first := wire.Marshal(wire.Request{Host: host, Port: port, Features: d.allowed().offer(false), Resume: tok, Received: received, Buffer: resumeBufferOf(d.ResumeBuffer)})
 	if replica == "" && !d.DisableReuse && !d.DisableHalfClose {
 		if l := d.takeIdle(sprite); l != nil {
 			c := newConn(l.nc, true, d.cfg, l.pre)
@@ -216,7 +216,7 @@ func (s *Server) resumeTunnel(c *Conn, req wire.Request, sl *slot) error {
 		// here, so that a reply that fails, leaving the tunnel to wait,
 		// leaves it counted, and the attach below uncounts it.
 		rel = r.detachLocked()
-		s.Metrics.resumeDetached(1)
+		r.setDetachedLocked(true)
 	}
 	if r.graceTimer != nil {
 		r.graceTimer.Stop()
@@ -232,7 +232,7 @@ func (s *Server) resumeTunnel(c *Conn, req wire.Request, sl *slot) error {
 	r.oldHash, r.hasOld = h, true
 	r.tokHash = newHash
 	rep := wire.Reply{Status: wire.StatusResumed, Received: r.recvd, Resume: newTok,
-		GraceMS: r.grace.Milliseconds(), Replica: s.ReplicaID, Features: ext.features()}
+		GraceMS: r.grace.Milliseconds(), Replica: s.ReplicaID, Features: ext.features(), Buffer: r.bufMax}
 	r.mu.Unlock()
 	if old != nil {
 		old.CloseNow()
@@ -259,7 +259,9 @@ func (s *Server) resumeTunnel(c *Conn, req wire.Request, sl *slot) error {
 	if err := r.attach(c, req.Received, done); err != nil {
 		return err
 	}
-	s.Metrics.resumeDetached(-1)
+	r.mu.Lock()
+	r.setDetachedLocked(false)
+	r.mu.Unlock()
 	s.Metrics.resumed("ok")
 	s.log("tunnel resumed", "client", c.remote)
 	<-done

@@ -454,6 +454,7 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 	if ext.resume {
 		c.resumeTok, c.resumeGrace = newResumeToken(), cmpOr(s.ResumeGrace, DefaultResumeGrace)
 		rep.Resume, rep.GraceMS, rep.Replica = c.resumeTok, c.resumeGrace.Milliseconds(), s.ReplicaID
+		rep.Buffer, c.peerBuf = resumeBufferOf(s.ResumeBuffer), req.Buffer
 	}
 	if err := c.writeMessage(wire.Marshal(rep)); err != nil {
 		return target, addr, err
