@@ -256,6 +256,7 @@ func (s *Server) resumeTunnel(c *Conn, req wire.Request, sl *slot) error {
 	}
 	s.Metrics.resumed("ok")
 	s.log("tunnel resumed", "client", c.remote)
+	sl.attached() // resume_drain.go
 	<-done
 	return errResumeServed
 }

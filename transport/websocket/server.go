@@ -249,6 +249,11 @@ type slot struct {
 	token       string // checked again for each tunnel on a reused connection
 	sprite      string
 	start       time.Time // when the tunnel's request began (Metrics)
+	// endCut, set by serveTunnel, stops the cut of the handshake's
+	// connection at Shutdown's deadline: a resumed tunnel calls it once
+	// attached, so that its own close (a 4001 close frame) reaches the
+	// client instead of a connection cut under it.
+	endCut func() bool
 }
 
 // release gives the slot back if it is held or handshaking.
@@ -290,7 +295,9 @@ func (s *Server) serveTunnel(c *Conn, sprite string, network dialer.ContextDiale
 	var next *link
 	c.onReuse = func(l *link) { next = l }
 	stop := context.AfterFunc(s.ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
+	sl.endCut = stop
 	target, req, err := s.handshake(c, network, sl)
+	sl.endCut = nil
 	if !stop() {
 		err = errors.Join(err, s.ctx.Err())
 	}
@@ -322,7 +329,9 @@ func (s *Server) serveTunnel(c *Conn, sprite string, network dialer.ContextDiale
 	s.Metrics.opened()
 	var tunnel net.Conn = c
 	if c.resume {
-		tunnel = s.newServerResumable(c, sl)
+		r := s.newServerResumable(c, sl)
+		s.resumableOpened(r)
+		tunnel = r
 	}
 	err = pump.Run(s.ctx, tunnel, target, &n)
 	s.Metrics.closed(n.AToB.Load(), n.BToA.Load())
@@ -530,7 +539,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	idle := s.idle
+	rs := s.resumablesLocked()
 	s.mu.Unlock()
+	s.shutdownResumables(rs)
 	done := make(chan struct{})
 	go func() {
 		<-idle
