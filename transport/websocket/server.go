@@ -98,7 +98,8 @@ type Server struct {
 	ResumeBuffer int
 	// ResumeGrace is how long a resumable tunnel whose connection dropped
 	// waits, target and slot kept, for the client to resume it; 0 means
-	// DefaultResumeGrace.
+	// DefaultResumeGrace. During Drain it still waits; once Shutdown has
+	// begun, nothing can resume it and it ends at once.
 	ResumeGrace time.Duration
 	// IdleConnTimeout is how long a connection whose tunnel ended (reuse)
 	// waits for the client's next handshake; 0 means
@@ -518,8 +519,12 @@ func targetString(target net.Conn, addr string) string {
 // and the listeners given to Serve are closed), closes the connections
 // that wait idle for a next tunnel, and waits for the live ones to end;
 // /healthz answers 503 from then on, as after Drain, which a load balancer
-// needs a while before (see Drain). When ctx ends first, it closes them, waits for their goroutines,
-// and returns ctx's error. An http.Server serving the handler is the
+// needs a while before (see Drain). Since no resume can reach the server
+// any more, resumable tunnels that wait detached for their client end at
+// once (their targets are reset), as do those that lose their connection
+// later, instead of holding the drain (PROTOCOL.md §9, Drain). When ctx
+// ends first, it closes the tunnels left, waits for their goroutines (a
+// resumed tunnel's included), and returns ctx's error. An http.Server serving the handler is the
 // caller's to shut down; hijacked tunnels are invisible to it, which is why
 // this method exists.
 func (s *Server) Shutdown(ctx context.Context) error {
