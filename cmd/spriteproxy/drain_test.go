@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spriteproxy/spriteproxy/dialer"
 	"github.com/spriteproxy/spriteproxy/proxy"
+	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
 
 // SIGTERM drains serve as a load balancer can follow, step by step:
@@ -165,5 +167,79 @@ func TestStoppedByTerm(t *testing.T) {
 		if got := stoppedByTerm(tt.ctx, tt.term); got != tt.want {
 			t.Errorf("%s: stoppedByTerm = %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// SIGTERM with resumable tunnels: one detached (its client gone, with a
+// grace far longer than the test) and one open. Nothing can resume the
+// detached one once the listener closes, so serve exits as soon as the
+// open one has ended, past the drain delay, instead of waiting out the
+// drain timeout for it; and the detached tunnel's client ends with
+// "tunnel gone", not a clean end of stream.
+func TestProcessDrainResumeDetached(t *testing.T) {
+	t.Parallel()
+	bin, _ := buildBinaries(t)
+	const drainTimeout = 2 * time.Minute
+	srv, api, ca := serveProcess(t, bin, "--drain-delay", "1s", "--drain-timeout", drainTimeout.String(), "--resume-grace", "10m")
+	port := echoService(t)
+	tlsConf, err := loadCA("--tls-ca", ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	target := "localhost:" + strconv.Itoa(port)
+	relay := startTCPRelay(t, strings.TrimPrefix(api, "https://"))
+	dial := func(base string) net.Conn {
+		t.Helper()
+		d := &websocket.Dialer{BaseURL: base, Token: testToken, TLSConfig: tlsConf}
+		t.Cleanup(d.CloseIdleConnections)
+		c, err := d.DialSprite(ctx, "box", "tcp", target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := c.(*websocket.ResumableConn); !ok {
+			t.Fatalf("tunnel is a %T, want a *websocket.ResumableConn (resume granted)", c)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(time.Minute))
+		return c
+	}
+	echo := func(c net.Conn, msg string) {
+		t.Helper()
+		if _, err := io.WriteString(c, msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+			t.Fatalf("echo %q: %q, %v", msg, got, err)
+		}
+	}
+	detached := dial("https://" + relay.ln.Addr().String())
+	echo(detached, "soon detached")
+	open := dial(api)
+	echo(open, "open")
+	// The detached one's client finds nothing where the server was (the
+	// relay's port closed) and gives up; the server keeps the tunnel.
+	relay.ln.Close()
+	relay.cut()
+	_, err = detached.Read(make([]byte, 1))
+	var re *dialer.ResumeError
+	if !errors.As(err, &re) || re.Reason != dialer.ResumeGone {
+		t.Fatalf("detached tunnel's read = %v, want a *dialer.ResumeError (tunnel gone)", err)
+	}
+
+	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	srv.stderr.waitFor(t, regexp.MustCompile(`msg="shutting down"`), 30*time.Second)
+	echo(open, "during the drain")
+	open.Close()
+	// Well before the drain timeout: the detached tunnel did not hold it.
+	if code := srv.wait(t, drainTimeout/4); code != 0 {
+		t.Errorf("serve exit %d; stderr:\n%s", code, srv.stderr.String())
+	}
+	if s := srv.stderr.String(); !strings.Contains(s, "msg=stopped") || strings.Contains(s, "drain timed out") {
+		t.Errorf("serve stderr:\n%s", s)
 	}
 }

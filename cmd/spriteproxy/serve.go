@@ -219,7 +219,10 @@ func (c *cli) serve(ctx context.Context, args []string) int {
 		}
 	}
 	// Stop accepting, let open tunnels end within the drain timeout, then
-	// cut what is left.
+	// cut what is left. Resumable tunnels that wait detached for their
+	// client end at once: with the listener closed nothing can resume
+	// them (PROTOCOL.md §9, Drain). So serve exits within the drain delay,
+	// the drain timeout and a close timeout (2 s) at most.
 	logger.Info("shutting down", "tunnels", srv.Live(), "drain_timeout", drain.String())
 	dctx, cancel := context.WithTimeout(context.Background(), *drain)
 	defer cancel()

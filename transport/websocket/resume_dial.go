@@ -264,6 +264,7 @@ func (s *Server) resumeTunnel(c *Conn, req wire.Request, sl *slot) error {
 	r.mu.Unlock()
 	s.Metrics.resumed("ok")
 	s.log("tunnel resumed", "client", c.remote)
+	sl.attached() // resume_drain.go
 	<-done
 	return errResumeServed
 }

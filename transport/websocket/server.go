@@ -98,7 +98,8 @@ type Server struct {
 	ResumeBuffer int
 	// ResumeGrace is how long a resumable tunnel whose connection dropped
 	// waits, target and slot kept, for the client to resume it; 0 means
-	// DefaultResumeGrace.
+	// DefaultResumeGrace. During Drain it still waits; once Shutdown has
+	// begun, nothing can resume it and it ends at once.
 	ResumeGrace time.Duration
 	// IdleConnTimeout is how long a connection whose tunnel ended (reuse)
 	// waits for the client's next handshake; 0 means
@@ -249,6 +250,11 @@ type slot struct {
 	token       string // checked again for each tunnel on a reused connection
 	sprite      string
 	start       time.Time // when the tunnel's request began (Metrics)
+	// endCut, set by serveTunnel, stops the cut of the handshake's
+	// connection at Shutdown's deadline: a resumed tunnel calls it once
+	// attached, so that its own close (a 4001 close frame) reaches the
+	// client instead of a connection cut under it.
+	endCut func() bool
 }
 
 // release gives the slot back if it is held or handshaking.
@@ -290,7 +296,9 @@ func (s *Server) serveTunnel(c *Conn, sprite string, network dialer.ContextDiale
 	var next *link
 	c.onReuse = func(l *link) { next = l }
 	stop := context.AfterFunc(s.ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
+	sl.endCut = stop
 	target, req, err := s.handshake(c, network, sl)
+	sl.endCut = nil
 	if !stop() {
 		err = errors.Join(err, s.ctx.Err())
 	}
@@ -322,7 +330,9 @@ func (s *Server) serveTunnel(c *Conn, sprite string, network dialer.ContextDiale
 	s.Metrics.opened()
 	var tunnel net.Conn = c
 	if c.resume {
-		tunnel = s.newServerResumable(c, sl)
+		r := s.newServerResumable(c, sl)
+		s.resumableOpened(r)
+		tunnel = r
 	}
 	err = pump.Run(s.ctx, tunnel, target, &n)
 	s.Metrics.closed(n.AToB.Load(), n.BToA.Load())
@@ -510,8 +520,12 @@ func targetString(target net.Conn, addr string) string {
 // and the listeners given to Serve are closed), closes the connections
 // that wait idle for a next tunnel, and waits for the live ones to end;
 // /healthz answers 503 from then on, as after Drain, which a load balancer
-// needs a while before (see Drain). When ctx ends first, it closes them, waits for their goroutines,
-// and returns ctx's error. An http.Server serving the handler is the
+// needs a while before (see Drain). Since no resume can reach the server
+// any more, resumable tunnels that wait detached for their client end at
+// once (their targets are reset), as do those that lose their connection
+// later, instead of holding the drain (PROTOCOL.md §9, Drain). When ctx
+// ends first, it closes the tunnels left, waits for their goroutines (a
+// resumed tunnel's included), and returns ctx's error. An http.Server serving the handler is the
 // caller's to shut down; hijacked tunnels are invisible to it, which is why
 // this method exists.
 func (s *Server) Shutdown(ctx context.Context) error {
@@ -531,7 +545,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	idle := s.idle
+	rs := s.resumablesLocked()
 	s.mu.Unlock()
+	s.shutdownResumables(rs)
 	done := make(chan struct{})
 	go func() {
 		<-idle
