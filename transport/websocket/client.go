@@ -97,7 +97,14 @@ type Dialer struct {
 	// its local connection), not where it does (a SOCKS reply).
 	Optimistic bool
 	// MaxIdlePerSprite caps the idle connections kept per sprite for
-	// reuse: 0 means DefaultMaxIdlePerSprite, negative keeps none.
+	// reuse; negative keeps none. 0, the default, lets the pool follow
+	// the demand: every connection a tunnel closed cleanly hands back is
+	// kept (each for IdleConnTimeout), up to AdaptiveMaxIdlePerSprite. A
+	// new connection is dialed only when no idle one is there, so the pool
+	// holds at most as many as the tunnels that were open to the sprite
+	// at once within the last IdleConnTimeout: 16 concurrent tunnels leave
+	// 16 idle connections for the next 16, where a fixed cap of 8 made
+	// half of them pay a fresh TCP and TLS handshake.
 	MaxIdlePerSprite int
 	// IdleConnTimeout is how long an idle connection is kept for reuse; 0
 	// means DefaultIdleConnTimeout.
