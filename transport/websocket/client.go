@@ -332,7 +332,15 @@ func (d *Dialer) netConn(ctx context.Context) (net.Conn, error) {
 		return nc, nil
 	}
 	tc := tls.Client(cork.New(nc), d.tlsConf)
-	if err := tc.HandshakeContext(ctx); err != nil {
+	// The handshake runs on a goroutine of its own, which ends with it:
+	// its key exchange (X25519MLKEM768) grows the stack it runs on, and
+	// the caller's goroutine, which often goes on to carry the tunnel for
+	// as long as it lasts (a forwarded connection's), kept about 8 KiB of
+	// that growth through any number of GCs (measured: 34.0 against 26.6
+	// KiB of stacks per idle ProxyPort tunnel over wss, ws 26.1).
+	herr := make(chan error, 1)
+	go func() { herr <- tc.HandshakeContext(ctx) }()
+	if err := <-herr; err != nil {
 		nc.Close()
 		return nil, err
 	}
