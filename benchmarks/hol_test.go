@@ -143,7 +143,8 @@ var (
 )
 
 // holSprite is our ProxySocket's client on w, as wanOurs builds it: reuse
-// on (the default pool of DefaultMaxIdlePerSprite idle connections),
+// on (the default pool, which keeps as many idle connections as tunnels
+// were open at once, up to AdaptiveMaxIdlePerSprite),
 // optimistic on.
 func holSprite(tb testing.TB, w *holRig, useTLS bool) *proxy.Sprite {
 	srv, err := rig.ServeOurs(w.listenServer(tb), w.n, useTLS, rig.FrontServe, false)

@@ -17,9 +17,20 @@ import (
 
 // Reuse defaults.
 const (
-	// DefaultMaxIdlePerSprite is how many idle connections a Dialer keeps
-	// per sprite for later tunnels.
+	// DefaultMaxIdlePerSprite is the fixed cap on idle connections per
+	// sprite that a Dialer had before its pool followed the demand (see
+	// Dialer.MaxIdlePerSprite): set MaxIdlePerSprite to it to keep that
+	// cap. With MaxIdlePerSprite 0 a Dialer keeps every connection its
+	// tunnels hand back, up to AdaptiveMaxIdlePerSprite.
 	DefaultMaxIdlePerSprite = 8
+	// AdaptiveMaxIdlePerSprite caps the idle connections per sprite of a
+	// Dialer whose MaxIdlePerSprite is 0. Below it the pool follows the
+	// demand: a Dialer dials a new connection only when no idle one is
+	// there, so the connections it keeps never outnumber the tunnels that
+	// were open to the sprite at once within the last IdleConnTimeout (16
+	// concurrent tunnels leave 16 idle connections, a tunnel at a time
+	// leaves one), and each closes after IdleConnTimeout unused.
+	AdaptiveMaxIdlePerSprite = 64
 	// DefaultIdleConnTimeout is how long a Dialer keeps an idle connection.
 	DefaultIdleConnTimeout = 30 * time.Second
 	// DefaultServerIdleTimeout is how long the server waits on an idle
@@ -164,13 +175,23 @@ type idleLink struct {
 	timer  *time.Timer
 }
 
-// putIdle keeps l for a later tunnel to sprite, or closes it if the pool
-// for sprite is full or reuse is off.
-func (d *Dialer) putIdle(sprite string, l *link) {
-	max := d.MaxIdlePerSprite
-	if max == 0 {
-		max = DefaultMaxIdlePerSprite
+// maxIdle is the cap on idle connections per sprite: MaxIdlePerSprite if
+// set (negative: none), else AdaptiveMaxIdlePerSprite.
+func (d *Dialer) maxIdle() int {
+	if d.MaxIdlePerSprite != 0 {
+		return d.MaxIdlePerSprite
 	}
+	return AdaptiveMaxIdlePerSprite
+}
+
+// putIdle keeps l for a later tunnel to sprite, or closes it if the pool
+// for sprite is full or reuse is off. Under the adaptive cap (a
+// MaxIdlePerSprite of 0) the pool needs no count of its own of the
+// tunnels open: it holds only connections that tunnels handed back, and
+// takeIdle's callers dial a new one only when it is empty, so it grows to
+// the concurrency of the tunnels to sprite and no further.
+func (d *Dialer) putIdle(sprite string, l *link) {
+	max := d.maxIdle()
 	d.pmu.Lock()
 	if max < 0 || len(d.idle[sprite]) >= max {
 		d.pmu.Unlock()

@@ -19,7 +19,7 @@ var (
 	}
 	holOpenRows = []struct{ path, what string }{
 		{"tcp", "raw TCP, a connection each (the baseline)"},
-		{"socket-ws", "separate: ProxySocket, ws://, reuse on (8 idle connections kept)"},
+		{"socket-ws", "separate: ProxySocket, ws://, reuse on (the idle pool follows the concurrency)"},
 		{"socket-wss", "separate: ProxySocket, wss://, reuse on"},
 		{"mux-ws", "multiplexed: mux streams on one open ProxySocket tunnel, ws://"},
 		{"mux-wss", "multiplexed: mux streams on one open ProxySocket tunnel, wss://"},

@@ -296,3 +296,32 @@ BenchmarkIdleTunnel/ours-resume-2 1 1 ns/op 3072 client-heap-B/tunnel 5120 serve
 		t.Errorf("resume tables from a run without resume rows:\n%s", b.String())
 	}
 }
+
+// TestOpen16Target: the open16 target is wss's opens/s over ws's of the
+// same run at 0 and 50 ms, passing only when both reach 0.8, and not run
+// when a row is missing.
+func TestOpen16Target(t *testing.T) {
+	t.Parallel()
+	rows := func(wss0 string) string {
+		return `BenchmarkWAN/open16/0ms/socket-ws-2 	2	 1 ns/op	 5000 opens/s	 3.2 ms/batch	 0 conns/batch
+BenchmarkWAN/open16/0ms/socket-wss-2 	2	 1 ns/op	 ` + wss0 + ` opens/s	 4.0 ms/batch	 0 conns/batch
+BenchmarkWAN/open16/50ms/socket-ws-2 	2	 1 ns/op	 100 opens/s	 160 ms/batch	 0 conns/batch
+BenchmarkWAN/open16/50ms/socket-wss-2 	2	 1 ns/op	 95 opens/s	 168 ms/batch	 0 conns/batch
+`
+	}
+	for _, tc := range []struct{ in, want string }{
+		{rows("4500"), "| 16 concurrent opens, wss vs ws (ProxySocket, BenchmarkWAN open16), 0 ms; 50 ms RTT | — | ≥ 0.8 × ws | 0.90; 0.95 × ws | pass |"},
+		{rows("2500"), "| 16 concurrent opens, wss vs ws (ProxySocket, BenchmarkWAN open16), 0 ms; 50 ms RTT | — | ≥ 0.8 × ws | 0.50; 0.95 × ws | **FAIL** |"},
+		{rows("4500")[:strings.Index(rows("4500"), "BenchmarkWAN/open16/50ms")], "| 16 concurrent opens, wss vs ws (ProxySocket, BenchmarkWAN open16), 0 ms; 50 ms RTT | — | ≥ 0.8 × ws | not run | — |"},
+	} {
+		s, err := Parse(strings.NewReader(tc.in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		Render(&b, s)
+		if !strings.Contains(b.String(), tc.want) {
+			t.Errorf("report lacks %q:\n%s", tc.want, b.String())
+		}
+	}
+}

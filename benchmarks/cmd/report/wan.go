@@ -126,6 +126,29 @@ var wanTargets = []target{
 	wanTarget("first echoed byte, reused connection (ProxySocket ws; ProxyPort ws)", "reused", []string{"socket-ws", "port-ws"}, 1.2),
 	wanTarget("first echoed byte, fresh ws connection (ProxySocket; ProxyPort)", "fresh", []string{"socket-ws", "port-ws"}, 2.2),
 	wanTarget("first echoed byte, fresh wss connection (ProxySocket; ProxyPort)", "fresh", []string{"socket-wss", "port-wss"}, 3.2),
+	open16Target,
+}
+
+// open16Target is issue #17's "16 concurrent opens over wss ≥ 0.8 × ws":
+// the open16 rows' opens/s, socket-wss over socket-ws of the same run, at
+// 0 and 50 ms RTT (both must pass; a missing one is not run).
+var open16Target = target{
+	measure: "16 concurrent opens, wss vs ws (ProxySocket, BenchmarkWAN open16), 0 ms; 50 ms RTT",
+	reference: func(s *Set) string {
+		return "—"
+	},
+	goal: "≥ 0.8 × ws",
+	ours: func(s *Set) (string, bool, bool) {
+		var texts []string
+		pass, ok := true, true
+		for _, rtt := range []string{"0ms", "50ms"} {
+			r, found := ratio(s, fmt.Sprintf(holOpen, rtt, "socket-wss"), fmt.Sprintf(holOpen, rtt, "socket-ws"), "opens/s")
+			ok = ok && found
+			pass = pass && r >= 0.8
+			texts = append(texts, fmt.Sprintf("%.2f", r))
+		}
+		return strings.Join(texts, "; ") + " × ws", pass, ok
+	},
 }
 
 func wanTarget(measure, mode string, paths []string, most float64) target {
