@@ -18,9 +18,17 @@ func TestResumeAcksBeforePeerBufferFills(t *testing.T) {
 	srv := newServer()
 	srv.ResumeBuffer = 1 << 20
 	done := make(chan int64, 1)
+	first := make(chan struct{})
 	_, _, d, tg := resumeSetup(t, srv, func(c net.Conn) {
+		var b [1]byte
+		if _, err := io.ReadFull(c, b[:]); err != nil {
+			done <- 0
+			c.Close()
+			return
+		}
+		close(first)
 		n, _ := io.Copy(io.Discard, c)
-		done <- n
+		done <- n + 1
 		c.Close()
 	})
 	d.ResumeBuffer = 64 << 10
@@ -32,6 +40,16 @@ func TestResumeAcksBeforePeerBufferFills(t *testing.T) {
 	rc, ok := nc.(*ResumableConn)
 	if !ok {
 		t.Fatalf("tunnel is a %T, want a *ResumableConn", nc)
+	}
+	// The server registers the tunnel after its reply has gone out; a byte
+	// at the target says that its pump runs, so it is registered.
+	if _, err := nc.Write([]byte{0}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-first:
+	case n := <-done:
+		t.Fatalf("the target ended after %d bytes", n)
 	}
 	srv.mu.Lock()
 	var sr *ResumableConn
@@ -48,7 +66,7 @@ func TestResumeAcksBeforePeerBufferFills(t *testing.T) {
 	if rc.ackEvery != 16<<10 {
 		t.Errorf("the client acks every %d bytes, want 16 KiB (a quarter of its own 64 KiB, under the server's 1 MiB)", rc.ackEvery)
 	}
-	if _, err := nc.Write(make([]byte, 1<<20)); err != nil {
+	if _, err := nc.Write(make([]byte, 1<<20-1)); err != nil {
 		t.Fatal(err)
 	}
 	rc.CloseWrite()
