@@ -83,6 +83,10 @@ type ErrorCloser interface {
 	CloseWithError(err error) error
 }
 
+// errPeerReset is a TCP conn's end of stream that was its peer's reset,
+// reported to another call (see wasReset).
+var errPeerReset = errors.New("pump: connection reset by peer")
+
 // errEnded is the abort reason of a normal end: both directions reached
 // end of stream, or a peer closed both ways.
 var errEnded = errors.New("pump: ended")
@@ -116,7 +120,7 @@ func Run(ctx context.Context, a, b net.Conn, c *Counters) error {
 
 	done := make(chan error, 1)
 	go p.forward(done, &c.AToB)
-	errBack := p.copy(a, b, &c.BToA)
+	errBack := p.copy(a, b, false, &c.BToA)
 	errFwd := <-done
 
 	if !stop() {
@@ -145,6 +149,8 @@ func Run(ctx context.Context, a, b net.Conn, c *Counters) error {
 
 type pair struct {
 	a, b      net.Conn
+	shutA     atomic.Bool // CloseWrite on a has been called (or is under way)
+	shutB     atomic.Bool
 	ended     atomic.Int32 // directions that reached end of stream and passed it on
 	abortOnce sync.Once
 	mu        sync.Mutex
@@ -154,17 +160,27 @@ type pair struct {
 // forward is the a→b direction, run in its own goroutine so that stacks
 // name it.
 func (p *pair) forward(done chan<- error, count *atomic.Int64) {
-	done <- p.copy(p.b, p.a, count)
+	done <- p.copy(p.b, p.a, true, count)
 }
 
-// copy moves src to dst until src ends, then half-closes dst. On an error it
+// copy moves src to dst until src ends, then half-closes dst; fwd says
+// that src is a. On an error it
 // aborts the pair, so that the other direction stops too. Once both
 // directions have ended, the pair is over; while the other one still runs,
 // a src that can (EndAwaiter) goes on watching its peer, so that a peer
 // lost meanwhile cuts the pair instead of leaving it to a silent other
 // side for ever.
-func (p *pair) copy(dst, src net.Conn, count *atomic.Int64) error {
+func (p *pair) copy(dst, src net.Conn, fwd bool, count *atomic.Int64) error {
 	_, err := Copy(dst, src, count)
+	srcShut, dstShut := &p.shutA, &p.shutB
+	if !fwd {
+		srcShut, dstShut = &p.shutB, &p.shutA
+	}
+	if err == nil && !srcShut.Load() && wasReset(src) {
+		// The reset went to the other direction's write: this end of
+		// stream is a cut, and passing it on would end dst cleanly.
+		err = errPeerReset
+	}
 	if errors.Is(err, ErrClosedByPeer) {
 		p.abort(errEnded)
 		return nil
@@ -183,6 +199,7 @@ func (p *pair) copy(dst, src net.Conn, count *atomic.Int64) error {
 			p.abort(errEnded)
 			return nil
 		}
+		dstShut.Store(true)
 		err = hc.CloseWrite()
 	}
 	if err == nil {
