@@ -327,7 +327,7 @@ func TestKeepAliveKeepsIdleTunnel(t *testing.T) {
 	t.Parallel()
 	// Pings ten times per dead-peer timeout, so that a loaded machine's
 	// late ping is not a silent peer.
-	tune := Tuning{KeepAlive: 40 * time.Millisecond, DeadPeerTimeout: 400 * time.Millisecond}
+	tune := Tuning{KeepAlive: 100 * time.Millisecond, DeadPeerTimeout: time.Second}
 	tg := startTarget(t, echo)
 	srv := newServer()
 	srv.Tuning = tune
@@ -339,7 +339,7 @@ func TestKeepAliveKeepsIdleTunnel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(1200 * time.Millisecond)) // three dead-peer timeouts
+	c.SetReadDeadline(time.Now().Add(3 * time.Second)) // three dead-peer timeouts
 	_, err = c.Read(make([]byte, 1))
 	if !errors.Is(err, errDeadline) {
 		t.Fatalf("idle Read ended with %v, want its own deadline", err)
