@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -69,11 +70,15 @@ func TestReuseCtxEndsAtErrorReply(t *testing.T) {
 func TestReuseDeadlineNotRetried(t *testing.T) {
 	t.Parallel()
 	tg := startTarget(t, echo)
+	var dialing atomic.Value // *expiring: the ctx of the round's slow dial
 	srv := newServer()
 	srv.DialTimeout = time.Second
 	srv.Sprites = ResolverFunc(func(_ context.Context, name string) (dialer.ContextDialer, error) {
 		return dialerFunc(func(ctx context.Context, network, addr string) (net.Conn, error) {
 			if addr != tg.addr() {
+				if e, ok := dialing.Load().(*expiring); ok {
+					e.expire() // the deadline passes while the server dials
+				}
 				<-ctx.Done() // a target that never answers
 				return nil, ctx.Err()
 			}
@@ -99,9 +104,11 @@ func TestReuseDeadlineNotRetried(t *testing.T) {
 			closeReused(t, d, c, i+1)
 		}
 		before := fresh.Load()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Millisecond)
+		// The deadline passes once the server is dialing the slow target
+		// (a fixed 2 ms could pass before the pool was even looked at).
+		ctx := newExpiring()
+		dialing.Store(ctx)
 		_, err := d.DialSprite(ctx, "s", "tcp", "127.0.0.2:9")
-		cancel()
 		mustIs(t, err, context.DeadlineExceeded)
 		if n := fresh.Load() - before; n != 0 {
 			t.Fatalf("round %d: %d new connections dialed after a ctx deadline", round, n)
@@ -171,5 +178,33 @@ func TestReuseCopyThenClose(t *testing.T) {
 		if n := <-copied; n > 5 {
 			t.Fatalf("copied %d bytes of a 5-byte echo", n)
 		}
+	}
+}
+
+// expiring is a context whose deadline passes when expire is called: its
+// Err is then context.DeadlineExceeded, as a timer's would be.
+type expiring struct {
+	context.Context
+	once sync.Once
+	done chan struct{}
+	dl   time.Time
+}
+
+func newExpiring() *expiring {
+	return &expiring{Context: context.Background(), done: make(chan struct{}), dl: time.Now().Add(time.Hour)}
+}
+
+func (e *expiring) expire() { e.once.Do(func() { close(e.done) }) }
+
+func (e *expiring) Done() <-chan struct{} { return e.done }
+
+func (e *expiring) Deadline() (time.Time, bool) { return e.dl, true }
+
+func (e *expiring) Err() error {
+	select {
+	case <-e.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
 	}
 }
