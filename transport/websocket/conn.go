@@ -137,6 +137,10 @@ type Conn struct {
 	closeErr   error
 	deadErr    atomic.Pointer[error] // set when the dead-peer timeout closed the tunnel
 
+	// pooledRead: CopyTo holds a pooled read buffer, as it may only while
+	// data moves (an idle tunnel holds none).
+	pooledRead atomic.Bool
+
 	ka keepTimer     // keep-alive (keepalive.go)
 	wd writeDeadline // the write deadline's three setters
 

@@ -115,6 +115,7 @@ func (c *Conn) CopyTo(w io.Writer, count *atomic.Int64) (int64, error) {
 	}
 	var total int64
 	var segs [][]byte
+	defer c.waitFrom.Store(0) // a wait that copyChunkLocked left on
 	for {
 		c.rmu.Lock()
 		n, err := c.copyChunkLocked(w, &segs)
@@ -156,9 +157,18 @@ func (c *Conn) copyChunkLocked(w io.Writer, segsp *[][]byte) (int64, error) {
 		return 0, io.EOF
 	}
 	// Waiting for data until the payloads go to w: time w takes is no
-	// silence of the peer's (the linger).
-	c.waitFrom.Store(time.Now().UnixNano())
-	defer c.waitFrom.Store(0)
+	// silence of the peer's (the linger). A wait that the previous call
+	// left for control frames only goes on from where it began (their
+	// peer is silent all the same).
+	if c.waitFrom.Load() == 0 {
+		c.waitFrom.Store(time.Now().UnixNano())
+	}
+	waiting := false
+	defer func() {
+		if !waiting {
+			c.waitFrom.Store(0)
+		}
+	}()
 	var bp *[]byte
 	if r.pos == r.end && len(r.pre) == 0 {
 		var n int
@@ -187,6 +197,7 @@ func (c *Conn) copyChunkLocked(w io.Writer, segsp *[][]byte) (int64, error) {
 		r.end = copy(win, r.win[r.pos:r.end])
 		r.win, r.pos = win, 0
 	}
+	c.pooledRead.Store(true)
 	defer c.restoreWindow(bp)
 
 	segs := (*segsp)[:0]
@@ -219,9 +230,20 @@ func (c *Conn) copyChunkLocked(w io.Writer, segsp *[][]byte) (int64, error) {
 		if err != nil || more && len(segs) > 0 {
 			break
 		}
+		if more && r.pos == r.end && len(r.pre) == 0 {
+			// The read held control frames only (a resume ack, a ping),
+			// or ended on a frame's header: nothing of it is left to
+			// parse, and the peer may now be silent for long. The buffer
+			// goes back, and the next call waits for data holding none
+			// (an idle tunnel whose peer's last word was an ack kept a
+			// pooled buffer here for as long as it stayed idle). The wait
+			// for data goes on, in CopyTo's next call.
+			waiting = true
+			return 0, nil
+		}
 		if more {
-			// Only a header or a control frame so far: read on, in the
-			// same buffer (data is on its way).
+			// Part of a header or of a control frame: read on, in the
+			// same buffer (the rest is on its way).
 			if err := c.fill(); err != nil {
 				return 0, c.readError(err)
 			}
@@ -313,5 +335,6 @@ func (c *Conn) restoreWindow(bp *[]byte) {
 		r.pos, r.end = 0, 0
 	}
 	r.win = r.buf[:]
+	c.pooledRead.Store(false)
 	pool.Put(bp)
 }

@@ -146,9 +146,20 @@ func TestCloseWriteAgainstPlainServerKeepsReply(t *testing.T) {
 // TestLingerEndsDespitePings: a plain server that pings while it has
 // nothing more to send is silent all the same; the client's linger ends,
 // its close frame goes out, and the stream ends cleanly once the server
-// answers it.
+// answers it: under Read, and under CopyTo (whose read that brings only
+// control frames gives its pooled buffer back and waits on, from when the
+// wait began).
 func TestLingerEndsDespitePings(t *testing.T) {
 	t.Parallel()
+	for _, via := range []string{"Read", "CopyTo"} {
+		t.Run(via, func(t *testing.T) {
+			t.Parallel()
+			lingerDespitePings(t, via == "CopyTo")
+		})
+	}
+}
+
+func lingerDespitePings(t *testing.T, copyTo bool) {
 	url := rawUpgraded(t, `{"status":"connected","target":"127.0.0.1:9"}`, func(conn net.Conn) {
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
@@ -195,7 +206,12 @@ func TestLingerEndsDespitePings(t *testing.T) {
 	}
 	end := make(chan error, 1)
 	go func() {
-		_, err := io.ReadAll(c)
+		var err error
+		if copyTo {
+			_, err = c.(*Conn).CopyTo(io.Discard, nil)
+		} else {
+			_, err = io.ReadAll(c)
+		}
 		end <- err
 	}()
 	select {

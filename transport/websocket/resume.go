@@ -441,6 +441,10 @@ func (r *ResumableConn) freeLocked() {
 		for _, b := range r.chunks {
 			chunkPool.Put(b)
 		}
+		// The slice's array is kept for the next writes, its pointers not:
+		// past the slice's length they would still hold the chunks alive
+		// (a used idle tunnel kept up to a burst's worth of them).
+		clear(r.chunks)
 		r.chunks, r.base = r.chunks[:0], r.sent
 		return
 	}
