@@ -231,6 +231,13 @@ func (s *Server) resumeTunnel(c *Conn, req wire.Request, sl *slot) error {
 	}
 	r.oldHash, r.hasOld = h, true
 	r.tokHash = newHash
+	// Registered under r.mu (r.mu before s.mu, as forgetToken above): a
+	// resume that comes in on another connection as soon as old is closed
+	// below, with the token before, must find newHash registered to forget
+	// it; registered after r.mu, it stayed in s.resumable for good.
+	s.mu.Lock()
+	s.resumable[newHash] = r
+	s.mu.Unlock()
 	rep := wire.Reply{Status: wire.StatusResumed, Received: r.recvd, Resume: newTok,
 		GraceMS: r.grace.Milliseconds(), Replica: s.ReplicaID, Features: ext.features(), Buffer: r.bufMax}
 	r.mu.Unlock()
@@ -240,9 +247,6 @@ func (s *Server) resumeTunnel(c *Conn, req wire.Request, sl *slot) error {
 			close(rel)
 		}
 	}
-	s.mu.Lock()
-	s.resumable[newHash] = r
-	s.mu.Unlock()
 	c.nc.SetWriteDeadline(time.Now().Add(cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)))
 	if err := c.writeMessage(wire.Marshal(rep)); err != nil {
 		r.mu.Lock()
