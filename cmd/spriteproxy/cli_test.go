@@ -166,7 +166,7 @@ func TestForwardErrors(t *testing.T) {
 	}
 	t.Cleanup(func() { busy.Close() }) // after the parallel subtests
 	busyPort := busy.Addr().(*net.TCPAddr).Port
-	dead := freePort(t)
+	dead := deadPort(t)
 
 	api := "http://" + plain
 	good := fmt.Sprintf("0:%d", port)
@@ -277,7 +277,7 @@ func TestForwardErrors(t *testing.T) {
 func TestForwardReportsFailedConnections(t *testing.T) {
 	t.Parallel()
 	_, addr := startServe(t, env(envToken, testToken))
-	dead := freePort(t)
+	dead := deadPort(t)
 	fwd := start(t, env(envToken, testToken), "forward", "--api", "http://"+addr, "--no-target-check", "box", fmt.Sprintf("0:%d", dead))
 	m := fwd.stdout.waitFor(t, regexp.MustCompile(`^(\S+) -> box:\d+\n`), 10*time.Second)
 	// The failed stream is reset: either the read fails, or, when the reset

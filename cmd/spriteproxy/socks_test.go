@@ -60,7 +60,7 @@ func TestSocks(t *testing.T) {
 	}
 	conn.Close()
 
-	dead := freePort(t)
+	dead := deadPort(t)
 	if _, err := socksDial(t, addr, fmt.Sprintf("localhost:%d", dead)); err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("dial of a dead port: %v, want connection refused", err)
 	}
@@ -151,7 +151,7 @@ func TestSocksCurl(t *testing.T) {
 	}
 
 	// A refused target is curl's proxy error, not a hang or an empty reply.
-	dead := freePort(t)
+	dead := deadPort(t)
 	cmd := exec.Command(curl, "-sS", "--max-time", "30", "--socks5-hostname", addr, fmt.Sprintf("http://localhost:%d/", dead))
 	out, err = cmd.CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 97 {

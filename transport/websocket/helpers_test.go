@@ -120,16 +120,11 @@ func itoa(n int) string {
 	return (&net.TCPAddr{Port: n}).String()[1:]
 }
 
-// closedPort returns a loopback port that nothing listens on.
+// closedPort returns a loopback port that refuses connections for the
+// whole test (holdPort).
 func closedPort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	return port
+	return holdPort(t, 0)
 }
 
 func testCtx(t testing.TB) context.Context {

@@ -482,7 +482,7 @@ func TestResumeServerGone(t *testing.T) {
 	}
 	defer nc.Close()
 	echoTrip(t, nc, "a")
-	rl.ln.Close()
+	closeRefusing(t, rl.ln)
 	rl.cut()
 	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, err = nc.Read(make([]byte, 1))
