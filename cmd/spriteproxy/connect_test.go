@@ -91,18 +91,13 @@ func TestProcessConnectRefused(t *testing.T) {
 	t.Parallel()
 	bin, _ := buildBinaries(t)
 	_, api, ca := serveProcess(t, bin)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close() // nothing listens there now
+	port := deadPort(t)
 
 	cmd := exec.Command(bin, "connect", "--tls-ca", ca, "box", "localhost:"+strconv.Itoa(port))
 	cmd.Env = append(connectEnv(), envToken+"="+testToken, envAPI+"="+api)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err = cmd.Run()
+	err := cmd.Run()
 	if code := cmd.ProcessState.ExitCode(); code != 1 {
 		t.Errorf("exit %d (%v), want 1", code, err)
 	}
