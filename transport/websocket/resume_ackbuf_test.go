@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/spriteproxy/spriteproxy/internal/wire"
 )
@@ -93,5 +94,33 @@ func TestResumeBufferOnTheWire(t *testing.T) {
 	}
 	if _, err := wire.ParseReply([]byte(`{"status":"connected","resume_buffer":-1}`)); err == nil {
 		t.Error("a negative resume_buffer in a reply was taken")
+	}
+}
+
+// TestResumeGraceUnderAMillisecond: a server grace under 1 ms reaches the
+// client as 1 ms, not as 0, which the client took for "not said" and
+// replaced with the 60 s default.
+func TestResumeGraceUnderAMillisecond(t *testing.T) {
+	t.Parallel()
+	if got := graceMillis(500 * time.Microsecond); got != 1 {
+		t.Errorf("graceMillis(500µs) = %d, want 1", got)
+	}
+	if got := graceMillis(1500 * time.Millisecond); got != 1500 {
+		t.Errorf("graceMillis(1.5s) = %d, want 1500", got)
+	}
+	srv := newServer()
+	srv.ResumeGrace = 500 * time.Microsecond
+	_, _, d, tg := resumeSetup(t, srv, echo)
+	nc, err := d.DialSprite(testCtx(t), "box", "tcp", tg.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	rc, ok := nc.(*ResumableConn)
+	if !ok {
+		t.Fatalf("tunnel is a %T, want a *ResumableConn", nc)
+	}
+	if rc.grace != time.Millisecond {
+		t.Errorf("the client's grace is %v, want 1ms", rc.grace)
 	}
 }

@@ -130,6 +130,13 @@ func (d *Dialer) resumeOn(ctx context.Context, c *Conn, first []byte, sent bool,
 
 // The server's side.
 
+// graceMillis is grace in the reply's milliseconds, rounded up: a grace
+// under 1 ms sent as 0 would read as "not said" and give the client the
+// 60 s default.
+func graceMillis(grace time.Duration) int64 {
+	return int64((grace + time.Millisecond - 1) / time.Millisecond)
+}
+
 // errResumeServed: the first message resumed a tunnel, which has let go of
 // the connection since.
 var errResumeServed = errors.New("resumed tunnel served")
@@ -239,7 +246,7 @@ func (s *Server) resumeTunnel(c *Conn, req wire.Request, sl *slot) error {
 	s.resumable[newHash] = r
 	s.mu.Unlock()
 	rep := wire.Reply{Status: wire.StatusResumed, Received: r.recvd, Resume: newTok,
-		GraceMS: r.grace.Milliseconds(), Replica: s.ReplicaID, Features: ext.features(), Buffer: r.bufMax}
+		GraceMS: graceMillis(r.grace), Replica: s.ReplicaID, Features: ext.features(), Buffer: r.bufMax}
 	r.mu.Unlock()
 	if old != nil {
 		old.CloseNow()

@@ -463,7 +463,7 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 	rep := wire.Reply{Status: wire.StatusConnected, Target: targetString(target, addr), Features: ext.features()}
 	if ext.resume {
 		c.resumeTok, c.resumeGrace = newResumeToken(), cmpOr(s.ResumeGrace, DefaultResumeGrace)
-		rep.Resume, rep.GraceMS, rep.Replica = c.resumeTok, c.resumeGrace.Milliseconds(), s.ReplicaID
+		rep.Resume, rep.GraceMS, rep.Replica = c.resumeTok, graceMillis(c.resumeGrace), s.ReplicaID
 		rep.Buffer, c.peerBuf = resumeBufferOf(s.ResumeBuffer), req.Buffer
 	}
 	if err := c.writeMessage(wire.Marshal(rep)); err != nil {
