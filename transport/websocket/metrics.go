@@ -226,9 +226,10 @@ func (m *Metrics) closed(toTarget, fromTarget int64) {
 	if m == nil {
 		return
 	}
-	m.tunnelsOpen.Dec()
+	// Bytes first: a scrape that finds no tunnel open has all their bytes.
 	m.toTarget.Add(float64(toTarget))
 	m.fromTarg.Add(float64(fromTarget))
+	m.tunnelsOpen.Dec()
 }
 
 // idled counts a connection that starts (+1) or stops (-1) waiting idle.
