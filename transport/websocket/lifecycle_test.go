@@ -279,7 +279,7 @@ func TestKeepAliveIgnoresExpiredWriteDeadline(t *testing.T) {
 	t.Parallel()
 	// Pings ten times per dead-peer timeout: a loaded machine that delays
 	// a ping by a few intervals must not pass for a silent peer.
-	client, server := connPair(t, true, Tuning{KeepAlive: 40 * time.Millisecond, DeadPeerTimeout: 400 * time.Millisecond})
+	client, server := connPair(t, true, Tuning{KeepAlive: 100 * time.Millisecond, DeadPeerTimeout: time.Second})
 	client.SetWriteDeadline(aLongTimeAgo)
 	got := make(chan error, 1)
 	go func() {
@@ -289,7 +289,7 @@ func TestKeepAliveIgnoresExpiredWriteDeadline(t *testing.T) {
 	select {
 	case err := <-got:
 		t.Fatalf("the server's Read ended while the client was idle: %v", err)
-	case <-time.After(1200 * time.Millisecond): // three dead-peer timeouts
+	case <-time.After(3 * time.Second): // three dead-peer timeouts
 	}
 	client.SetWriteDeadline(time.Time{})
 	if _, err := client.Write([]byte("x")); err != nil {
