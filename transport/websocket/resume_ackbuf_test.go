@@ -33,18 +33,10 @@ func TestResumeAcksBeforePeerBufferFills(t *testing.T) {
 		c.Close()
 	})
 	d.ResumeBuffer = 64 << 10
-	nc, err := d.DialSprite(testCtx(t), "box", "tcp", tg.addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	rc, ok := nc.(*ResumableConn)
-	if !ok {
-		t.Fatalf("tunnel is a %T, want a *ResumableConn", nc)
-	}
+	rc := dialResumable(t, d, tg)
 	// The server registers the tunnel after its reply has gone out; a byte
 	// at the target says that its pump runs, so it is registered.
-	if _, err := nc.Write([]byte{0}); err != nil {
+	if _, err := rc.Write([]byte{0}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -67,7 +59,7 @@ func TestResumeAcksBeforePeerBufferFills(t *testing.T) {
 	if rc.ackEvery != 16<<10 {
 		t.Errorf("the client acks every %d bytes, want 16 KiB (a quarter of its own 64 KiB, under the server's 1 MiB)", rc.ackEvery)
 	}
-	if _, err := nc.Write(make([]byte, 1<<20-1)); err != nil {
+	if _, err := rc.Write(make([]byte, 1<<20-1)); err != nil {
 		t.Fatal(err)
 	}
 	rc.CloseWrite()
@@ -111,15 +103,7 @@ func TestResumeGraceUnderAMillisecond(t *testing.T) {
 	srv := newServer()
 	srv.ResumeGrace = 500 * time.Microsecond
 	_, _, d, tg := resumeSetup(t, srv, echo)
-	nc, err := d.DialSprite(testCtx(t), "box", "tcp", tg.addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	rc, ok := nc.(*ResumableConn)
-	if !ok {
-		t.Fatalf("tunnel is a %T, want a *ResumableConn", nc)
-	}
+	rc := dialResumable(t, d, tg)
 	if rc.grace != time.Millisecond {
 		t.Errorf("the client's grace is %v, want 1ms", rc.grace)
 	}

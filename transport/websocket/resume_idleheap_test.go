@@ -19,22 +19,14 @@ func TestResumeUsedIdleTunnelLetsGo(t *testing.T) {
 	t.Parallel()
 	srv := newServer()
 	_, _, d, tg := resumeSetup(t, srv, echo)
-	nc, err := d.DialSprite(testCtx(t), "box", "tcp", tg.addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	rc, ok := nc.(*ResumableConn)
-	if !ok {
-		t.Fatalf("tunnel is a %T, want a *ResumableConn", nc)
-	}
+	rc := dialResumable(t, d, tg)
 	const n = 1 << 20
 	wrote := make(chan error, 1)
 	go func() {
-		_, err := nc.Write(make([]byte, n))
+		_, err := rc.Write(make([]byte, n))
 		wrote <- err
 	}()
-	if _, err := io.ReadFull(nc, make([]byte, n)); err != nil {
+	if _, err := io.ReadFull(rc, make([]byte, n)); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-wrote; err != nil {
