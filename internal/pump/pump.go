@@ -12,10 +12,12 @@ package pump
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/spriteproxy/spriteproxy/internal/pool"
 )
@@ -84,8 +86,9 @@ type ErrorCloser interface {
 }
 
 // errPeerReset is a TCP conn's end of stream that was its peer's reset,
-// reported to another call (see wasReset).
-var errPeerReset = errors.New("pump: connection reset by peer")
+// reported to another call (see wasReset); it is ECONNRESET to errors.Is,
+// as the read's own error would have been.
+var errPeerReset = fmt.Errorf("pump: end of stream after the peer's reset: %w", syscall.ECONNRESET)
 
 // errEnded is the abort reason of a normal end: both directions reached
 // end of stream, or a peer closed both ways.
@@ -164,12 +167,11 @@ func (p *pair) forward(done chan<- error, count *atomic.Int64) {
 }
 
 // copy moves src to dst until src ends, then half-closes dst; fwd says
-// that src is a. On an error it
-// aborts the pair, so that the other direction stops too. Once both
-// directions have ended, the pair is over; while the other one still runs,
-// a src that can (EndAwaiter) goes on watching its peer, so that a peer
-// lost meanwhile cuts the pair instead of leaving it to a silent other
-// side for ever.
+// that src is a. On an error it aborts the pair, so that the other
+// direction stops too. Once both directions have ended, the pair is over;
+// while the other one still runs, a src that can (EndAwaiter) goes on
+// watching its peer, so that a peer lost meanwhile cuts the pair instead
+// of leaving it to a silent other side for ever.
 func (p *pair) copy(dst, src net.Conn, fwd bool, count *atomic.Int64) error {
 	_, err := Copy(dst, src, count)
 	srcShut, dstShut := &p.shutA, &p.shutB
