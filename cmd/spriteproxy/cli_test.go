@@ -20,6 +20,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/spriteproxy/spriteproxy/internal/testcert"
+	"github.com/spriteproxy/spriteproxy/internal/testnet"
 )
 
 const testToken = "s3cret-test-token"
@@ -166,7 +167,7 @@ func TestForwardErrors(t *testing.T) {
 	}
 	t.Cleanup(func() { busy.Close() }) // after the parallel subtests
 	busyPort := busy.Addr().(*net.TCPAddr).Port
-	dead := deadPort(t)
+	dead := testnet.HoldPort(t, 0)
 
 	api := "http://" + plain
 	good := fmt.Sprintf("0:%d", port)
@@ -277,7 +278,7 @@ func TestForwardErrors(t *testing.T) {
 func TestForwardReportsFailedConnections(t *testing.T) {
 	t.Parallel()
 	_, addr := startServe(t, env(envToken, testToken))
-	dead := deadPort(t)
+	dead := testnet.HoldPort(t, 0)
 	fwd := start(t, env(envToken, testToken), "forward", "--api", "http://"+addr, "--no-target-check", "box", fmt.Sprintf("0:%d", dead))
 	m := fwd.stdout.waitFor(t, regexp.MustCompile(`^(\S+) -> box:\d+\n`), 10*time.Second)
 	// The failed stream is reset: either the read fails, or, when the reset

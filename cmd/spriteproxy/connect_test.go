@@ -91,7 +91,7 @@ func TestProcessConnectRefused(t *testing.T) {
 	t.Parallel()
 	bin, _ := buildBinaries(t)
 	_, api, ca := serveProcess(t, bin)
-	port := deadPort(t)
+	port := testnet.HoldPort(t, 0)
 
 	cmd := exec.Command(bin, "connect", "--tls-ca", ca, "box", "localhost:"+strconv.Itoa(port))
 	cmd.Env = append(connectEnv(), envToken+"="+testToken, envAPI+"="+api)

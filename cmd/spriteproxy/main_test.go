@@ -246,7 +246,7 @@ func echoServiceOn(t *testing.T, addr string) (port int) {
 
 // freePort returns a loopback port that nothing listens on now: one the
 // OS picked, then released, for a process to listen on (a parallel test
-// may take it meanwhile: retry). A port that must refuse is deadPort's.
+// may take it meanwhile: retry). A port that must refuse is testnet.HoldPort's.
 func freePort(t *testing.T) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

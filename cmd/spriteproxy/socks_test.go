@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spriteproxy/spriteproxy/internal/testnet"
 	xproxy "golang.org/x/net/proxy"
 )
 
@@ -60,7 +61,7 @@ func TestSocks(t *testing.T) {
 	}
 	conn.Close()
 
-	dead := deadPort(t)
+	dead := testnet.HoldPort(t, 0)
 	if _, err := socksDial(t, addr, fmt.Sprintf("localhost:%d", dead)); err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("dial of a dead port: %v, want connection refused", err)
 	}
@@ -151,7 +152,7 @@ func TestSocksCurl(t *testing.T) {
 	}
 
 	// A refused target is curl's proxy error, not a hang or an empty reply.
-	dead := deadPort(t)
+	dead := testnet.HoldPort(t, 0)
 	cmd := exec.Command(curl, "-sS", "--max-time", "30", "--socks5-hostname", addr, fmt.Sprintf("http://localhost:%d/", dead))
 	out, err = cmd.CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 97 {

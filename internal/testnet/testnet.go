@@ -1,7 +1,7 @@
 // Package testnet holds the loopback plumbing that tests of several
-// packages share: a connected TCP pair, and a service that runs a handler
+// packages share: a connected TCP pair, a service that runs a handler
 // per connection and is torn down, goroutines and all, by the test's
-// cleanup.
+// cleanup, and a port held so that it refuses connections (HoldPort).
 package testnet
 
 import (

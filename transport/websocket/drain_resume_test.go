@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spriteproxy/spriteproxy/dialer"
+	"github.com/spriteproxy/spriteproxy/internal/testnet"
 )
 
 // The drain rule of resume (resume_drain.go, PROTOCOL.md §9 Drain), with
@@ -126,8 +127,8 @@ func TestDrainResumeDetachedEnds(t *testing.T) {
 	}
 
 	// Nothing listens where the server was: the clients end with gone.
-	closeRefusing(t, rlA.ln)
-	closeRefusing(t, rlB.ln)
+	testnet.CloseRefusing(t, rlA.ln)
+	testnet.CloseRefusing(t, rlB.ln)
 	for _, x := range []struct {
 		name string
 		c    net.Conn
@@ -190,7 +191,7 @@ func TestDrainResumeResumedCutAtDeadline(t *testing.T) {
 	// The resumed connection carries the cut's close frame (4001), as a
 	// tunnel's first connection would: the client does not take its end
 	// for a lost connection and come back for nothing.
-	closeRefusing(t, rl.ln) // (should it come back, it finds nothing: gone)
+	testnet.CloseRefusing(t, rl.ln) // (should it come back, it finds nothing: gone)
 	c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	_, err = c.Read(make([]byte, 1))
 	var ce *CloseError

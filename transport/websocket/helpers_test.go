@@ -124,7 +124,7 @@ func itoa(n int) string {
 // whole test (holdPort).
 func closedPort(t *testing.T) int {
 	t.Helper()
-	return holdPort(t, 0)
+	return testnet.HoldPort(t, 0)
 }
 
 func testCtx(t testing.TB) context.Context {

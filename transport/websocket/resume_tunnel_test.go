@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spriteproxy/spriteproxy/dialer"
+	"github.com/spriteproxy/spriteproxy/internal/testnet"
 )
 
 // resumeSetup is a server (Serve, plain) behind a relay the test cuts,
@@ -482,7 +483,7 @@ func TestResumeServerGone(t *testing.T) {
 	}
 	defer nc.Close()
 	echoTrip(t, nc, "a")
-	closeRefusing(t, rl.ln)
+	testnet.CloseRefusing(t, rl.ln)
 	rl.cut()
 	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, err = nc.Read(make([]byte, 1))

@@ -1,15 +1,15 @@
 //go:build !unix
 
-package websocket
+package testnet
 
 import (
 	"net"
 	"testing"
 )
 
-// holdPort returns port, or with 0 one that nothing listens on now
+// HoldPort returns port, or with 0 one that nothing listens on now
 // (without a socket to hold it, a parallel test may take it).
-func holdPort(t testing.TB, port int) int {
+func HoldPort(t testing.TB, port int) int {
 	t.Helper()
 	if port != 0 {
 		return port
@@ -22,5 +22,5 @@ func holdPort(t testing.TB, port int) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// closeRefusing closes ln.
-func closeRefusing(t testing.TB, ln net.Listener) { ln.Close() }
+// CloseRefusing closes ln.
+func CloseRefusing(t testing.TB, ln net.Listener) { ln.Close() }

@@ -1,6 +1,6 @@
 //go:build unix
 
-package websocket
+package testnet
 
 import (
 	"net"
@@ -8,11 +8,11 @@ import (
 	"testing"
 )
 
-// holdPort binds a socket to the loopback port and never listens on it,
+// HoldPort binds a socket to the loopback port and never listens on it,
 // until the test ends: connections to it are refused, and no parallel
 // test can listen there meanwhile, as one could on a port merely closed
 // (the OS hands it out again). port 0 picks one.
-func holdPort(t testing.TB, port int) int {
+func HoldPort(t testing.TB, port int) int {
 	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 	if err != nil {
@@ -31,11 +31,11 @@ func holdPort(t testing.TB, port int) int {
 	return sa.(*syscall.SockaddrInet4).Port
 }
 
-// closeRefusing closes ln and holds its port, so that connections to it
+// CloseRefusing closes ln and holds its port, so that connections to it
 // are refused for the rest of the test.
-func closeRefusing(t testing.TB, ln net.Listener) {
+func CloseRefusing(t testing.TB, ln net.Listener) {
 	t.Helper()
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	holdPort(t, port)
+	HoldPort(t, port)
 }
