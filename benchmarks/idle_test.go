@@ -42,7 +42,9 @@ func defaultTunnels() int {
 // (VmRSS, after returning freed memory to the OS): *-heap-B/tunnel and
 // *-rss-B/tunnel. Then every tunnel carries 1 MiB each way (echoed), and
 // the idle tunnels are weighed again: *-B/used-tunnel. *-goroutines/tunnel
-// counts goroutines. The figures come from one measurement per run of the
+// counts goroutines. The cli-ws and cli-wss kinds weigh the spriteproxy
+// binary's serve and forward instead, resident set only, with no GC forced
+// (idle_cli_test.go). The figures come from one measurement per run of the
 // benchmark function, whatever b.N: ns/op means nothing here.
 func BenchmarkIdleTunnel(b *testing.B) {
 	for _, kind := range idleKinds {
@@ -52,7 +54,7 @@ func BenchmarkIdleTunnel(b *testing.B) {
 
 // idleKinds are the rows of BenchmarkIdleTunnel: the helper processes'
 // kinds (rig.ChildEnv).
-var idleKinds = []string{"reference", "ours", "ours-resume", "ours-wss"}
+var idleKinds = []string{"reference", "ours", "ours-resume", "ours-wss", "cli-ws", "cli-wss"}
 
 // idleMemo keeps each benchmark's one measurement across the calls the
 // testing package makes to settle b.N.
@@ -71,6 +73,9 @@ func idleTunnels(b *testing.B, kind string) {
 
 // measureIdle weighs n idle tunnels of kind (one of idleKinds) in helper processes, as BenchmarkIdleTunnel reports them.
 func measureIdle(tb testing.TB, kind string, n int) map[string]float64 {
+	if strings.HasPrefix(kind, "cli-") {
+		return measureCLI(tb, kind, n)
+	}
 	target, err := rig.ListenLoopback(rig.Echo)
 	if err != nil {
 		tb.Fatal(err)

@@ -36,8 +36,8 @@ func TestParseSample(t *testing.T) {
 	if s.Order[0] != "BenchmarkBulk/tcp/1KiB" {
 		t.Errorf("first benchmark %q", s.Order[0])
 	}
-	if got := len(s.Order); got != 27+6+4+2 {
-		t.Errorf("%d benchmarks, want 39", got)
+	if got := len(s.Order); got != 27+6+4+4 {
+		t.Errorf("%d benchmarks, want 41", got)
 	}
 	runs := s.Runs["BenchmarkBulk/socket-ws/32KiB"]
 	if len(runs) != 3 {

@@ -33,7 +33,7 @@ var (
 	parallelRows  = []string{"tcp", "ref-socket", "socket-ws"}
 	parallelSizes = []string{"8streams", "64streams"}
 	setupRows     = []string{"tcp", "ref-socket", "socket-ws", "socket-ws-http", "socket-wss", "socket-ws-fresh", "socket-wss-fresh"}
-	idleKinds     = []string{"reference", "ours", "ours-resume", "ours-wss"}
+	idleKinds     = []string{"reference", "ours", "ours-resume", "ours-wss", "cli-ws", "cli-wss"}
 )
 
 // tcpTwin is the raw TCP row of the same benchmark and size.

@@ -131,6 +131,7 @@ var targets = []target{
 			return bytesText(v), v <= 4096, ok
 		},
 	},
+	idleCLITarget,
 	{
 		measure: "allocations per 32 KiB message, steady state (ProxySocket ws; ProxyPort ws)",
 		reference: func(s *Set) string {
@@ -182,4 +183,30 @@ func twoRatios(s *Set, name, ref, unit string, minTCP, minRef float64) (string, 
 	a, ok1 := ratio(s, name, tcp, unit)
 	b, ok2 := ratio(s, name, ref, unit)
 	return fmt.Sprintf("%.2f × raw TCP, %.2f × reference", a, b), a >= minTCP && b >= minRef, ok1 && ok2
+}
+
+// idleCLITarget is issue #17's "an idle wss tunnel ≤ 40 KiB, client and
+// server together, through the CLI": BenchmarkIdleTunnel's cli-wss kind,
+// the resident set that serve and forward grow by per idle tunnel, as a
+// user's top shows it (cli-ws beside it). The reference column is the
+// reference's two processes, weighed the same way (RSS after a GC).
+var idleCLITarget = target{
+	measure: "idle wss tunnel through the CLI (serve + forward, RSS, client and server together)",
+	reference: func(s *Set) string {
+		c, ok1 := median(s, fmt.Sprintf(idleRow, "reference"), "client-rss-B/tunnel")
+		v, ok2 := median(s, fmt.Sprintf(idleRow, "reference"), "server-rss-B/tunnel")
+		if !ok1 || !ok2 {
+			return "not run"
+		}
+		return bytesText(c+v) + " (ws, its test processes)"
+	},
+	goal: "≤ 40 KiB",
+	ours: func(s *Set) (string, bool, bool) {
+		v, ok := median(s, fmt.Sprintf(idleRow, "cli-wss"), "total-rss-B/tunnel")
+		text := bytesText(v)
+		if ws, found := median(s, fmt.Sprintf(idleRow, "cli-ws"), "total-rss-B/tunnel"); found {
+			text += " (ws: " + bytesText(ws) + ")"
+		}
+		return text, v <= 40<<10, ok
+	},
 }
