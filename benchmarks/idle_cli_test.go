@@ -70,11 +70,10 @@ type cliProc struct {
 	stderr *lineWaiter
 }
 
-// lineWaiter keeps what a process writes and hands each line to a waiter.
+// lineWaiter keeps what a process writes, for the failure messages.
 type lineWaiter struct {
-	mu    sync.Mutex
-	all   bytes.Buffer
-	lines chan string
+	mu  sync.Mutex
+	all bytes.Buffer
 }
 
 func (l *lineWaiter) Write(p []byte) (int, error) {
