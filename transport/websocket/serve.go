@@ -128,7 +128,13 @@ func (s *Server) serveConn(nc net.Conn) {
 				return nil, ref
 			}
 			sl.token = bearerValue(fr.auth)
-			if network, ref = s.admit(s.ctx, &sl, false); ref != nil {
+			// The Authenticator and Resolver are bounded as the
+			// handshake is (behind net/http, the request's context ends
+			// when the client goes away; here nothing else would).
+			actx, cancel := context.WithTimeout(s.ctx, cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout))
+			network, ref = s.admit(actx, &sl, false)
+			cancel()
+			if ref != nil {
 				return nil, ref
 			}
 			return nil, nil

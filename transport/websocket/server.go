@@ -407,12 +407,17 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 			// Each tunnel is admitted afresh: the token may have been
 			// revoked, or the sprite moved or removed, since the
 			// connection's upgrade.
+			// (Bounded as on a new connection: see serveConn.)
+			actx, cancel := context.WithTimeout(s.ctx, cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout))
 			var ref *refusal
-			if network, ref = s.admit(s.ctx, sl, true); ref != nil {
+			network, ref = s.admit(actx, sl, true)
+			cancel()
+			if ref != nil {
 				s.log("request refused", "sprite", sl.sprite, "client", c.remote, "reason", ref, "reused", true)
 				return nil, "", errors.Join(errNoSlot, ref)
 			}
-			// The reply is bounded as on a new connection.
+			// The replies before the dial are bounded as on a new
+			// connection (the one set after the dial bounds the others).
 			c.nc.SetWriteDeadline(time.Now().Add(cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)))
 		}
 	}
@@ -454,6 +459,11 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 	target, err := dialTarget(ctx, network, req.Host, req.Port)
 	cancel()
 	s.Metrics.dialed(dialed)
+	// The dial may take DialTimeout, longer than the handshake's bound:
+	// the reply, whichever it is, gets a bound of its own from now. A
+	// reply cut by a deadline set before the dial would leave a client
+	// that retries (no reply: PROTOCOL.md §7) to dial the target again.
+	c.nc.SetWriteDeadline(time.Now().Add(cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)))
 	if err != nil {
 		s.replyTargetError(c, targetCode(err), err, keepsRefused(req.Features, s.allowed(), true))
 		s.Metrics.answered(targetCode(err), sl.start)
