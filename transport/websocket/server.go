@@ -55,8 +55,10 @@ type Server struct {
 	AllowedOrigins []string
 	// DialTimeout bounds the dial of a target; default DefaultDialTimeout.
 	DialTimeout time.Duration
-	// HandshakeTimeout bounds the wait for the client's first message;
-	// default DefaultHandshakeTimeout.
+	// HandshakeTimeout bounds the wait for the client's first message
+	// (with the upgrade, the Authenticator and the Resolver before it),
+	// and, apart, the writing of the reply once the target's dial is
+	// done; default DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
 	// MaxTunnels caps the tunnels open at once; a request over it gets 503.
 	// 0 means DefaultMaxTunnels; negative means no cap.
