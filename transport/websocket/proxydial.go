@@ -2,6 +2,7 @@ package websocket
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -115,9 +116,11 @@ func (d *Dialer) dialConnect(ctx context.Context, pu *url.URL, addr string) (net
 	}
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(aLongTimeAgo) })
 	resp, err := connectExchange(nc, pu, addr)
-	if !stop() || ctx.Err() != nil {
+	// The socket's deadline is ctx's and usually fires before ctx's own
+	// timer: a timeout then is ctx's deadline, as on the direct path.
+	if !stop() || ctx.Err() != nil || err != nil && isTimeout(err) && ctxExpired(ctx) {
 		nc.Close()
-		pe.Err = ctx.Err()
+		pe.Err = cmp.Or(ctx.Err(), context.DeadlineExceeded)
 		return nil, pe
 	}
 	if err != nil {
@@ -153,7 +156,10 @@ func connectExchange(nc net.Conn, pu *url.URL, addr string) (*http.Response, err
 	if err != nil {
 		return nil, err
 	}
-	resp.Body.Close()
+	// The body is never read: a 2xx to CONNECT has none whatever its
+	// Content-Length or Transfer-Encoding say (RFC 9110 §9.3.6; some
+	// proxies send them), and after any other status the connection is
+	// closed unread (a hostile proxy's endless 407 body stalls nothing).
 	if resp.StatusCode == http.StatusOK && br.Buffered() > 0 {
 		return nil, fmt.Errorf("the proxy sent %d bytes after its 200 before the server could speak", br.Buffered())
 	}
