@@ -65,7 +65,14 @@ func (c *Conn) closeWriteLocked() error {
 		return nil
 	}
 	_, err := c.writeFrameLocked(opText, wire.EOFMessage)
-	c.finSent()
+	// Our fin is recorded once the eof went out, or was cut by a
+	// deadline (the next write finishes it). A connection that failed
+	// under it did not send it: that stays the connection's failure (a
+	// ResumableConn resumes and sends it again), not the Conn's own
+	// end of writing.
+	if err == nil || isTimeout(err) {
+		c.finSent()
+	}
 	return err
 }
 

@@ -94,6 +94,9 @@ type ResumableConn struct {
 	hasOld     bool
 	graceTimer *time.Timer
 	resumes    int
+	// resumeSeq numbers the server's resumes of the tunnel (resumeTunnel):
+	// of two that overlap, only the later attaches.
+	resumeSeq uint64
 
 	chunks            []*[]byte
 	base, acked, sent int64
@@ -640,7 +643,23 @@ func (r *ResumableConn) publishLocked(c *Conn) {
 // wait) and the eof if it had been sent. rel, on the server, is closed
 // when the layer lets go of c.
 func (r *ResumableConn) attach(c *Conn, m int64, rel chan struct{}) error {
+	return r.attachAs(c, m, rel, 0)
+}
+
+// errResumeSuperseded: another resume of the tunnel came in while this
+// one replied, and the tunnel is that one's.
+var errResumeSuperseded = errors.New("websocket: a later resume of the tunnel superseded this one")
+
+// attachAs is attach for the server's resume number seq (resumeTunnel's
+// claim; 0 for none): a resume that a later one superseded while it
+// replied attaches nothing, and its connection is closed.
+func (r *ResumableConn) attachAs(c *Conn, m int64, rel chan struct{}, seq uint64) error {
 	r.mu.Lock()
+	if seq != 0 && seq != r.resumeSeq {
+		r.mu.Unlock()
+		c.CloseNow()
+		return errResumeSuperseded
+	}
 	if err := r.endErrLocked("resume"); err != nil {
 		r.mu.Unlock()
 		c.CloseNow()
@@ -724,14 +743,7 @@ func (r *ResumableConn) Write(p []byte) (int, error) {
 		room := r.bufMax - (r.sent - r.acked)
 		if c == nil || room <= 0 {
 			if rc := r.reading; rc != nil && r.rmu.TryLock() {
-				// A step at a time, as the ack reader: what the Write
-				// waits for may come other than by this connection (the
-				// resend's end, a new write deadline).
-				dl := time.Now().Add(ackReadStep)
-				if !r.wdl.IsZero() && r.wdl.Before(dl) {
-					dl = r.wdl
-				}
-				r.readForWriterLocked(rc, gen, dl)
+				r.readForWriterLocked(rc, gen, r.ackStep())
 				r.rmu.Unlock()
 				continue
 			}
@@ -781,6 +793,28 @@ func (r *ResumableConn) writeErrLocked() error {
 	return nil
 }
 
+// peerBufLocked is the most the peer may send that this side has not
+// acknowledged: the resume buffer its first message or reply said, else
+// the default one.
+func (r *ResumableConn) peerBufLocked(c *Conn) int64 {
+	if c.peerBuf > 0 {
+		return c.peerBuf
+	}
+	return DefaultResumeBuffer
+}
+
+// ackStep is the deadline of one read for acks by a writer that waits:
+// a step at a time, as the ack reader's, so that what the writer waits
+// for may come other than by the connection (the resend's end, a new
+// write deadline), and never past the write deadline.
+func (r *ResumableConn) ackStep() time.Time {
+	dl := time.Now().Add(ackReadStep)
+	if !r.wdl.IsZero() && r.wdl.Before(dl) {
+		dl = r.wdl
+	}
+	return dl
+}
+
 // readForWriterLocked reads c for a Write that waits for acks while no
 // Read is under way: data goes to pending (acknowledged only once Read
 // hands it on, so the peer's buffer bounds it), acks to the send buffer.
@@ -792,7 +826,16 @@ func (r *ResumableConn) readForWriterLocked(c *Conn, gen uint64, dl time.Time) {
 	n, err := c.readOrAck(*bp)
 	r.mu.Lock()
 	rdl := r.rdl
+	overrun := false
 	if gen == r.gen {
+		if n > 0 && r.recvd+int64(n)-r.ackedOut > r.peerBufLocked(c) {
+			overrun = true
+			// More than the peer may have unacknowledged: it is not
+			// keeping its buffer (a peer that does holds it back), and
+			// what it sends would be kept here without bound.
+			r.failLocked(protocolErrorf(closeProtocolError, "the peer sent %d bytes past the last acknowledgement, over its resume buffer of %d", r.recvd+int64(n)-r.ackedOut, r.peerBufLocked(c)))
+			n = 0
+		}
 		if n > 0 {
 			r.recvd += int64(n)
 			r.confirmedLocked()
@@ -804,6 +847,9 @@ func (r *ResumableConn) readForWriterLocked(c *Conn, gen uint64, dl time.Time) {
 	}
 	r.mu.Unlock()
 	chunkPool.Put(bp)
+	if overrun {
+		c.CloseNow() // nothing more of it is read
+	}
 	c.SetReadDeadline(rdl)
 	r.mu.Lock()
 }
@@ -840,9 +886,16 @@ func (r *ResumableConn) CloseWrite() error {
 	return nil
 }
 
+// errCloseUnsent is what Close returns (wrapped in a *net.OpError) when
+// the close timeout passed before a resume had sent the peer what it
+// lacks: the peer is reset, and that data is lost.
+var errCloseUnsent = fmt.Errorf("%w: closed before a resume resent what the peer lacks", dialer.ErrTunnelClosed)
+
 // Close ends the tunnel: it waits (up to the close timeout) for a
 // reconnection under way, so that data still buffered reaches the peer,
-// then closes the connection as Conn.Close does.
+// then closes the connection as Conn.Close does. If none has resent that
+// data by then, the peer is reset instead (never a clean end), and Close
+// returns an error that matches dialer.ErrTunnelClosed.
 func (r *ResumableConn) Close() error { return r.closeWith(nil) }
 
 // CloseWithError ends the tunnel as Conn.CloseWithError does: for a
@@ -864,7 +917,15 @@ func (r *ResumableConn) closeWith(cause error) error {
 		dl := time.Now().Add(r.closeTimeout)
 		for (r.cur == nil || r.reading == nil) && r.final == nil && r.waitLocked(dl) {
 		}
+		if r.cur == nil && r.final == nil && r.sent > r.acked {
+			// No resend finished within the close timeout: bytes Write
+			// reported written may never reach the peer, which must not
+			// read a clean end (a reset: CloseWithError), nor may Close
+			// report one.
+			cause = errCloseUnsent
+		}
 	}
+	unsent := cause == errCloseUnsent
 	r.closed = true
 	c := r.reading
 	r.setDetachedLocked(false)
@@ -888,6 +949,9 @@ func (r *ResumableConn) closeWith(cause error) error {
 		} else {
 			err = c.Close()
 		}
+	}
+	if unsent {
+		err = r.opError("close", errCloseUnsent)
 	}
 	r.wg.Wait()
 	if r.srv != nil {

@@ -229,7 +229,7 @@ func (r *ResumableConn) fill(src io.Reader, sock bool) (filled, error) {
 		room := r.bufMax - (r.sent - r.acked)
 		if c == nil || room <= 0 {
 			if rc := r.reading; rc != nil && r.rmu.TryLock() {
-				r.readForWriterLocked(rc, gen, r.wdl)
+				r.readForWriterLocked(rc, gen, r.ackStep())
 				r.rmu.Unlock()
 				continue
 			}
@@ -293,7 +293,7 @@ func (r *ResumableConn) awaitConnLocked() error {
 			return nil
 		}
 		if rc := r.reading; rc != nil && r.rmu.TryLock() {
-			r.readForWriterLocked(rc, r.gen, r.wdl)
+			r.readForWriterLocked(rc, r.gen, r.ackStep())
 			r.rmu.Unlock()
 			continue
 		}

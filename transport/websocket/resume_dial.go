@@ -216,6 +216,8 @@ func (s *Server) resumeTunnel(c *Conn, req wire.Request, sl *slot) error {
 		s.Metrics.resumed("inconsistent")
 		return err
 	}
+	r.resumeSeq++
+	seq := r.resumeSeq
 	old := r.reading
 	var rel chan struct{}
 	if old != nil {
@@ -267,7 +269,7 @@ func (s *Server) resumeTunnel(c *Conn, req wire.Request, sl *slot) error {
 	c.nc.SetDeadline(time.Time{})
 	c.startKeepalive()
 	done := make(chan struct{})
-	if err := r.attach(c, req.Received, done); err != nil {
+	if err := r.attachAs(c, req.Received, done, seq); err != nil {
 		return err
 	}
 	r.mu.Lock()
