@@ -32,17 +32,9 @@ import (
 // on the resend's connection.
 func TestResumeCloseDuringResendIsReset(t *testing.T) {
 	t.Parallel()
-	c1, s1 := reviewPipe(t)
-	r := newResumable(c1, true, 1<<20, time.Minute)
-	r.closeTimeout = 100 * time.Millisecond         // the default is 2 s; a 4 MiB resend on a slow link takes longer
 	data := bytes.Repeat([]byte("resend "), 30<<10) // ~210 KB: four segments
-	drained := reviewGo(func() { io.Copy(io.Discard, s1) })
-	if _, err := r.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	reviewLose(r)
-	c1.CloseNow()
-	drained()
+	r := reviewWroteThenLost(t, data)
+	r.closeTimeout = 100 * time.Millisecond // the default is 2 s; a 4 MiB resend on a slow link takes longer
 
 	// The next connection: its peer does not read yet, so the resend
 	// (first its ack) waits on the pipe.
@@ -78,10 +70,7 @@ func TestResumeCloseDuringResendIsReset(t *testing.T) {
 // CopyFrom was not.
 func TestResumeCopyFromWokenAfterResend(t *testing.T) {
 	t.Parallel()
-	c1, _ := reviewPipe(t)
-	r := newResumable(c1, true, 1<<20, time.Minute)
-	reviewLose(r)
-	c1.CloseNow()
+	r := reviewDetached(t)
 	var cerr error
 	copied := reviewGo(func() { _, cerr = r.CopyFrom(strings.NewReader("x"), nil) })
 	reviewHas(t, r, "CopyFrom waiting", func() bool { return r.waiters > 0 })

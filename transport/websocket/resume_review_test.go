@@ -47,6 +47,31 @@ func reviewLose(r *ResumableConn) {
 	}
 }
 
+// reviewDetached is a client's resumable tunnel whose connection was lost
+// before it sent anything.
+func reviewDetached(t *testing.T) *ResumableConn {
+	c1, _ := reviewPipe(t)
+	r := newResumable(c1, true, 1<<20, time.Minute)
+	reviewLose(r)
+	c1.CloseNow()
+	return r
+}
+
+// reviewWroteThenLost is a client's resumable tunnel that wrote data (its
+// peer read it all, acknowledging none) and then lost its connection.
+func reviewWroteThenLost(t *testing.T, data []byte) *ResumableConn {
+	c1, s1 := reviewPipe(t)
+	r := newResumable(c1, true, 1<<20, time.Minute)
+	drained := reviewGo(func() { io.Copy(io.Discard, s1) })
+	if _, err := r.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	reviewLose(r)
+	c1.CloseNow()
+	drained()
+	return r
+}
+
 // reviewGo runs f in a goroutine; wait waits for its end.
 func reviewGo(f func()) (wait func()) {
 	var wg sync.WaitGroup
@@ -74,16 +99,8 @@ func reviewHas(t *testing.T, r *ResumableConn, what string, cond func() bool) {
 // CloseWrite, finding no connection to write to, left it to the resend).
 func TestResumeReviewCloseWriteDuringResend(t *testing.T) {
 	t.Parallel()
-	c1, s1 := reviewPipe(t)
-	r := newResumable(c1, true, 1<<20, time.Minute)
 	data := bytes.Repeat([]byte("resend "), 20<<10)
-	drained := reviewGo(func() { io.Copy(io.Discard, s1) })
-	if _, err := r.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	reviewLose(r)
-	c1.CloseNow()
-	drained()
+	r := reviewWroteThenLost(t, data)
 
 	// The next connection: its peer reads nothing yet, so the resend of
 	// all of data waits on the pipe.
@@ -206,10 +223,7 @@ func TestResumeReviewDetachedGauge(t *testing.T) {
 // resend's end does not bring.)
 func TestResumeReviewWriteWokenAfterResend(t *testing.T) {
 	t.Parallel()
-	c1, _ := reviewPipe(t)
-	r := newResumable(c1, true, 1<<20, time.Minute)
-	reviewLose(r)
-	c1.CloseNow()
+	r := reviewDetached(t)
 	var werr error
 	wrote := reviewGo(func() { _, werr = r.Write([]byte("x")) })
 	reviewHas(t, r, "the Write waiting", func() bool { return r.waiters > 0 })
