@@ -1,25 +1,30 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"io"
 	"net"
+	"sync"
 
+	"github.com/spriteproxy/spriteproxy/internal/pump"
 	"github.com/spriteproxy/spriteproxy/transport/websocket"
 )
 
 const connectSynopsis = "spriteproxy connect [--api URL] [--token T] [--tls-ca FILE] [--proxy URL | --no-proxy] SPRITE HOST:PORT\n\n" +
 	"One tunnel on stdin and stdout, e.g. for ssh:\n" +
 	"  ssh -o ProxyCommand='spriteproxy connect my-sprite localhost:22' user@my-sprite\n" +
-	"stdin's end is passed on as a half-close; the reply is still read to its end.\n" +
+	"stdin's end is passed on as a half-close; the reply is still read to its end,\n" +
+	"and the reply's end closes stdout while stdin is still sent to its end.\n" +
+	"Ctrl-C or SIGTERM with the tunnel open cuts it (exit 1).\n" +
 	"Nothing but the tunnel's bytes is written to stdout. The token and API may also\n" +
 	"come from $" + envToken + " and $" + envAPI + "."
 
 // connect runs "spriteproxy connect": one tunnel between stdin/stdout and
 // HOST:PORT inside the sprite. It exits 0 when both directions ended
-// cleanly, 1 with one line on stderr otherwise.
+// cleanly (or a signal came before the tunnel was open), 1 with one line
+// on stderr otherwise, a signal with the tunnel open included: that cuts
+// the tunnel.
 func (c *cli) connect(ctx context.Context, args []string) int {
 	fs := newFlagSet("connect")
 	cf := addClientFlags(fs, "bound on opening the tunnel")
@@ -51,6 +56,9 @@ func (c *cli) connect(ctx context.Context, args []string) int {
 	conn, err := d.DialSprite(dialCtx, sprite, "tcp", target)
 	cancel()
 	if ctx.Err() != nil {
+		if err == nil {
+			conn.Close() // nothing was sent, and nothing read
+		}
 		return exitOK // interrupted: nothing was sent
 	}
 	if err != nil {
@@ -61,24 +69,40 @@ func (c *cli) connect(ctx context.Context, args []string) int {
 		in = eofReader{}
 	}
 	if err := pipe(ctx, conn, in, c.stdout); err != nil {
+		if cause := context.Cause(ctx); cause != nil && errors.Is(err, cause) {
+			// A signal mid-stream: the tunnel was cut, so that the target
+			// does not take what it got for the whole stream.
+			return c.failf(exitFail, "connect", "stopped (%v) with the tunnel open: the stream to %s inside sprite %q was cut, not ended", cause, target, sprite)
+		}
 		return c.failf(exitFail, "connect", "%s", explain(err, w))
 	}
 	return exitOK
 }
 
-// pipe copies in to conn and conn to out until conn's reply ends, and
-// closes conn. The end of in is passed on as conn's CloseWrite, and the
-// reply is still read to its end; the reply's end while in still has bytes
-// ends the pipe too (the far side is done with us). ctx ending closes conn.
-// The error is the first failure of either direction, nil on a clean end.
+// pipe copies in to conn and conn to out, both ways at once, as two ends of
+// one TCP connection would: the end of in is passed on as conn's
+// CloseWrite, and the end of the reply (the target's half-close) closes
+// out, if it is an io.Closer, while in is still copied to its end. The pipe
+// is over, and conn closed gracefully, when both directions have ended, or
+// at once when the peer closed the tunnel both ways (pump.ErrClosedByPeer,
+// or its clean end seen by AwaitEnd meanwhile); it then returns nil.
+//
+// Anything else cuts the tunnel (CloseWithError, so that the target reads
+// a reset, never a clean end of stream) and returns the first failure: a
+// read error on in, a write error on out, the tunnel's own failure, or
+// context.Cause(ctx) when ctx ends before the pipe is over.
 //
 // The goroutine reading in may outlive pipe while blocked in a read of
 // in: there is no portable way to interrupt a read of stdin, and the
 // process exits right after.
 func pipe(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) error {
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	p := &pipeEnd{conn: conn, cut: make(chan struct{})}
+	stop := context.AfterFunc(ctx, func() { p.fail(context.Cause(ctx)) })
 	defer stop()
+	if e, ok := conn.(pump.Ender); ok {
+		stopEnd := e.AfterEnd(p.fail) // the tunnel found lost while idle
+		defer stopEnd()
+	}
 
 	sent := make(chan error, 1)
 	go func() {
@@ -88,21 +112,80 @@ func pipe(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) error
 				err = cw.CloseWrite()
 			}
 		}
+		if err != nil {
+			p.fail(err) // the reply copy returns too: nothing waits for ever
+		}
 		sent <- err
 	}()
-	_, rerr := io.Copy(out, conn)
+
+	var rerr error
+	if ct, ok := conn.(pump.CopierTo); ok {
+		_, rerr = ct.CopyTo(out, nil)
+	} else {
+		_, rerr = io.Copy(out, conn)
+	}
+	if errors.Is(rerr, pump.ErrClosedByPeer) {
+		// The peer closed both ways: what in still holds has no reader.
+		return p.end()
+	}
+	if rerr != nil {
+		p.fail(rerr)
+		return p.end()
+	}
+	// The reply's end is the target's half-close: pass it on, and go on
+	// sending in until its own end.
+	if c, ok := out.(io.Closer); ok {
+		c.Close()
+	}
+	if aw, ok := conn.(pump.EndAwaiter); ok {
+		// Watch the tunnel meanwhile: a peer lost while in is idle cuts
+		// the pipe, and a peer that ends the tunnel cleanly ends it.
+		err := aw.AwaitEnd()
+		switch {
+		case err == nil:
+			return p.end()
+		case !errors.Is(err, pump.ErrNoWatch):
+			p.fail(err)
+			return p.end()
+		}
+	}
 	select {
-	case serr := <-sent:
-		if ctx.Err() != nil {
-			return nil // a signal: a clean stop
+	case <-sent:
+	case <-p.cut:
+	}
+	return p.end()
+}
+
+// pipeEnd ends a pipe once: gracefully, or cut with the first failure.
+type pipeEnd struct {
+	conn net.Conn
+	once sync.Once
+	err  error         // the failure that cut the tunnel; set before cut is closed
+	cut  chan struct{} // closed once the tunnel is cut
+}
+
+// fail cuts the tunnel for err, unless the pipe has already ended.
+func (p *pipeEnd) fail(err error) {
+	p.once.Do(func() {
+		p.err = err
+		close(p.cut)
+		if ec, ok := p.conn.(pump.ErrorCloser); ok {
+			ec.CloseWithError(err)
+		} else {
+			p.conn.Close()
 		}
-		return cmp.Or(rerr, serr)
+	})
+}
+
+// end closes the tunnel gracefully unless it was cut, and returns the
+// failure that cut it, nil if none did.
+func (p *pipeEnd) end() error {
+	p.once.Do(func() { p.conn.Close() })
+	select {
+	case <-p.cut:
+		return p.err
 	default:
-		// The reply ended before stdin: the far side closed the tunnel.
-		if ctx.Err() != nil {
-			return nil
-		}
-		return rerr
+		return nil
 	}
 }
 

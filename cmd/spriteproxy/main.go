@@ -15,8 +15,9 @@
 // runs both ends in one process, on loopback, and moves data through.
 //
 // Exit status: 0 on success and after Ctrl-C (SIGINT) or SIGTERM, 1 when
-// something failed (a port in use, a rejected token, an unreachable server),
-// 2 for a usage error (a bad flag or mapping).
+// something failed (a port in use, a rejected token, an unreachable server;
+// for connect, a signal while its one stream is open, which cuts it), 2
+// for a usage error (a bad flag or mapping).
 package main
 
 import (
