@@ -175,8 +175,14 @@ func (s *Server) originAllowed(origin string) bool {
 // its place: on a new connection (either serving path) a handshake slot,
 // which becomes a tunnel slot when the first message is in (startTunnel);
 // on a reused connection's next tunnel, whose first message is in already,
-// a tunnel slot. ctx bounds the Authenticator's and the Resolver's calls.
+// a tunnel slot. ctx, and the handshake timeout, bound the Authenticator's and
+// the Resolver's calls (only the calls: the network returned outlives them).
 func (s *Server) admit(ctx context.Context, sl *slot, reused bool) (dialer.ContextDialer, *refusal) {
+	// The Authenticator and the Resolver are bounded as the handshake is,
+	// on every path: on Serve's, ctx is the server's own, which nothing
+	// but Shutdown ends.
+	ctx, cancel := context.WithTimeout(ctx, s.handshakeTimeout())
+	defer cancel()
 	if s.Auth != nil {
 		if err := s.Auth.Authenticate(ctx, sl.token, sl.sprite); err != nil {
 			if errors.Is(err, dialer.ErrForbidden) {
@@ -409,4 +415,9 @@ func checkUpgradeHeaders(r *http.Request) error {
 		return ws.ErrHandshakeBadSecKey
 	}
 	return nil
+}
+
+// handshakeTimeout is HandshakeTimeout, or its default.
+func (s *Server) handshakeTimeout() time.Duration {
+	return cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)
 }

@@ -793,10 +793,10 @@ func (r *ResumableConn) writeErrLocked() error {
 	return nil
 }
 
-// peerBufLocked is the most the peer may send that this side has not
+// peerBufOf is the most c's peer may send that this side has not
 // acknowledged: the resume buffer its first message or reply said, else
 // the default one.
-func (r *ResumableConn) peerBufLocked(c *Conn) int64 {
+func peerBufOf(c *Conn) int64 {
 	if c.peerBuf > 0 {
 		return c.peerBuf
 	}
@@ -828,12 +828,12 @@ func (r *ResumableConn) readForWriterLocked(c *Conn, gen uint64, dl time.Time) {
 	rdl := r.rdl
 	overrun := false
 	if gen == r.gen {
-		if n > 0 && r.recvd+int64(n)-r.ackedOut > r.peerBufLocked(c) {
-			overrun = true
+		if past := r.recvd + int64(n) - r.ackedOut; n > 0 && past > peerBufOf(c) {
 			// More than the peer may have unacknowledged: it is not
 			// keeping its buffer (a peer that does holds it back), and
 			// what it sends would be kept here without bound.
-			r.failLocked(protocolErrorf(closeProtocolError, "the peer sent %d bytes past the last acknowledgement, over its resume buffer of %d", r.recvd+int64(n)-r.ackedOut, r.peerBufLocked(c)))
+			overrun = true
+			r.failLocked(protocolErrorf(closeProtocolError, "the peer sent %d bytes past the last acknowledgement, over its resume buffer of %d", past, peerBufOf(c)))
 			n = 0
 		}
 		if n > 0 {

@@ -256,7 +256,7 @@ func (s *Server) resumeTunnel(c *Conn, req wire.Request, sl *slot) error {
 			close(rel)
 		}
 	}
-	c.nc.SetWriteDeadline(time.Now().Add(cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)))
+	c.nc.SetWriteDeadline(time.Now().Add(s.handshakeTimeout()))
 	if err := c.writeMessage(wire.Marshal(rep)); err != nil {
 		r.mu.Lock()
 		if r.reading == nil && r.final == nil && !r.closed {

@@ -89,7 +89,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		nc = tls.Server(cork.New(nc), s.TLSConfig)
 	}
 	stop := context.AfterFunc(s.ctx, func() { nc.SetDeadline(aLongTimeAgo) })
-	nc.SetDeadline(time.Now().Add(cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)))
+	nc.SetDeadline(time.Now().Add(s.handshakeTimeout()))
 	fr := frontRequest{remote: nc.RemoteAddr().String()}
 	var (
 		network dialer.ContextDialer
@@ -128,13 +128,7 @@ func (s *Server) serveConn(nc net.Conn) {
 				return nil, ref
 			}
 			sl.token = bearerValue(fr.auth)
-			// The Authenticator and Resolver are bounded as the
-			// handshake is (behind net/http, the request's context ends
-			// when the client goes away; here nothing else would).
-			actx, cancel := context.WithTimeout(s.ctx, cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout))
-			network, ref = s.admit(actx, &sl, false)
-			cancel()
-			if ref != nil {
+			if network, ref = s.admit(s.ctx, &sl, false); ref != nil {
 				return nil, ref
 			}
 			return nil, nil

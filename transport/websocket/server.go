@@ -397,7 +397,7 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 	first := sl.handshaking
 	if first {
 		// (park set the idle connection's deadline.)
-		c.nc.SetReadDeadline(time.Now().Add(cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)))
+		c.nc.SetReadDeadline(time.Now().Add(s.handshakeTimeout()))
 	}
 	msg, err := c.readMessage()
 	if !first {
@@ -409,18 +409,14 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 			// Each tunnel is admitted afresh: the token may have been
 			// revoked, or the sprite moved or removed, since the
 			// connection's upgrade.
-			// (Bounded as on a new connection: see serveConn.)
-			actx, cancel := context.WithTimeout(s.ctx, cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout))
 			var ref *refusal
-			network, ref = s.admit(actx, sl, true)
-			cancel()
-			if ref != nil {
+			if network, ref = s.admit(s.ctx, sl, true); ref != nil {
 				s.log("request refused", "sprite", sl.sprite, "client", c.remote, "reason", ref, "reused", true)
 				return nil, "", errors.Join(errNoSlot, ref)
 			}
 			// The replies before the dial are bounded as on a new
 			// connection (the one set after the dial bounds the others).
-			c.nc.SetWriteDeadline(time.Now().Add(cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)))
+			c.nc.SetWriteDeadline(time.Now().Add(s.handshakeTimeout()))
 		}
 	}
 	if err != nil {
@@ -465,7 +461,7 @@ func (s *Server) handshake(c *Conn, network dialer.ContextDialer, sl *slot) (net
 	// the reply, whichever it is, gets a bound of its own from now. A
 	// reply cut by a deadline set before the dial would leave a client
 	// that retries (no reply: PROTOCOL.md §7) to dial the target again.
-	c.nc.SetWriteDeadline(time.Now().Add(cmpOr(s.HandshakeTimeout, DefaultHandshakeTimeout)))
+	c.nc.SetWriteDeadline(time.Now().Add(s.handshakeTimeout()))
 	if err != nil {
 		s.replyTargetError(c, targetCode(err), err, keepsRefused(req.Features, s.allowed(), true))
 		s.Metrics.answered(targetCode(err), sl.start)
