@@ -81,11 +81,15 @@ func startRelayProxy(t *testing.T, head string) string {
 		if _, err := io.WriteString(c, head+"\r\n\r\n"); err != nil {
 			return
 		}
+		sent := make(chan struct{})
 		go func() {
+			defer close(sent)
 			io.Copy(up, br) // br: nothing of the client's is lost
 			up.(*net.TCPConn).CloseWrite()
 		}()
 		io.Copy(c, up)
+		c.Close() // ends the copy above, which the handler waits for
+		<-sent
 	})
 	return ln.Addr().String()
 }
